@@ -1,0 +1,678 @@
+//! Typed configuration: the TOML file, its defaults, environment overrides and
+//! the one-time validation that runs before anything listens.
+//!
+//! This module owns the *shape* of the configuration and every rule about which
+//! values are acceptable. It must never do I/O beyond reading the file and the
+//! process environment, and nothing outside it re-validates: a [`Config`] that
+//! exists is a config that is valid.
+//!
+//! Errors name the file, the line and the key (`config.toml:12: feeds[0].interval: ...`)
+//! so a platform engineer can fix a ConfigMap without reading source code.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Uri;
+use serde::{Deserialize, Deserializer};
+
+use crate::pointer::Pointer;
+
+/// The prefix under which pollcast serves its own endpoints; SSE paths may not use it.
+pub const ADMIN_PREFIX: &str = "/_pollcast";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub sse: SseConfig,
+    #[serde(default)]
+    pub feeds: Vec<FeedConfig>,
+}
+
+/// `[server]`: the listener pollcast accepts clients on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// How long shutdown waits for in-flight requests before closing them.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[upstream]`: the API pollcast sits in front of.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URL, `http://host:port` (an optional path prefix is kept).
+    pub url: UpstreamUrl,
+    /// Per upstream request: for pass-through, until response headers arrive;
+    /// for polls, the whole request including the body.
+    #[serde(with = "humantime_serde", default = "default_timeout")]
+    pub timeout: Duration,
+    /// Largest poll response body accepted, in bytes; a larger one fails the poll.
+    #[serde(default = "default_max_body")]
+    pub max_body: usize,
+    /// Idle pooled upstream connections are closed after this long.
+    #[serde(with = "humantime_serde", default = "default_pool_idle")]
+    pub pool_idle_timeout: Duration,
+    /// At most this many idle pooled connections are kept.
+    #[serde(default = "default_pool_max_idle")]
+    pub pool_max_idle: usize,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_body() -> usize {
+    16 * 1024 * 1024
+}
+fn default_pool_idle() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_pool_max_idle() -> usize {
+    64
+}
+
+/// `[sse]`: how subscriber streams behave.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SseConfig {
+    /// A `: keepalive` comment is written after this much silence.
+    #[serde(with = "humantime_serde")]
+    pub keepalive: Duration,
+    /// Sent as `retry:` at the start of every stream: EventSource's reconnect delay.
+    #[serde(with = "humantime_serde")]
+    pub retry: Duration,
+    /// Events kept per feed for `Last-Event-ID` resume.
+    pub history: usize,
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        Self {
+            keepalive: Duration::from_secs(15),
+            retry: Duration::from_secs(2),
+            history: 1024,
+        }
+    }
+}
+
+/// One `[[feeds]]` entry: an upstream list endpoint turned into an SSE stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    /// Unique name, used in logs.
+    pub name: String,
+    /// Upstream GET path that is polled.
+    pub poll: String,
+    /// Path EventSource clients open (default `/sse/<name>`).
+    #[serde(default)]
+    pub sse: Option<String>,
+    /// Time between two polls of one feed.
+    #[serde(with = "humantime_serde", default = "default_interval")]
+    pub interval: Duration,
+    /// JSON Pointer to each item's unique id.
+    #[serde(default = "default_id")]
+    pub id: Pointer,
+    /// JSON Pointer to the array of items in the body (`""` = the body is the array).
+    #[serde(default)]
+    pub items: Pointer,
+    /// JSON Pointers (inside an item) whose changes alone never make an `updated`.
+    #[serde(default)]
+    pub ignore: Vec<Pointer>,
+    /// A feed keeps polling this long after its last subscriber left, then stops.
+    #[serde(with = "humantime_serde", default = "default_linger")]
+    pub linger: Duration,
+    /// Upper bound of the back-off between polls while the upstream fails.
+    #[serde(with = "humantime_serde", default = "default_backoff_max")]
+    pub backoff_max: Duration,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_id() -> Pointer {
+    Pointer::parse("/id").unwrap_or_default()
+}
+fn default_linger() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl FeedConfig {
+    /// A feed definition with every default, for code that builds configs (demo, tests).
+    pub fn new(name: &str, poll: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            poll: poll.to_owned(),
+            sse: None,
+            interval: default_interval(),
+            id: default_id(),
+            items: Pointer::default(),
+            ignore: Vec::new(),
+            linger: default_linger(),
+            backoff_max: default_backoff_max(),
+        }
+    }
+
+    /// The SSE path, with its default applied.
+    pub fn sse_path(&self) -> String {
+        self.sse
+            .clone()
+            .unwrap_or_else(|| format!("/sse/{}", self.name))
+    }
+}
+
+impl UpstreamConfig {
+    pub fn new(url: UpstreamUrl) -> Self {
+        Self {
+            url,
+            timeout: default_timeout(),
+            max_body: default_max_body(),
+            pool_idle_timeout: default_pool_idle(),
+            pool_max_idle: default_pool_max_idle(),
+        }
+    }
+}
+
+impl Config {
+    /// A config with defaults everywhere, for code that builds configs (demo, tests).
+    pub fn new(upstream: UpstreamUrl, feeds: Vec<FeedConfig>) -> Self {
+        Self {
+            server: ServerConfig::default(),
+            upstream: UpstreamConfig::new(upstream),
+            sse: SseConfig::default(),
+            feeds,
+        }
+    }
+}
+
+/// The upstream base URL: `http://authority[/prefix]`, validated at parse time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    /// `http://host:port`, used to build request URIs.
+    pub origin: String,
+    /// Path prefix without trailing slash (`""` when none).
+    pub prefix: String,
+    /// The `host[:port]` part, for logs and the `Host` header.
+    pub authority: http::uri::Authority,
+}
+
+impl UpstreamUrl {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let uri: Uri = s.parse().map_err(|e| format!("`{s}` is not a URL: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(format!(
+                    "`{s}`: https upstreams are not supported; pollcast runs beside the API and speaks plain http to it"
+                ))
+            }
+            _ => return Err(format!("`{s}` must start with http://")),
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("`{s}` has no host"))?;
+        if uri.query().is_some() {
+            return Err(format!("`{s}` must not have a query string"));
+        }
+        let prefix = uri.path().trim_end_matches('/').to_owned();
+        Ok(Self {
+            origin: format!("http://{authority}"),
+            prefix,
+            authority,
+        })
+    }
+
+    /// The absolute URI for an upstream path and query.
+    pub fn join(&self, path_and_query: &str) -> Result<Uri, http::uri::InvalidUri> {
+        format!("{}{}{}", self.origin, self.prefix, path_and_query).parse()
+    }
+}
+
+impl std::fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.origin, self.prefix)
+    }
+}
+
+impl<'de> Deserialize<'de> for UpstreamUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        UpstreamUrl::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {key}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+    #[error("{path}:{line}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        message: String,
+    },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+/// A problem found by [`Config::validate`], located later against the source text.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// `(table, index)` for array tables such as `("feeds", 0)`, or a plain table name.
+    pub table: Option<(String, Option<usize>)>,
+    pub key: String,
+    pub message: String,
+}
+
+impl Problem {
+    fn feed(i: usize, key: &str, message: String) -> Self {
+        Self {
+            table: Some(("feeds".into(), Some(i))),
+            key: key.into(),
+            message,
+        }
+    }
+    fn in_table(table: &str, key: &str, message: String) -> Self {
+        Self {
+            table: Some((table.into(), None)),
+            key: key.into(),
+            message,
+        }
+    }
+
+    /// `feeds[0].interval`, `sse.history`, ...
+    pub fn key_path(&self) -> String {
+        match &self.table {
+            Some((t, Some(i))) => format!("{t}[{i}].{}", self.key),
+            Some((t, None)) => format!("{t}.{}", self.key),
+            None => self.key.clone(),
+        }
+    }
+}
+
+impl Config {
+    /// Read, parse, apply environment overrides and validate a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parse and validate config text; `path` is only used in error messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                key: key_at(text, line),
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        config.apply_env(|k| std::env::var(k).ok())?;
+        config.validate().map_err(|p| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: locate(text, &p).unwrap_or(1),
+            key: p.key_path(),
+            message: p.message,
+        })?;
+        Ok(config)
+    }
+
+    /// Environment overrides, one scheme: `POLLCAST_<TABLE>_<KEY>` in upper case.
+    /// Only the keys a platform team changes per environment are overridable.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let err = |var: &str, message: String| ConfigError::Env {
+            var: var.to_owned(),
+            message,
+        };
+        if let Some(v) = get("POLLCAST_SERVER_LISTEN") {
+            self.server.listen = v.parse().map_err(|e| {
+                err(
+                    "POLLCAST_SERVER_LISTEN",
+                    format!("`{v}` is not an address like 0.0.0.0:8080: {e}"),
+                )
+            })?;
+        }
+        if let Some(v) = get("POLLCAST_UPSTREAM_URL") {
+            self.upstream.url =
+                UpstreamUrl::parse(&v).map_err(|m| err("POLLCAST_UPSTREAM_URL", m))?;
+        }
+        if let Some(v) = get("POLLCAST_UPSTREAM_TIMEOUT") {
+            self.upstream.timeout = humantime::parse_duration(&v).map_err(|e| {
+                err(
+                    "POLLCAST_UPSTREAM_TIMEOUT",
+                    format!("`{v}` is not a duration like \"5s\": {e}"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Every rule that involves more than one value, or a value serde cannot judge.
+    pub fn validate(&self) -> Result<(), Problem> {
+        let positive = |d: Duration| d >= Duration::from_millis(1);
+        if !positive(self.upstream.timeout) {
+            return Err(Problem::in_table(
+                "upstream",
+                "timeout",
+                "must be at least 1ms".into(),
+            ));
+        }
+        if self.upstream.max_body == 0 {
+            return Err(Problem::in_table(
+                "upstream",
+                "max_body",
+                "must be at least 1 byte".into(),
+            ));
+        }
+        if self.sse.history == 0 {
+            return Err(Problem::in_table(
+                "sse",
+                "history",
+                "must be at least 1 event".into(),
+            ));
+        }
+        if !positive(self.sse.keepalive) {
+            return Err(Problem::in_table(
+                "sse",
+                "keepalive",
+                "must be at least 1ms".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut paths = std::collections::HashSet::new();
+        for (i, f) in self.feeds.iter().enumerate() {
+            if f.name.is_empty()
+                || !f
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            {
+                return Err(Problem::feed(
+                    i,
+                    "name",
+                    format!(
+                        "`{}` must be non-empty and use only letters, digits, `_`, `-` and `.`",
+                        f.name
+                    ),
+                ));
+            }
+            if !names.insert(f.name.as_str()) {
+                return Err(Problem::feed(
+                    i,
+                    "name",
+                    format!("`{}` is used by an earlier feed", f.name),
+                ));
+            }
+            if !f.poll.starts_with('/') || f.poll.contains(['?', '#', ' ']) {
+                return Err(Problem::feed(
+                    i,
+                    "poll",
+                    format!(
+                        "`{}` must be a path starting with `/` without query or fragment",
+                        f.poll
+                    ),
+                ));
+            }
+            let sse = f.sse_path();
+            if !sse.starts_with('/') || sse.contains(['?', '#', ' ']) {
+                return Err(Problem::feed(
+                    i,
+                    "sse",
+                    format!("`{sse}` must be a path starting with `/` without query or fragment"),
+                ));
+            }
+            if sse == ADMIN_PREFIX || sse.starts_with(&format!("{ADMIN_PREFIX}/")) {
+                return Err(Problem::feed(
+                    i,
+                    "sse",
+                    format!("`{sse}` is inside pollcast's own prefix {ADMIN_PREFIX}"),
+                ));
+            }
+            if !paths.insert(sse.clone()) {
+                return Err(Problem::feed(
+                    i,
+                    "sse",
+                    format!("`{sse}` is used by an earlier feed"),
+                ));
+            }
+            if f.interval < Duration::from_millis(10) {
+                return Err(Problem::feed(i, "interval", "must be at least 10ms".into()));
+            }
+            if f.backoff_max < f.interval {
+                return Err(Problem::feed(
+                    i,
+                    "backoff_max",
+                    format!(
+                        "must be at least the interval ({})",
+                        humantime::format_duration(f.interval)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |n| before.len() - n - 1)
+        + 1;
+    (line, column)
+}
+
+/// The dotted key a line defines, e.g. `feeds[1].interval`, for parse errors.
+fn key_at(text: &str, line: usize) -> String {
+    let mut table = String::new();
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    let mut key = String::new();
+    for (n, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if let Some(name) = t.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
+            let name = name.trim().to_owned();
+            let c = counts.entry(name.clone()).or_insert(0);
+            table = format!("{name}[{c}]");
+            *c += 1;
+        } else if let Some(name) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
+            table = name.trim().to_owned();
+        }
+        if n + 1 == line {
+            if let Some((k, _)) = t.split_once('=') {
+                key = k.trim().trim_matches('"').to_owned();
+            }
+            break;
+        }
+    }
+    match (table.is_empty(), key.is_empty()) {
+        (true, _) => key,
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+/// The line a validation problem refers to, found in the source text.
+fn locate(text: &str, p: &Problem) -> Option<usize> {
+    let mut in_table = p.table.is_none();
+    let mut seen = 0usize;
+    let mut table_line = None;
+    for (n, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            in_table = match &p.table {
+                Some((name, Some(i))) if t.starts_with("[[") => {
+                    let hit = t.trim_start_matches("[[").split("]]").next().map(str::trim)
+                        == Some(name.as_str());
+                    let want = hit && seen == *i;
+                    if hit {
+                        seen += 1;
+                    }
+                    want
+                }
+                Some((name, None)) => {
+                    t.trim_start_matches('[').split(']').next().map(str::trim)
+                        == Some(name.as_str())
+                }
+                _ => false,
+            };
+            if in_table {
+                table_line = Some(n + 1);
+            }
+            continue;
+        }
+        if in_table {
+            if let Some((k, _)) = t.split_once('=') {
+                if k.trim().trim_matches('"') == p.key {
+                    return Some(n + 1);
+                }
+            }
+        }
+    }
+    table_line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[upstream]
+url = "http://127.0.0.1:3000"
+timeout = "5s"
+
+[[feeds]]
+name = "jobs"
+poll = "/api/jobs"
+sse = "/sse/jobs"
+interval = "1s"
+id = "/id"
+items = ""
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn the_documented_example_parses_with_defaults() {
+        let c = parse(GOOD).expect("valid");
+        assert_eq!(c.upstream.timeout, Duration::from_secs(5));
+        assert_eq!(c.feeds[0].interval, Duration::from_secs(1));
+        assert_eq!(c.feeds[0].linger, Duration::from_secs(10));
+        assert_eq!(c.sse.keepalive, Duration::from_secs(15));
+        assert_eq!(c.upstream.url.origin, "http://127.0.0.1:3000");
+    }
+
+    #[test]
+    fn sse_path_defaults_from_name() {
+        let c =
+            parse("[upstream]\nurl='http://a:1'\n[[feeds]]\nname='x'\npoll='/x'\n").expect("ok");
+        assert_eq!(c.feeds[0].sse_path(), "/sse/x");
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let bad = GOOD.replace("interval = \"1s\"", "intervall = \"1s\"");
+        let e = Config::from_toml(&bad, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.toml:13:1:"), "{e}");
+        assert!(e.contains("feeds[0].intervall"), "{e}");
+        assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_line_and_key() {
+        let bad = GOOD.replace("timeout = \"5s\"", "timeout = \"five\"");
+        let e = Config::from_toml(&bad, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.toml:7:"), "{e}");
+        assert!(e.contains("upstream.timeout"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_sse_path_is_located() {
+        let bad =
+            format!("{GOOD}\n[[feeds]]\nname = \"other\"\npoll = \"/x\"\nsse = \"/sse/jobs\"\n");
+        let e = Config::from_toml(&bad, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.toml:20: feeds[1].sse:"), "{e}");
+    }
+
+    #[test]
+    fn bad_pointer_is_rejected() {
+        let bad = GOOD.replace("id = \"/id\"", "id = \"id\"");
+        let e = Config::from_toml(&bad, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("feeds[0].id"), "{e}");
+        assert!(e.contains("JSON Pointer"), "{e}");
+    }
+
+    #[test]
+    fn https_upstream_is_explained() {
+        let bad = GOOD.replace("http://127", "https://127");
+        let e = Config::from_toml(&bad, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upstream.url") && e.contains("https"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_apply_and_report_bad_values() {
+        let mut c = parse(GOOD).expect("ok");
+        c.apply_env(|k| (k == "POLLCAST_UPSTREAM_URL").then(|| "http://10.0.0.1:9000/v1".into()))
+            .expect("ok");
+        assert_eq!(c.upstream.url.to_string(), "http://10.0.0.1:9000/v1");
+        let e = c
+            .apply_env(|k| (k == "POLLCAST_SERVER_LISTEN").then(|| "nope".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("POLLCAST_SERVER_LISTEN"), "{e}");
+    }
+}

@@ -1,0 +1,426 @@
+//! Feeds: one upstream list, polled once per interval, fanned out to every
+//! subscriber.
+//!
+//! A [`Feed`] owns the shared state of one feed instance: the latest item list,
+//! a bounded history of encoded events, and the upstream status. The history is
+//! also the broadcast queue: each subscriber is only a [`Cursor`] into it (as in
+//! tokio's broadcast channel), which gives resume, fan-out and slow-consumer
+//! handling from one structure with no per-subscriber queue. Events are encoded
+//! once and shared as `Bytes`.
+//!
+//! The state lock is a `std::sync::Mutex` held only to copy `Bytes` handles in
+//! or out; it is never held across an `.await`.
+//!
+//! Submodules: [`registry`] (which feeds exist), [`poller`] (the loop that polls
+//! one feed), [`extract`] (body to items), [`diff`] (what changed), [`contract`]
+//! (event names and payloads), [`key`] (what makes two subscribers share a feed).
+
+pub mod contract;
+pub mod diff;
+pub mod extract;
+pub mod key;
+pub mod poller;
+pub mod registry;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::config::FeedConfig;
+use crate::sse::encode;
+use extract::ItemList;
+pub use key::FeedKey;
+
+/// One live feed instance. Dropped state is never reused: a new instance of
+/// the same key gets a new epoch, so stale `Last-Event-ID`s cannot replay.
+pub struct Feed {
+    pub key: FeedKey,
+    pub def: Arc<FeedConfig>,
+    /// Random per instance; the first half of every event id.
+    epoch: String,
+    state: Mutex<State>,
+    /// Bumped after every change of `state` that subscribers must see.
+    changed: watch::Sender<u64>,
+    subscribers: AtomicUsize,
+}
+
+struct State {
+    /// Id of the latest state (the last event, or the first snapshot).
+    seq: u64,
+    /// Seq of the first snapshot; nothing before it can be replayed.
+    base: Option<u64>,
+    history: VecDeque<(u64, Bytes)>,
+    capacity: usize,
+    snapshot: Option<Arc<Snapshot>>,
+    status_gen: u64,
+    /// Encoded `stale` body while the upstream is failing.
+    stale: Option<Bytes>,
+    /// Encoded `recovered` body of the last recovery.
+    recovered: Bytes,
+}
+
+/// One version of the item list, encoded lazily and at most once.
+pub struct Snapshot {
+    pub list: Arc<ItemList>,
+    encoded: OnceLock<Bytes>,
+}
+
+/// Where one subscriber stands in a feed.
+#[derive(Debug, Clone, Default)]
+pub struct Cursor {
+    /// Seq of the last state delivered; `None` until the first snapshot.
+    at: Option<u64>,
+    status_gen: u64,
+    told_stale: bool,
+    /// Times this subscriber fell out of the history and was resynced.
+    pub resyncs: u64,
+}
+
+/// What a subscriber must send next, in order.
+pub enum Out {
+    Bytes(Bytes),
+    /// `id:` line then the (lazily encoded) snapshot body.
+    Snapshot(Bytes, Arc<Snapshot>),
+}
+
+impl Feed {
+    pub fn new(key: FeedKey, def: Arc<FeedConfig>, history: usize) -> Self {
+        Self {
+            key,
+            def,
+            epoch: format!("{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff),
+            state: Mutex::new(State {
+                seq: 0,
+                base: None,
+                history: VecDeque::new(),
+                capacity: history.max(1),
+                snapshot: None,
+                status_gen: 0,
+                stale: None,
+                recovered: Bytes::new(),
+            }),
+            changed: watch::channel(0).0,
+            subscribers: AtomicUsize::new(0),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state half-updated
+        // in a way that matters more than stopping: recover the guard.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn id(&self, seq: u64) -> String {
+        format!("{}:{seq}", self.epoch)
+    }
+
+    /// A cursor for a new subscriber, positioned by its `Last-Event-ID` when
+    /// that id belongs to this feed instance and is within the history.
+    pub fn cursor(&self, last_event_id: Option<&str>) -> Cursor {
+        let at = last_event_id
+            .and_then(|id| id.split_once(':'))
+            .filter(|(epoch, _)| *epoch == self.epoch)
+            .and_then(|(_, seq)| seq.parse::<u64>().ok());
+        let st = self.state();
+        let at = at.filter(|&c| st.can_replay_from(c));
+        Cursor {
+            at,
+            ..Cursor::default()
+        }
+    }
+
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn add_subscriber(&self) {
+        self.subscribers.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn remove_subscriber(&self) {
+        self.subscribers.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Copy what `cursor` has not seen yet into `out`, and advance it.
+    pub fn pull(&self, cursor: &mut Cursor, out: &mut VecDeque<Out>) {
+        let st = self.state();
+        let cur = st.seq;
+        match cursor.at {
+            Some(c) if c == cur => {}
+            Some(c) if st.can_replay_from(c) => {
+                let start = st.history.partition_point(|(s, _)| *s <= c);
+                out.extend(
+                    st.history
+                        .range(start..)
+                        .map(|(_, b)| Out::Bytes(b.clone())),
+                );
+                cursor.at = Some(cur);
+            }
+            _ => {
+                if let Some(snap) = &st.snapshot {
+                    if cursor.at.is_some() {
+                        cursor.resyncs += 1;
+                    }
+                    out.push_back(Out::Snapshot(encode::id_line(&self.id(cur)), snap.clone()));
+                    cursor.at = Some(cur);
+                }
+            }
+        }
+        if cursor.status_gen != st.status_gen {
+            cursor.status_gen = st.status_gen;
+            let id = encode::id_line(&self.id(cur));
+            match (&st.stale, cursor.told_stale) {
+                (Some(stale), false) => {
+                    out.push_back(Out::Bytes(id));
+                    out.push_back(Out::Bytes(stale.clone()));
+                    cursor.told_stale = true;
+                }
+                (None, true) => {
+                    out.push_back(Out::Bytes(id));
+                    out.push_back(Out::Bytes(st.recovered.clone()));
+                    cursor.told_stale = false;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Publish a new item list with the events that lead to it. Events are
+    /// `(seq, encoded)` with consecutive seqs after the current one; with no
+    /// events the list still gets a new seq when it is the first one.
+    pub(crate) fn publish(&self, list: Arc<ItemList>, events: Vec<(u64, Bytes)>, first: bool) {
+        {
+            let mut st = self.state();
+            if first {
+                st.seq += 1;
+                st.base = Some(st.seq);
+            }
+            for (seq, bytes) in events {
+                st.seq = seq;
+                st.history.push_back((seq, bytes));
+            }
+            while st.history.len() > st.capacity {
+                st.history.pop_front();
+            }
+            st.snapshot = Some(Arc::new(Snapshot {
+                list,
+                encoded: OnceLock::new(),
+            }));
+        }
+        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Replace the list without an event (bytes changed, content did not).
+    pub(crate) fn replace_list(&self, list: Arc<ItemList>) {
+        self.state().snapshot = Some(Arc::new(Snapshot {
+            list,
+            encoded: OnceLock::new(),
+        }));
+    }
+
+    /// The seq the next event will get.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.state().seq + 1
+    }
+
+    /// Enter (or stay in) the failing state with an encoded `stale` body.
+    pub(crate) fn set_stale(&self, body: Bytes) {
+        {
+            let mut st = self.state();
+            if st.stale.is_some() {
+                return;
+            }
+            st.stale = Some(body);
+            st.status_gen += 1;
+        }
+        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Leave the failing state with an encoded `recovered` body.
+    pub(crate) fn set_recovered(&self, body: Bytes) {
+        {
+            let mut st = self.state();
+            if st.stale.take().is_none() {
+                return;
+            }
+            st.recovered = body;
+            st.status_gen += 1;
+        }
+        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    pub fn is_stale(&self) -> bool {
+        self.state().stale.is_some()
+    }
+
+    /// Printable, credential-free name for logs.
+    pub fn label(&self) -> String {
+        self.key.label(&self.def.name)
+    }
+}
+
+impl State {
+    /// Whether a subscriber that has seen everything up to `c` can be brought
+    /// up to date from the history alone.
+    fn can_replay_from(&self, c: u64) -> bool {
+        let Some(base) = self.base else { return false };
+        if c < base || c > self.seq {
+            return false;
+        }
+        match self.history.front() {
+            Some((oldest, _)) => c + 1 >= *oldest,
+            None => c == self.seq,
+        }
+    }
+}
+
+impl Snapshot {
+    /// The encoded snapshot body, built by the first subscriber that needs it.
+    pub fn encoded(&self) -> Bytes {
+        self.encoded
+            .get_or_init(|| encode::body(contract::SNAPSHOT, &contract::snapshot(&self.list)))
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pointer::Pointer;
+
+    fn feed(history: usize) -> Feed {
+        Feed::new(
+            FeedKey::new(0, String::new(), None, None),
+            Arc::new(FeedConfig::new("t", "/t")),
+            history,
+        )
+    }
+
+    fn list(body: &'static str) -> Arc<ItemList> {
+        let (l, _) = extract::extract(
+            Bytes::from_static(body.as_bytes()),
+            &Pointer::default(),
+            &Pointer::parse("/id").expect("p"),
+        )
+        .expect("list");
+        Arc::new(l)
+    }
+
+    fn drain(f: &Feed, c: &mut Cursor) -> Vec<String> {
+        let mut out = VecDeque::new();
+        f.pull(c, &mut out);
+        out.into_iter()
+            .map(|o| match o {
+                Out::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
+                Out::Snapshot(id, s) => {
+                    format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&id),
+                        String::from_utf8_lossy(&s.encoded())
+                    )
+                }
+            })
+            .collect()
+    }
+
+    fn ev(f: &Feed, n: &str) -> (u64, Bytes) {
+        let seq = f.next_seq();
+        (seq, encode::event(&f.id(seq), n, b"{}"))
+    }
+
+    #[test]
+    fn new_cursor_waits_for_first_snapshot_then_follows_history() {
+        let f = feed(10);
+        let mut c = f.cursor(None);
+        assert!(drain(&f, &mut c).is_empty());
+        f.publish(list("[]"), vec![], true);
+        let got = drain(&f, &mut c);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].contains("event: snapshot"), "{got:?}");
+        let e = ev(&f, "added");
+        f.publish(list(r#"[{"id":1}]"#), vec![e], false);
+        let got = drain(&f, &mut c);
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].contains("event: added") && got[0].contains(&f.id(2)),
+            "{got:?}"
+        );
+        assert!(drain(&f, &mut c).is_empty());
+    }
+
+    #[test]
+    fn resume_replays_exactly_or_falls_back_to_snapshot() {
+        let f = feed(2);
+        f.publish(list("[]"), vec![], true);
+        for _ in 0..2 {
+            let e = ev(&f, "added");
+            f.publish(list("[]"), vec![e], false);
+        }
+        // seq is 3; history holds 2 and 3.
+        let mut c = f.cursor(Some(&f.id(2)));
+        assert_eq!(drain(&f, &mut c).len(), 1);
+        let mut c = f.cursor(Some(&f.id(1)));
+        assert_eq!(drain(&f, &mut c).len(), 2);
+        let mut c = f.cursor(Some(&f.id(3)));
+        assert!(drain(&f, &mut c).is_empty());
+        let e = ev(&f, "added");
+        f.publish(list("[]"), vec![e], false);
+        // 1 fell out of the history: snapshot instead.
+        let mut c = f.cursor(Some(&f.id(1)));
+        let got = drain(&f, &mut c);
+        assert!(got.len() == 1 && got[0].contains("snapshot"), "{got:?}");
+        // Another instance's id, garbage, or the future: snapshot.
+        for id in ["ffffffffffff:2", "nonsense", &f.id(99)] {
+            let mut c = f.cursor(Some(id));
+            let got = drain(&f, &mut c);
+            assert!(got[0].contains("snapshot"), "{id}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn lagging_cursor_is_resynced_with_a_snapshot() {
+        let f = feed(1);
+        f.publish(list("[]"), vec![], true);
+        let mut c = f.cursor(None);
+        drain(&f, &mut c);
+        for _ in 0..3 {
+            let e = ev(&f, "added");
+            f.publish(list("[]"), vec![e], false);
+        }
+        let got = drain(&f, &mut c);
+        assert!(got.len() == 1 && got[0].contains("snapshot"), "{got:?}");
+        assert_eq!(c.resyncs, 1);
+    }
+
+    #[test]
+    fn status_is_told_once_on_entering_and_leaving() {
+        let f = feed(4);
+        f.publish(list("[]"), vec![], true);
+        let mut c = f.cursor(None);
+        drain(&f, &mut c);
+        f.set_stale(encode::body("stale", b"{}"));
+        f.set_stale(encode::body("stale", b"{}"));
+        let got = drain(&f, &mut c).concat();
+        assert_eq!(got.matches("event: stale").count(), 1, "{got}");
+        // A subscriber arriving during the failure hears of it too.
+        let mut late = f.cursor(None);
+        let got = drain(&f, &mut late).concat();
+        assert!(
+            got.contains("snapshot") && got.contains("event: stale"),
+            "{got}"
+        );
+        f.set_recovered(encode::body("recovered", b"{}"));
+        assert!(drain(&f, &mut c).concat().contains("event: recovered"));
+        assert!(drain(&f, &mut c).is_empty());
+        // One that never saw the failure is not told of a recovery.
+        let mut fresh = f.cursor(None);
+        assert!(!drain(&f, &mut fresh).concat().contains("recovered"));
+    }
+}

@@ -1,0 +1,165 @@
+//! The poll loop of one feed: poll, diff, encode, publish, sleep; back off
+//! while the upstream fails; stop after the last subscriber plus linger.
+//!
+//! This module owns the timing of polls and the transitions between healthy
+//! and stale. It is the only writer of its feed's items and sequence numbers.
+//! A failed poll must never change the item list: no `removed` events come
+//! from an upstream outage.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{header, HeaderMap};
+
+use super::diff::diff;
+use super::extract::{extract, ItemList};
+use super::registry::Inner;
+use super::{contract, Feed};
+use crate::sse::encode;
+
+/// Run until the feed is idle past its linger, or shutdown.
+pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
+    let def = feed.def.clone();
+    let path = if feed.key.query.is_empty() {
+        def.poll.clone()
+    } else {
+        format!("{}?{}", def.poll, feed.key.query)
+    };
+    let mut headers = HeaderMap::new();
+    if let Some(v) = &feed.key.authorization {
+        headers.insert(header::AUTHORIZATION, v.clone());
+    }
+    if let Some(v) = &feed.key.cookie {
+        headers.insert(header::COOKIE, v.clone());
+    }
+
+    let mut prev: Option<(Bytes, Arc<ItemList>)> = None;
+    let mut failures: u32 = 0;
+    let mut stale_since = SystemTime::now();
+    let mut idle_since: Option<Instant> = None;
+
+    loop {
+        if feed.subscribers() == 0 {
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= def.linger && ctx.remove_if_idle(&feed) {
+                break;
+            }
+        } else {
+            idle_since = None;
+        }
+
+        let outcome = match ctx.upstream.poll(&path, headers.clone()).await {
+            Ok(body) => apply(&feed, &mut prev, body).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(feed = %feed.label(), failures, "upstream recovered");
+                    feed.set_recovered(encode::body(
+                        contract::RECOVERED,
+                        &contract::recovered(stale_since, failures),
+                    ));
+                }
+                failures = 0;
+            }
+            Err(reason) => {
+                if failures == 0 {
+                    stale_since = SystemTime::now();
+                }
+                failures = failures.saturating_add(1);
+                tracing::warn!(feed = %feed.label(), failures, %reason, "poll failed");
+                feed.set_stale(encode::body(
+                    contract::STALE,
+                    &contract::stale(&reason, failures, stale_since),
+                ));
+            }
+        }
+
+        let mut delay = if failures == 0 {
+            def.interval
+        } else {
+            backoff(def.interval, failures, def.backoff_max)
+        };
+        if let Some(since) = idle_since {
+            delay = delay.min(def.linger.saturating_sub(since.elapsed()));
+        }
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    tracing::debug!(feed = %feed.label(), "feed stopped");
+}
+
+/// Turn a good body into events and publish them. An error leaves `prev`
+/// and the feed untouched.
+fn apply(
+    feed: &Feed,
+    prev: &mut Option<(Bytes, Arc<ItemList>)>,
+    body: Bytes,
+) -> Result<(), super::extract::ExtractError> {
+    if prev.as_ref().is_some_and(|(b, _)| *b == body) {
+        return Ok(());
+    }
+    let (list, skipped) = extract(body.clone(), &feed.def.items, &feed.def.id)?;
+    if skipped.missing_id > 0 || skipped.duplicate_id > 0 {
+        tracing::warn!(
+            feed = %feed.label(),
+            missing_id = skipped.missing_id,
+            duplicate_id = skipped.duplicate_id,
+            "items skipped: without a string or number id at `{}`, or repeating an earlier id",
+            feed.def.id
+        );
+    }
+    let list = Arc::new(list);
+    match prev {
+        None => feed.publish(list.clone(), Vec::new(), true),
+        Some((_, old)) => {
+            let changes = diff(old, &list, &feed.def.ignore);
+            if changes.is_empty() {
+                feed.replace_list(list.clone());
+            } else {
+                let mut seq = feed.next_seq();
+                let events = changes
+                    .iter()
+                    .map(|c| {
+                        let (name, data) = contract::change(c);
+                        let ev = (seq, encode::event(&feed.id(seq), name, &data));
+                        seq += 1;
+                        ev
+                    })
+                    .collect();
+                feed.publish(list.clone(), events, false);
+            }
+        }
+    }
+    *prev = Some((body, list));
+    Ok(())
+}
+
+/// Exponential back-off from `interval`, capped, with equal jitter so many
+/// feeds failing together do not poll in lockstep.
+pub fn backoff(interval: Duration, failures: u32, cap: Duration) -> Duration {
+    let exp = interval.saturating_mul(1u32 << failures.min(16));
+    let d = exp.min(cap);
+    let half = d / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let i = Duration::from_millis(100);
+        let cap = Duration::from_secs(2);
+        for f in 1..40 {
+            let d = backoff(i, f, cap);
+            let full = i.saturating_mul(1 << f.min(16)).min(cap);
+            assert!(d >= full / 2 && d <= full, "{f}: {d:?}");
+        }
+    }
+}

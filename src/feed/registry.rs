@@ -1,0 +1,125 @@
+//! The registry of live feeds: at most one [`Feed`] and one poll loop per
+//! [`FeedKey`], created by the first subscriber and removed by its poller
+//! after the last subscriber left and the linger passed.
+//!
+//! This module owns feed lifetimes and the poll tasks (tracked, cancellable).
+//! Its map lock is held only for lookups and inserts, never across an await.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{poller, Feed, FeedKey};
+use crate::config::{Config, FeedConfig, SseConfig};
+use crate::upstream::Upstream;
+
+/// Shared handle to all live feeds.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    feeds: Mutex<HashMap<FeedKey, Arc<Feed>>>,
+    pub(crate) defs: Vec<Arc<FeedConfig>>,
+    pub(crate) sse: SseConfig,
+    pub(crate) upstream: Upstream,
+    tasks: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// A subscriber's claim on a feed; the feed may stop once all are dropped.
+pub struct Subscription {
+    pub feed: Arc<Feed>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.feed.remove_subscriber();
+    }
+}
+
+impl Registry {
+    pub fn new(config: &Config, upstream: Upstream, shutdown: CancellationToken) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                feeds: Mutex::new(HashMap::new()),
+                defs: config.feeds.iter().cloned().map(Arc::new).collect(),
+                sse: config.sse.clone(),
+                upstream,
+                tasks: TaskTracker::new(),
+                shutdown,
+            }),
+        }
+    }
+
+    pub fn defs(&self) -> &[Arc<FeedConfig>] {
+        &self.inner.defs
+    }
+
+    pub fn sse(&self) -> &SseConfig {
+        &self.inner.sse
+    }
+
+    /// Join (or start) the feed for `key`.
+    pub fn subscribe(&self, key: FeedKey) -> Subscription {
+        let mut feeds = self.inner.feeds();
+        if let Some(feed) = feeds.get(&key) {
+            feed.add_subscriber();
+            return Subscription { feed: feed.clone() };
+        }
+        let def = self.inner.defs[key.def].clone();
+        let feed = Arc::new(Feed::new(key.clone(), def, self.inner.sse.history));
+        feed.add_subscriber();
+        feeds.insert(key, feed.clone());
+        drop(feeds);
+        tracing::debug!(feed = %feed.label(), "feed started");
+        self.inner
+            .tasks
+            .spawn(poller::run(feed.clone(), self.inner.clone()));
+        Subscription { feed }
+    }
+
+    /// Live feed instances.
+    pub fn live_feeds(&self) -> usize {
+        self.inner.feeds().len()
+    }
+
+    /// Running poll loops (a loop outlives its feed's map entry only while exiting).
+    pub fn live_pollers(&self) -> usize {
+        self.inner.tasks.len()
+    }
+
+    /// Subscribers over all feeds.
+    pub fn subscribers(&self) -> usize {
+        self.inner.feeds().values().map(|f| f.subscribers()).sum()
+    }
+
+    /// Wait for every poll loop to end (after shutdown was cancelled).
+    pub async fn closed(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+}
+
+impl Inner {
+    fn feeds(&self) -> MutexGuard<'_, HashMap<FeedKey, Arc<Feed>>> {
+        self.feeds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remove `feed` if nobody subscribes to it; the check and the removal
+    /// happen under the map lock, so a concurrent subscribe either finds the
+    /// feed before removal (and the removal is refused) or starts a new one.
+    pub(crate) fn remove_if_idle(&self, feed: &Arc<Feed>) -> bool {
+        let mut feeds = self.feeds();
+        if feed.subscribers() > 0 {
+            return false;
+        }
+        if feeds.get(&feed.key).is_some_and(|f| Arc::ptr_eq(f, feed)) {
+            feeds.remove(&feed.key);
+        }
+        true
+    }
+}

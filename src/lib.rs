@@ -1,0 +1,117 @@
+//! pollcast: a reverse-proxy sidecar that turns polling into Server-Sent Events.
+//!
+//! One path for data:
+//!
+//! ```text
+//! config ──> server ──> router ─┬─> proxy ──────────────> upstream (pass-through)
+//!                               └─> sse (subscribers) <── feed (registry, poller,
+//!                                                              extract, diff, contract)
+//!                                                              └──> upstream (polls)
+//! ```
+//!
+//! - [`config`]: the typed, validated configuration.
+//! - [`server`]: the listener, connections, graceful shutdown.
+//! - [`router`]: the tower service choosing between pollcast and the upstream.
+//! - [`proxy`]: pass-through of every request pollcast does not own.
+//! - [`sse`]: the wire format and the subscriber streams.
+//! - [`feed`]: feeds, their poll loops, diffing and history.
+//! - [`upstream`]: the pooled client shared by proxy and feeds.
+//! - [`demo`]: a built-in upstream for `--demo`.
+
+pub mod config;
+pub mod demo;
+pub mod feed;
+pub mod pointer;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod sse;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+use feed::registry::Registry;
+use router::App;
+use upstream::Upstream;
+
+/// Boxed error type of response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type of every response pollcast produces.
+pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// A short plain-text response, for pollcast's own answers.
+pub fn text_response(status: StatusCode, text: &'static str) -> Response<BoxBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// A running pollcast: its address, its feeds, and the way to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub registry: Registry,
+    shutdown: CancellationToken,
+    server: JoinHandle<()>,
+}
+
+impl Running {
+    /// Begin a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Wait until the listener has drained and every poll loop has ended.
+    pub async fn wait(self) {
+        let _ = self.server.await;
+        self.registry.closed().await;
+    }
+
+    /// Shut down and wait.
+    pub async fn stop(self) {
+        self.shutdown();
+        self.wait().await;
+    }
+}
+
+/// Bind the listener and start serving `config`.
+pub async fn start(config: Config) -> std::io::Result<Running> {
+    let listener = TcpListener::bind(config.server.listen).await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let upstream = Upstream::new(&config.upstream);
+    let registry = Registry::new(&config, upstream.clone(), shutdown.clone());
+    let app = Arc::new(App::new(registry.clone(), upstream, shutdown.clone()));
+    let server = tokio::spawn(server::serve(
+        listener,
+        app,
+        shutdown.clone(),
+        config.server.drain_timeout,
+    ));
+    tracing::info!(%addr, upstream = %config.upstream.url, feeds = config.feeds.len(), "pollcast listening");
+    for f in &config.feeds {
+        tracing::info!(feed = %f.name, sse = %f.sse_path(), poll = %f.poll, interval = ?f.interval, "feed");
+    }
+    Ok(Running {
+        addr,
+        registry,
+        shutdown,
+        server,
+    })
+}

@@ -1,0 +1,103 @@
+//! One subscriber's stream: a cursor into its feed, turned into body frames.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::encode;
+use crate::config::SseConfig;
+use crate::feed::registry::Subscription;
+use crate::feed::{Cursor, Out};
+use crate::{BoxBody, BoxError};
+
+/// Follows one feed for one client. Owns nothing shared but its
+/// [`Subscription`]; dropping it (client gone) releases the feed.
+pub struct Subscriber {
+    sub: Subscription,
+    changed: watch::Receiver<u64>,
+    cursor: Cursor,
+    pending: VecDeque<Out>,
+    keepalive: Duration,
+    retry: Duration,
+    shutdown: CancellationToken,
+    done: bool,
+}
+
+impl Subscriber {
+    pub fn new(
+        sub: Subscription,
+        last_event_id: Option<&str>,
+        cfg: &SseConfig,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let cursor = sub.feed.cursor(last_event_id);
+        let changed = sub.feed.watch();
+        let mut pending = VecDeque::new();
+        pending.push_back(Out::Bytes(encode::retry(cfg.retry)));
+        Self {
+            sub,
+            changed,
+            cursor,
+            pending,
+            keepalive: cfg.keepalive,
+            retry: cfg.retry,
+            shutdown,
+            done: false,
+        }
+    }
+
+    /// The next bytes to write, waiting for the feed, a keepalive or shutdown.
+    /// `None` ends the response.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            match self.pending.pop_front() {
+                Some(Out::Bytes(b)) => return Some(b),
+                Some(Out::Snapshot(id, snap)) => {
+                    self.pending.push_front(Out::Bytes(snap.encoded()));
+                    return Some(id);
+                }
+                None => {}
+            }
+            if self.done {
+                return None;
+            }
+            // Mark the current version seen before reading the state, so a
+            // change published after the pull wakes us.
+            self.changed.borrow_and_update();
+            self.sub.feed.pull(&mut self.cursor, &mut self.pending);
+            if !self.pending.is_empty() {
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {
+                    // Come back soon, to this replica or another one.
+                    self.pending.push_back(Out::Bytes(encode::retry(self.retry)));
+                    self.done = true;
+                }
+                r = self.changed.changed() => {
+                    if r.is_err() {
+                        self.done = true;
+                    }
+                }
+                _ = tokio::time::sleep(self.keepalive) => {
+                    self.pending.push_back(Out::Bytes(encode::comment("keepalive")));
+                }
+            }
+        }
+    }
+
+    pub fn into_body(self) -> BoxBody {
+        let frames = futures_util::stream::unfold(self, |mut s| async move {
+            s.next()
+                .await
+                .map(|b| (Ok::<_, BoxError>(Frame::data(b)), s))
+        });
+        StreamBody::new(frames).boxed_unsync()
+    }
+}

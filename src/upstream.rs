@@ -1,0 +1,158 @@
+//! The one pooled HTTP client to the upstream, shared by pass-through and polls.
+//!
+//! This module owns connecting to the upstream, the per-request timeout and the
+//! body-size cap for polls, and the classification of upstream failures. It
+//! must never interpret a poll body (that is `feed::extract`) nor shape
+//! client responses (that is `proxy`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::{UpstreamConfig, UpstreamUrl};
+use crate::BoxBody;
+
+/// Why a request to the upstream produced no usable response.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream refused or dropped the connection: {0}")]
+    Connect(String),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("upstream request failed: {0}")]
+    Request(String),
+    #[error("request URI is invalid: {0}")]
+    Uri(String),
+}
+
+/// Why one poll failed; its text is the `reason` subscribers see.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("upstream returned {0}")]
+    Status(StatusCode),
+    #[error("upstream body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("upstream body broke off: {0}")]
+    Body(String),
+}
+
+/// Shared, cheaply cloneable upstream client.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, BoxBody>,
+    pub url: UpstreamUrl,
+    pub timeout: Duration,
+    pub max_body: usize,
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(cfg.timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(cfg.pool_idle_timeout)
+            .pool_max_idle_per_host(cfg.pool_max_idle)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Self {
+            client,
+            url: cfg.url.clone(),
+            timeout: cfg.timeout,
+            max_body: cfg.max_body,
+        }
+    }
+
+    /// Send a request whose URI is already absolute; waits at most `timeout`
+    /// for the response head. The body then streams for as long as it lasts.
+    pub async fn send(&self, req: Request<BoxBody>) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout(self.timeout)),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
+            Ok(Err(e)) => Err(UpstreamError::Request(error_chain(&e))),
+        }
+    }
+
+    /// `GET path_and_query` with `headers`, the whole exchange (head and body)
+    /// bounded by `timeout` and the body by `max_body`.
+    pub async fn poll(&self, path_and_query: &str, headers: HeaderMap) -> Result<Bytes, PollError> {
+        let uri = self
+            .url
+            .join(path_and_query)
+            .map_err(|e| UpstreamError::Uri(e.to_string()))?;
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(uri)
+            .body(
+                Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+            .map_err(|e| UpstreamError::Uri(e.to_string()))?;
+        *req.headers_mut() = headers;
+        req.headers_mut()
+            .entry(header::ACCEPT)
+            .or_insert(HeaderValue::from_static("application/json"));
+        req.headers_mut().insert(
+            header::USER_AGENT,
+            HeaderValue::from_static(concat!("pollcast/", env!("CARGO_PKG_VERSION"))),
+        );
+
+        let max = self.max_body;
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(|e| {
+                if e.is_connect() {
+                    UpstreamError::Connect(error_chain(&e))
+                } else {
+                    UpstreamError::Request(error_chain(&e))
+                }
+            })?;
+            if !resp.status().is_success() {
+                return Err(PollError::Status(resp.status()));
+            }
+            if let Some(len) = resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok())
+            {
+                if len > max {
+                    return Err(PollError::TooLarge(max));
+                }
+            }
+            match Limited::new(resp.into_body(), max).collect().await {
+                Ok(c) => Ok(c.to_bytes()),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    Err(PollError::TooLarge(max))
+                }
+                Err(e) => Err(PollError::Body(e.to_string())),
+            }
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamError::Timeout(self.timeout).into()),
+        }
+    }
+}
+
+/// An error and its sources on one line; hyper's top-level messages alone are vague.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
