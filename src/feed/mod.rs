@@ -149,8 +149,16 @@ impl Feed {
     }
 
     /// Copy what `cursor` has not seen yet into `out`, and advance it.
+    ///
+    /// Order: a status change (`stale`/`recovered`) comes before the events
+    /// that follow it, except for a subscriber's first snapshot, which comes
+    /// before everything.
     pub fn pull(&self, cursor: &mut Cursor, out: &mut VecDeque<Out>) {
         let st = self.state();
+        let fresh = cursor.at.is_none();
+        if !fresh {
+            self.pull_status(&st, cursor, out);
+        }
         let cur = st.seq;
         match cursor.at {
             Some(c) if c == cur => {}
@@ -173,22 +181,29 @@ impl Feed {
                 }
             }
         }
-        if cursor.status_gen != st.status_gen {
-            cursor.status_gen = st.status_gen;
-            let id = encode::id_line(&self.id(cur));
-            match (&st.stale, cursor.told_stale) {
-                (Some(stale), false) => {
-                    out.push_back(Out::Bytes(id));
-                    out.push_back(Out::Bytes(stale.clone()));
-                    cursor.told_stale = true;
-                }
-                (None, true) => {
-                    out.push_back(Out::Bytes(id));
-                    out.push_back(Out::Bytes(st.recovered.clone()));
-                    cursor.told_stale = false;
-                }
-                _ => {}
+        if fresh {
+            self.pull_status(&st, cursor, out);
+        }
+    }
+
+    fn pull_status(&self, st: &State, cursor: &mut Cursor, out: &mut VecDeque<Out>) {
+        if cursor.status_gen == st.status_gen {
+            return;
+        }
+        cursor.status_gen = st.status_gen;
+        let id = encode::id_line(&self.id(st.seq));
+        match (&st.stale, cursor.told_stale) {
+            (Some(stale), false) => {
+                out.push_back(Out::Bytes(id));
+                out.push_back(Out::Bytes(stale.clone()));
+                cursor.told_stale = true;
             }
+            (None, true) => {
+                out.push_back(Out::Bytes(id));
+                out.push_back(Out::Bytes(st.recovered.clone()));
+                cursor.told_stale = false;
+            }
+            _ => {}
         }
     }
 

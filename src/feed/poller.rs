@@ -50,11 +50,12 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
         }
 
         let outcome = match ctx.upstream.poll(&path, headers.clone()).await {
-            Ok(body) => apply(&feed, &mut prev, body).map_err(|e| e.to_string()),
+            Ok(body) => prepare(&feed, &prev, body).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         match outcome {
-            Ok(()) => {
+            Ok(update) => {
+                // Recovery is told before the events that follow it.
                 if failures > 0 {
                     tracing::info!(feed = %feed.label(), failures, "upstream recovered");
                     feed.set_recovered(encode::body(
@@ -63,6 +64,9 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
                     ));
                 }
                 failures = 0;
+                if let Some(update) = update {
+                    prev = Some(update.publish(&feed));
+                }
             }
             Err(reason) => {
                 if failures == 0 {
@@ -93,15 +97,24 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
     tracing::debug!(feed = %feed.label(), "feed stopped");
 }
 
-/// Turn a good body into events and publish them. An error leaves `prev`
-/// and the feed untouched.
-fn apply(
-    feed: &Feed,
-    prev: &mut Option<(Bytes, Arc<ItemList>)>,
+/// A good poll, ready to publish.
+struct Update {
     body: Bytes,
-) -> Result<(), super::extract::ExtractError> {
+    list: Arc<ItemList>,
+    first: bool,
+    /// `(event name, data)` per change, in order.
+    changes: Vec<(&'static str, Vec<u8>)>,
+}
+
+/// Parse and diff a body against the previous one. `Ok(None)`: the body is
+/// byte-identical to the last one. An error leaves everything untouched.
+fn prepare(
+    feed: &Feed,
+    prev: &Option<(Bytes, Arc<ItemList>)>,
+    body: Bytes,
+) -> Result<Option<Update>, super::extract::ExtractError> {
     if prev.as_ref().is_some_and(|(b, _)| *b == body) {
-        return Ok(());
+        return Ok(None);
     }
     let (list, skipped) = extract(body.clone(), &feed.def.items, &feed.def.id)?;
     if skipped.missing_id > 0 || skipped.duplicate_id > 0 {
@@ -113,30 +126,38 @@ fn apply(
             feed.def.id
         );
     }
-    let list = Arc::new(list);
-    match prev {
-        None => feed.publish(list.clone(), Vec::new(), true),
-        Some((_, old)) => {
-            let changes = diff(old, &list, &feed.def.ignore);
-            if changes.is_empty() {
-                feed.replace_list(list.clone());
-            } else {
-                let mut seq = feed.next_seq();
-                let events = changes
-                    .iter()
-                    .map(|c| {
-                        let (name, data) = contract::change(c);
-                        let ev = (seq, encode::event(&feed.id(seq), name, &data));
-                        seq += 1;
-                        ev
-                    })
-                    .collect();
-                feed.publish(list.clone(), events, false);
-            }
+    let changes = match prev {
+        None => Vec::new(),
+        Some((_, old)) => diff(old, &list, &feed.def.ignore)
+            .iter()
+            .map(contract::change)
+            .collect(),
+    };
+    Ok(Some(Update {
+        body,
+        list: Arc::new(list),
+        first: prev.is_none(),
+        changes,
+    }))
+}
+
+impl Update {
+    /// Encode each event once, with its id, and hand everything to the feed.
+    fn publish(self, feed: &Feed) -> (Bytes, Arc<ItemList>) {
+        if !self.first && self.changes.is_empty() {
+            feed.replace_list(self.list.clone());
+        } else {
+            let first_seq = feed.next_seq();
+            let events = self
+                .changes
+                .iter()
+                .zip(first_seq..)
+                .map(|((name, data), seq)| (seq, encode::event(&feed.id(seq), name, data)))
+                .collect();
+            feed.publish(self.list.clone(), events, self.first);
         }
+        (self.body, self.list)
     }
-    *prev = Some((body, list));
-    Ok(())
 }
 
 /// Exponential back-off from `interval`, capped, with equal jitter so many
