@@ -88,12 +88,12 @@ impl TestUpstream {
         let st = state.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 let st = st.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(st.clone(), req));
+                    let svc = service_fn(move |req| handle(st.clone(), peer, req));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
@@ -144,6 +144,7 @@ impl TestUpstream {
 
 async fn handle(
     st: Arc<Mutex<State>>,
+    peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let (parts, body) = req.into_parts();
