@@ -3,8 +3,9 @@
 //!
 //! This module owns the *shape* of the configuration and every rule about which
 //! values are acceptable. It must never do I/O beyond reading the file and the
-//! process environment, and nothing outside it re-validates: a [`Config`] that
-//! exists is a config that is valid.
+//! process environment (and, through [`crate::tls`], the certificate files it
+//! names), and nothing outside it re-validates: a [`Config`] that exists is a
+//! config that is valid.
 //!
 //! Errors name the file, the line and the key (`config.toml:12: feeds[0].interval: ...`)
 //! so a platform engineer can fix a ConfigMap without reading source code.
@@ -43,6 +44,9 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight requests before closing them.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// `[server.tls]`: when present the listener speaks TLS only (HTTP/2 and
+    /// HTTP/1.1 chosen by ALPN); when absent, plain HTTP/1.1 and h2c.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -50,8 +54,20 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             drain_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
+}
+
+/// `[server.tls]`: PEM files for the client listener. Relative paths are
+/// resolved against the config file's directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// `[upstream]`: the API pollcast sits in front of.
@@ -346,12 +362,22 @@ impl Config {
             }
         })?;
         config.apply_env(|k| std::env::var(k).ok())?;
-        config.validate().map_err(|p| ConfigError::Invalid {
+        let invalid = |p: Problem| ConfigError::Invalid {
             path: path.to_owned(),
             line: locate(text, &p).unwrap_or(1),
             key: p.key_path(),
             message: p.message,
-        })?;
+        };
+        config.validate().map_err(invalid)?;
+        if let Some(tls) = &mut config.server.tls {
+            let dir = path.parent().unwrap_or(Path::new(""));
+            tls.cert = dir.join(&tls.cert);
+            tls.key = dir.join(&tls.key);
+            // Load once now so a bad certificate fails the start (and --check)
+            // with the key named, not the first handshake.
+            crate::tls::acceptor(tls)
+                .map_err(|e| invalid(Problem::in_table("server.tls", e.key, e.to_string())))?;
+        }
         Ok(config)
     }
 

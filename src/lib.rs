@@ -16,6 +16,7 @@
 //! - [`sse`]: the wire format and the subscriber streams.
 //! - [`feed`]: feeds, their poll loops, diffing and history.
 //! - [`upstream`]: the pooled client shared by proxy and feeds.
+//! - [`tls`]: the optional TLS acceptor of the listener.
 //! - [`demo`]: a built-in upstream for `--demo`.
 
 pub mod config;
@@ -26,6 +27,7 @@ pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod sse;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -92,6 +94,13 @@ impl Running {
 
 /// Bind the listener and start serving `config`.
 pub async fn start(config: Config) -> std::io::Result<Running> {
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(tls::acceptor)
+        .transpose()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let listener = TcpListener::bind(config.server.listen).await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -103,8 +112,9 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         app,
         shutdown.clone(),
         config.server.drain_timeout,
+        tls,
     ));
-    tracing::info!(%addr, upstream = %config.upstream.url, feeds = config.feeds.len(), "pollcast listening");
+    tracing::info!(%addr, tls = config.server.tls.is_some(), upstream = %config.upstream.url, feeds = config.feeds.len(), "pollcast listening");
     for f in &config.feeds {
         tracing::info!(feed = %f.name, sse = %f.sse_path(), poll = %f.poll, interval = ?f.interval, "feed");
     }

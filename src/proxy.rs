@@ -27,11 +27,13 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::UPGRADE,
 ];
 
-/// Forward `req` from `client` to the upstream.
+/// Forward `req` from `client`, who reached pollcast over `scheme` (`http` or
+/// `https`), to the upstream.
 pub async fn forward<B>(
     upstream: &Upstream,
     req: Request<B>,
     client: SocketAddr,
+    scheme: &'static str,
 ) -> Response<BoxBody>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
@@ -53,7 +55,7 @@ where
 
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
-    add_forwarded(&mut parts.headers, client, host);
+    add_forwarded(&mut parts.headers, client, host, scheme);
     parts.uri = uri;
     parts.version = Version::HTTP_11;
 
@@ -94,7 +96,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
-fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, host: Option<HeaderValue>) {
+fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: SocketAddr,
+    host: Option<HeaderValue>,
+    scheme: &'static str,
+) {
     let ip = client.ip().to_string();
     let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {ip}"),
@@ -103,7 +110,7 @@ fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, host: Option<Heade
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert("x-forwarded-for", v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
     if let Some(host) = host {
         headers.insert("x-forwarded-host", host);
     }
@@ -140,9 +147,10 @@ mod tests {
             &mut h,
             "127.0.0.9:1".parse().expect("addr"),
             Some(HeaderValue::from_static("example.org")),
+            "https",
         );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
         assert_eq!(h["x-forwarded-host"], "example.org");
-        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-proto"], "https");
     }
 }

@@ -51,11 +51,27 @@ impl App {
 pub struct Router {
     app: Arc<App>,
     remote: SocketAddr,
+    /// The client reached us over TLS (told to the upstream as `X-Forwarded-Proto`).
+    tls: bool,
 }
 
 impl Router {
     pub fn new(app: Arc<App>, remote: SocketAddr) -> Self {
-        Self { app, remote }
+        Self {
+            app,
+            remote,
+            tls: false,
+        }
+    }
+
+    /// Mark this connection as TLS.
+    pub fn over_tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
     }
 }
 
@@ -75,6 +91,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let app = self.app.clone();
         let remote = self.remote;
+        let scheme = if self.tls { "https" } else { "http" };
         let path = req.uri().path();
         if let Some(&def) = app.routes.get(path) {
             let resp = sse::respond(&app.registry, def, &req, &app.shutdown);
@@ -87,6 +104,6 @@ where
             };
             return Box::pin(async move { Ok(resp) });
         }
-        Box::pin(async move { Ok(proxy::forward(&app.upstream, req, remote).await) })
+        Box::pin(async move { Ok(proxy::forward(&app.upstream, req, remote, scheme).await) })
     }
 }

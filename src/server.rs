@@ -1,5 +1,6 @@
-//! The listener: accepts connections, serves each with HTTP/1.1 or HTTP/2
-//! (prior knowledge, h2c) on the same port, and drains them on shutdown.
+//! The listener: accepts connections, serves each with HTTP/1.1 or HTTP/2 on
+//! the same port (h2c prior knowledge in plain text; ALPN under TLS), and
+//! drains them on shutdown.
 //!
 //! This module owns sockets and connection lifetimes, following hyper-util's
 //! graceful-shutdown idiom. It must never look at requests (that is `router`).
@@ -12,19 +13,27 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::router::{App, Router};
 
+/// A client that has not finished its TLS handshake by then is dropped, so
+/// half-open connections cannot pile up.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serve `listener` until `shutdown` is cancelled, then drain for at most `drain`.
+/// With `tls`, every connection must complete a TLS handshake first.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: CancellationToken,
     drain: Duration,
+    tls: Option<TlsAcceptor>,
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -48,20 +57,66 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(Router::new(app.clone(), remote));
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %remote, "connection ended with an error");
+        let router = Router::new(app.clone(), remote).over_tls(tls.is_some());
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        match &tls {
+            None => {
+                tokio::spawn(serve_conn(builder, stream, router, watcher));
             }
-        });
+            Some(acceptor) => {
+                let (acceptor, shutdown) = (acceptor.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    if let Some(stream) = handshake(&acceptor, stream, &shutdown).await {
+                        serve_conn(builder, stream, router, watcher).await;
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => tracing::debug!("all connections drained"),
         _ = tokio::time::sleep(drain) => tracing::warn!(?drain, "drain timeout: closing remaining connections"),
+    }
+}
+
+/// Serve one connection (plain or TLS) until it ends or the drain closes it.
+async fn serve_conn<I>(
+    builder: auto::Builder<TokioExecutor>,
+    io: I,
+    router: Router,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let remote = router.remote();
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(router))
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, %remote, "connection ended with an error");
+    }
+}
+
+/// The TLS handshake, bounded in time and abandoned on shutdown.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    shutdown: &CancellationToken,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let remote = stream.peer_addr().ok();
+    tokio::select! {
+        _ = shutdown.cancelled() => None,
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => match r {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, ?remote, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(?remote, "TLS handshake timed out");
+                None
+            }
+        },
     }
 }

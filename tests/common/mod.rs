@@ -55,10 +55,19 @@ pub struct Seen {
     pub peer: SocketAddr,
 }
 
+/// A fixed response for one path, served byte for byte.
+#[derive(Clone, Debug)]
+struct Raw {
+    headers: Vec<(String, String)>,
+    body: Bytes,
+}
+
 #[derive(Default)]
 struct State {
     /// Items per `path?query` (falls back to per path).
     lists: HashMap<String, Value>,
+    /// Fixed responses per path, served before anything else.
+    raw: HashMap<String, Raw>,
     mode: Option<Mode>,
     seen: Vec<Seen>,
 }
@@ -116,6 +125,19 @@ impl TestUpstream {
             .insert(path_and_query.to_owned(), items);
     }
 
+    /// Serve exactly `body` with `headers` (and status 200) at `path`.
+    pub fn set_raw(&self, path: &str, headers: &[(&str, &str)], body: Bytes) {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.state
+            .lock()
+            .unwrap()
+            .raw
+            .insert(path.to_owned(), Raw { headers, body });
+    }
+
     pub fn mode(&self, mode: Mode) {
         self.state.lock().unwrap().mode = Some(mode);
     }
@@ -155,7 +177,7 @@ async fn handle(
         .map_or("/", |p| p.as_str())
         .to_owned();
     let path = parts.uri.path().to_owned();
-    let (mode, list) = {
+    let (mode, list, raw) = {
         let mut s = st.lock().unwrap();
         s.seen.push(Seen {
             method: parts.method.to_string(),
@@ -166,8 +188,19 @@ async fn handle(
             peer,
         });
         let list = s.lists.get(&pq).or_else(|| s.lists.get(&path)).cloned();
-        (s.mode.clone().unwrap_or(Mode::Ok), list)
+        let raw = s.raw.get(&path).cloned();
+        (s.mode.clone().unwrap_or(Mode::Ok), list, raw)
     };
+    if let Some(raw) = raw {
+        let mut r = Response::new(Full::new(raw.body));
+        for (k, v) in raw.headers {
+            r.headers_mut().insert(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                v.parse().expect("value"),
+            );
+        }
+        return Ok(r);
+    }
     let reply = |status: u16, ct: &str, body: Bytes| {
         let mut r = Response::new(Full::new(body));
         *r.status_mut() = StatusCode::from_u16(status).expect("status");
@@ -275,6 +308,26 @@ impl Sse {
         let headers = resp.headers().clone();
         let events = resp
             .bytes_stream()
+            .eventsource()
+            .map(|r| r.map_err(|e| e.to_string()));
+        Self {
+            events: Box::pin(events),
+            status,
+            headers,
+        }
+    }
+
+    /// Read events from any response body (e.g. one from a hyper HTTP/2 client).
+    pub fn from_response<B>(resp: http::Response<B>) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::fmt::Display + Send,
+    {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let events = resp
+            .into_body()
+            .into_data_stream()
             .eventsource()
             .map(|r| r.map_err(|e| e.to_string()));
         Self {
