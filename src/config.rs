@@ -154,7 +154,8 @@ pub struct FeedConfig {
     /// A feed keeps polling this long after its last subscriber left, then stops.
     #[serde(with = "humantime_serde", default = "default_linger")]
     pub linger: Duration,
-    /// Upper bound of the back-off between polls while the upstream fails.
+    /// Upper bound of the back-off between polls while the upstream fails,
+    /// and of a `Retry-After` the upstream asks for.
     #[serde(with = "humantime_serde", default = "default_backoff_max")]
     pub backoff_max: Duration,
 }

@@ -5,7 +5,7 @@
 //! must never interpret a poll body (that is `feed::extract`) nor shape
 //! client responses (that is `proxy`).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -38,6 +38,9 @@ pub enum PollError {
     Upstream(#[from] UpstreamError),
     #[error("upstream returned {0}")]
     Status(StatusCode),
+    /// A failure status that says when to come back (`429`, `503` with `Retry-After`).
+    #[error("upstream returned {0}, retry after {secs}s", secs = .1.as_secs())]
+    RetryAfter(StatusCode, Duration),
     #[error("upstream body larger than {0} bytes")]
     TooLarge(usize),
     #[error("upstream body broke off: {0}")]
@@ -118,7 +121,10 @@ impl Upstream {
                 }
             })?;
             if !resp.status().is_success() {
-                return Err(PollError::Status(resp.status()));
+                return Err(match retry_after(resp.headers(), SystemTime::now()) {
+                    Some(after) => PollError::RetryAfter(resp.status(), after),
+                    None => PollError::Status(resp.status()),
+                });
             }
             if let Some(len) = resp
                 .headers()
@@ -145,6 +151,27 @@ impl Upstream {
     }
 }
 
+impl PollError {
+    /// How long the upstream asked pollcast to wait before the next poll.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            PollError::RetryAfter(_, after) => Some(*after),
+            _ => None,
+        }
+    }
+}
+
+/// `Retry-After` (RFC 9110 10.2.3) as a delay from `now`: either delay-seconds
+/// or an HTTP-date. A date in the past means "now"; anything unparseable is ignored.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 /// An error and its sources on one line; hyper's top-level messages alone are vague.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -155,4 +182,35 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(v: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static(v));
+        h
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").expect("date");
+        assert_eq!(
+            retry_after(&headers("120"), now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            retry_after(&headers("Sun, 06 Nov 1994 08:50:07 GMT"), now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_after(&headers("Sun, 06 Nov 1994 08:00:00 GMT"), now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after(&headers("soon"), now), None);
+        assert_eq!(retry_after(&headers("-5"), now), None);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
 }

@@ -49,10 +49,12 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
             idle_since = None;
         }
 
+        // `Err((reason, Retry-After))`
         let outcome = match ctx.upstream.poll(&path, headers.clone()).await {
-            Ok(body) => prepare(&feed, &prev, body).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+            Ok(body) => prepare(&feed, &prev, body).map_err(|e| (e.to_string(), None)),
+            Err(e) => Err((e.to_string(), e.retry_after())),
         };
+        let mut asked_to_wait = None;
         match outcome {
             Ok(update) => {
                 // Recovery is told before the events that follow it.
@@ -68,7 +70,8 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
                     prev = Some(update.publish(&feed));
                 }
             }
-            Err(reason) => {
+            Err((reason, retry_after)) => {
+                asked_to_wait = retry_after;
                 if failures == 0 {
                     stale_since = SystemTime::now();
                 }
@@ -81,10 +84,10 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
             }
         }
 
-        let mut delay = if failures == 0 {
-            def.interval
-        } else {
-            backoff(def.interval, failures, def.backoff_max)
+        let mut delay = match (failures, asked_to_wait) {
+            (0, _) => def.interval,
+            (_, Some(after)) => retry_delay(after, def.interval, def.backoff_max),
+            (_, None) => backoff(def.interval, failures, def.backoff_max),
         };
         if let Some(since) = idle_since {
             delay = delay.min(def.linger.saturating_sub(since.elapsed()));
@@ -169,9 +172,37 @@ pub fn backoff(interval: Duration, failures: u32, cap: Duration) -> Duration {
     half + half.mul_f64(fastrand::f64())
 }
 
+/// The delay after a failure that carried `Retry-After`: never sooner than
+/// the upstream asked (nor than the interval), never later than `cap`, so a
+/// huge or hostile value cannot silence a feed for longer than the operator
+/// allows. A little jitter (at most 5%, at most 1s) goes on top, inside the
+/// cap, so feeds told the same time do not return in lockstep.
+pub fn retry_delay(after: Duration, interval: Duration, cap: Duration) -> Duration {
+    let base = after.max(interval).min(cap);
+    let jitter = (base / 20)
+        .min(Duration::from_secs(1))
+        .mul_f64(fastrand::f64());
+    (base + jitter).min(cap.max(base))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_honoured_within_interval_and_cap() {
+        let i = Duration::from_millis(100);
+        let cap = Duration::from_secs(30);
+        for _ in 0..100 {
+            let d = retry_delay(Duration::from_secs(2), i, cap);
+            assert!(
+                d >= Duration::from_secs(2) && d <= Duration::from_millis(2100),
+                "{d:?}"
+            );
+            assert!(retry_delay(Duration::ZERO, i, cap) >= i);
+            assert_eq!(retry_delay(Duration::from_secs(86_400), i, cap), cap);
+        }
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {

@@ -41,6 +41,22 @@ pub enum Mode {
     InvalidJson,
     /// Wait this long before answering (to trigger timeouts).
     Delay(Duration),
+    /// Nothing listens: new connections are refused and open ones are cut
+    /// (the upstream process is down). Leaving this mode listens again on the same port.
+    Refused,
+    /// 200 announcing the whole body's length, half of it, then a TCP reset.
+    ResetMidBody,
+    /// 200 with the real body, announced in full, one byte every this often.
+    Drip(Duration),
+    /// These statuses in turn, one per request (a run of 500/502/503...).
+    Statuses(Vec<u16>),
+    /// This status with this `Retry-After` header value.
+    RetryAfter(u16, String),
+    /// 200 with exactly this body (truncated JSON, a vanished items array...).
+    Body(&'static str),
+    /// 200 with a valid JSON array of about this many bytes; with a
+    /// `Content-Length` when `declared`, chunked otherwise.
+    Huge { bytes: usize, declared: bool },
 }
 
 /// One request the upstream saw.
@@ -70,6 +86,17 @@ struct State {
     raw: HashMap<String, Raw>,
     mode: Option<Mode>,
     seen: Vec<Seen>,
+    /// Requests answered in the current mode (for `Mode::Statuses`).
+    in_mode: usize,
+    /// Open connections, so `Mode::Refused` can cut them.
+    conns: Vec<tokio::task::AbortHandle>,
+}
+
+/// Response body of the test upstream: whole, streamed, or broken off.
+type TestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+fn whole(b: Bytes) -> TestBody {
+    Full::new(b).map_err(|never| match never {}).boxed_unsync()
 }
 
 /// A real HTTP upstream on an ephemeral loopback port.
@@ -85,6 +112,7 @@ struct State {
 pub struct TestUpstream {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
+    refusing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl TestUpstream {
@@ -94,22 +122,13 @@ impl TestUpstream {
             .expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State::default()));
-        let st = state.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, peer)) = listener.accept().await else {
-                    continue;
-                };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(st.clone(), peer, req));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        Self { addr, state }
+        let refusing = Arc::new(tokio::sync::watch::channel(false).0);
+        tokio::spawn(accept_loop(listener, state.clone(), refusing.subscribe()));
+        Self {
+            addr,
+            state,
+            refusing,
+        }
     }
 
     pub fn url(&self) -> UpstreamUrl {
@@ -139,7 +158,25 @@ impl TestUpstream {
     }
 
     pub fn mode(&self, mode: Mode) {
-        self.state.lock().unwrap().mode = Some(mode);
+        let refuse = matches!(mode, Mode::Refused);
+        {
+            let mut s = self.state.lock().unwrap();
+            s.mode = Some(mode);
+            s.in_mode = 0;
+        }
+        self.refusing.send_replace(refuse);
+    }
+
+    /// Wait until the port refuses connections (after `mode(Mode::Refused)`)
+    /// or accepts them again.
+    pub async fn wait_listening(&self, listening: bool) {
+        let addr = self.addr;
+        within("upstream listener state", async move {
+            while tokio::net::TcpStream::connect(addr).await.is_ok() != listening {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
     }
 
     /// Requests seen so far whose path starts with `path`.
@@ -164,11 +201,62 @@ impl TestUpstream {
     }
 }
 
+/// Accept connections until told to refuse; then close the port and cut every
+/// open connection, and listen again on the same port when told to.
+async fn accept_loop(
+    mut listener: TcpListener,
+    st: Arc<Mutex<State>>,
+    mut refusing: tokio::sync::watch::Receiver<bool>,
+) {
+    let addr = listener.local_addr().expect("addr");
+    loop {
+        let refuse = tokio::select! {
+            a = listener.accept() => Some(a),
+            _ = refusing.wait_for(|r| *r) => None,
+        };
+        let accepted = match refuse {
+            Some(a) => a,
+            None => {
+                drop(listener);
+                for c in st.lock().unwrap().conns.drain(..) {
+                    c.abort();
+                }
+                if refusing.wait_for(|r| !*r).await.is_err() {
+                    return;
+                }
+                listener = loop {
+                    // The port was ours a moment ago; SO_REUSEADDR lets us take it back.
+                    match TcpListener::bind(addr).await {
+                        Ok(l) => break l,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                };
+                continue;
+            }
+        };
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
+        // Closing with a reset (never a FIN) makes `Mode::ResetMidBody` a real RST.
+        let _ = stream.set_zero_linger();
+        let st2 = st.clone();
+        let conn = tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(st2.clone(), peer, req));
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+        let mut s = st.lock().unwrap();
+        s.conns.retain(|c| !c.is_finished());
+        s.conns.push(conn.abort_handle());
+    }
+}
+
 async fn handle(
     st: Arc<Mutex<State>>,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
+) -> Result<Response<TestBody>, hyper::Error> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
     let pq = parts
@@ -189,10 +277,17 @@ async fn handle(
         });
         let list = s.lists.get(&pq).or_else(|| s.lists.get(&path)).cloned();
         let raw = s.raw.get(&path).cloned();
-        (s.mode.clone().unwrap_or(Mode::Ok), list, raw)
+        let mut mode = s.mode.clone().unwrap_or(Mode::Ok);
+        if let Mode::Statuses(codes) = &mode {
+            if !path.starts_with("/echo") && list.is_some() {
+                mode = Mode::Status(codes[s.in_mode % codes.len()]);
+                s.in_mode += 1;
+            }
+        }
+        (mode, list, raw)
     };
     if let Some(raw) = raw {
-        let mut r = Response::new(Full::new(raw.body));
+        let mut r = Response::new(whole(raw.body));
         for (k, v) in raw.headers {
             r.headers_mut().insert(
                 http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
@@ -202,7 +297,7 @@ async fn handle(
         return Ok(r);
     }
     let reply = |status: u16, ct: &str, body: Bytes| {
-        let mut r = Response::new(Full::new(body));
+        let mut r = Response::new(whole(body));
         *r.status_mut() = StatusCode::from_u16(status).expect("status");
         r.headers_mut()
             .insert("content-type", ct.parse().expect("ct"));
@@ -255,6 +350,36 @@ async fn handle(
             ))
         }
         Mode::Delay(d) => tokio::time::sleep(d).await,
+        Mode::Statuses(_) => {}
+        Mode::RetryAfter(code, after) => {
+            let mut r = reply(code, "text/plain", Bytes::from_static(b"come back later"));
+            r.headers_mut()
+                .insert("retry-after", after.parse().expect("header value"));
+            return Ok(r);
+        }
+        Mode::Body(body) => return Ok(reply(200, "application/json", Bytes::from(body))),
+        Mode::Huge { bytes, declared } => {
+            let mut text = String::from("[");
+            let mut n = 0;
+            while text.len() < bytes {
+                text.push_str(&format!("{{\"id\":{n},\"pad\":\"{}\"}},", "x".repeat(200)));
+                n += 1;
+            }
+            text.push_str("{\"id\":\"last\"}]");
+            let body = Bytes::from(text);
+            if declared {
+                return Ok(reply(200, "application/json", body));
+            }
+            let chunks: Vec<Result<_, std::io::Error>> = body
+                .chunks(4096)
+                .map(|c| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(c))))
+                .collect();
+            let stream = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+            let mut r = reply(200, "application/json", Bytes::new());
+            *r.body_mut() = stream.boxed_unsync();
+            return Ok(r);
+        }
+        Mode::Refused | Mode::ResetMidBody | Mode::Drip(_) => {}
     }
     let mut text = list.to_string();
     if let Some(auth) = parts
@@ -264,7 +389,56 @@ async fn handle(
     {
         text = text.replace("{{token}}", auth);
     }
-    Ok(reply(200, "application/json", Bytes::from(text)))
+    let body = Bytes::from(text);
+    match mode {
+        Mode::ResetMidBody | Mode::Refused => {
+            // The length promises the whole body; the error after half of it
+            // makes hyper drop the connection, and zero linger turns that into a RST.
+            let len = body.len();
+            let half = body.slice(..len / 2);
+            let frames = futures_util::stream::unfold(0u8, move |step| {
+                let half = half.clone();
+                async move {
+                    match step {
+                        0 => Some((Ok(hyper::body::Frame::data(half)), 1)),
+                        1 => {
+                            // Let the head and the first half reach the client first.
+                            tokio::time::sleep(Duration::from_millis(30)).await;
+                            let reset = std::io::Error::new(
+                                std::io::ErrorKind::ConnectionReset,
+                                "reset on purpose",
+                            );
+                            Some((Err(reset), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            let mut r = reply(200, "application/json", Bytes::new());
+            r.headers_mut().insert("content-length", len.into());
+            *r.body_mut() = http_body_util::StreamBody::new(frames).boxed_unsync();
+            Ok(r)
+        }
+        Mode::Drip(every) => {
+            let len = body.len();
+            let bytes =
+                futures_util::stream::unfold((body, true), move |(rest, first)| async move {
+                    if rest.is_empty() {
+                        return None;
+                    }
+                    if !first {
+                        tokio::time::sleep(every).await;
+                    }
+                    let frame = hyper::body::Frame::data(rest.slice(..1));
+                    Some((Ok::<_, std::io::Error>(frame), (rest.slice(1..), false)))
+                });
+            let mut r = reply(200, "application/json", Bytes::new());
+            r.headers_mut().insert("content-length", len.into());
+            *r.body_mut() = http_body_util::StreamBody::new(bytes).boxed_unsync();
+            Ok(r)
+        }
+        _ => Ok(reply(200, "application/json", body)),
+    }
 }
 
 /// A config for one feed `jobs` polling `/api/jobs` every 50ms, on an ephemeral port.
