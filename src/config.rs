@@ -15,15 +15,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::Uri;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::pointer::Pointer;
 
-/// The prefix under which pollcast serves its own endpoints; SSE paths may not use it.
-pub const ADMIN_PREFIX: &str = "/_pollcast";
+/// The default of `[admin] prefix`, under which pollcast serves its own endpoints.
+pub const DEFAULT_ADMIN_PREFIX: &str = "/_pollcast";
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -32,11 +32,15 @@ pub struct Config {
     #[serde(default)]
     pub sse: SseConfig,
     #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
     pub feeds: Vec<FeedConfig>,
 }
 
 /// `[server]`: the listener pollcast accepts clients on.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on.
@@ -61,7 +65,7 @@ impl Default for ServerConfig {
 
 /// `[server.tls]`: PEM files for the client listener. Relative paths are
 /// resolved against the config file's directory.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Certificate chain, leaf first.
@@ -71,7 +75,7 @@ pub struct TlsConfig {
 }
 
 /// `[upstream]`: the API pollcast sits in front of.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Base URL, `http://host:port` (an optional path prefix is kept).
@@ -105,7 +109,7 @@ fn default_pool_max_idle() -> usize {
 }
 
 /// `[sse]`: how subscriber streams behave.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SseConfig {
     /// A `: keepalive` comment is written after this much silence.
@@ -128,8 +132,105 @@ impl Default for SseConfig {
     }
 }
 
+/// `[log]`: what pollcast writes to stderr.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Most verbose level of pollcast's own messages (dependencies log at `warn`).
+    pub level: LogLevel,
+    /// `text` for people, `json` (one object per line) for log collectors.
+    pub format: LogFormat,
+}
+
+/// `[log] level`, `--log-level`, `POLLCAST_LOG_LEVEL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub const ALL: &'static str = "error, warn, info, debug, trace";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+impl std::str::FromStr for LogLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        <Self as clap::ValueEnum>::from_str(s, true)
+            .map_err(|_| format!("`{s}` is not one of {}", Self::ALL))
+    }
+}
+
+/// `[log] format`, `--log-format`, `POLLCAST_LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        <Self as clap::ValueEnum>::from_str(s, true)
+            .map_err(|_| format!("`{s}` is not one of text, json"))
+    }
+}
+
+/// `[admin]`: pollcast's own endpoints (probes, metrics, ...).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Path prefix of every pollcast endpoint; SSE paths may not use it.
+    pub prefix: String,
+    /// A separate listener for the admin endpoints. When set, the main
+    /// listener answers only the public ones (such as the browser client).
+    pub listen: Option<SocketAddr>,
+    /// An upstream path that must answer 2xx for `/readyz` to say ready.
+    /// Without it, ready means the upstream has answered at least once.
+    pub ready_probe: Option<String>,
+    /// How long a `/readyz` verdict about the upstream is reused.
+    #[serde(with = "humantime_serde")]
+    pub ready_cache: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            prefix: DEFAULT_ADMIN_PREFIX.to_owned(),
+            listen: None,
+            ready_probe: None,
+            ready_cache: Duration::from_secs(1),
+        }
+    }
+}
+
+impl AdminConfig {
+    /// Whether `path` is `prefix` or below it.
+    pub fn owns(&self, path: &str) -> bool {
+        path.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+}
+
 /// One `[[feeds]]` entry: an upstream list endpoint turned into an SSE stream.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedConfig {
     /// Unique name, used in logs.
@@ -216,6 +317,8 @@ impl Config {
             server: ServerConfig::default(),
             upstream: UpstreamConfig::new(upstream),
             sse: SseConfig::default(),
+            log: LogConfig::default(),
+            admin: AdminConfig::default(),
             feeds,
         }
     }
@@ -265,9 +368,22 @@ impl UpstreamUrl {
     }
 }
 
+/// For logs: a password in the URL's user info is shown as `REDACTED`.
 impl std::fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}{}", self.origin, self.prefix)
+        match self.authority.as_str().rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => write!(f, "http://{user}:REDACTED@{host}{}", self.prefix),
+                None => write!(f, "http://REDACTED@{host}{}", self.prefix),
+            },
+            None => write!(f, "{}{}", self.origin, self.prefix),
+        }
+    }
+}
+
+impl Serialize for UpstreamUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -294,10 +410,11 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
-    #[error("{path}:{line}: {key}: {message}")]
+    #[error("{path}:{line}:{column}: {key}: {message}")]
     Invalid {
         path: PathBuf,
         line: usize,
+        column: usize,
         key: String,
         message: String,
     },
@@ -363,11 +480,15 @@ impl Config {
             }
         })?;
         config.apply_env(|k| std::env::var(k).ok())?;
-        let invalid = |p: Problem| ConfigError::Invalid {
-            path: path.to_owned(),
-            line: locate(text, &p).unwrap_or(1),
-            key: p.key_path(),
-            message: p.message,
+        let invalid = |p: Problem| {
+            let (line, column) = locate(text, &p).unwrap_or((1, 1));
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                key: p.key_path(),
+                message: p.message,
+            }
         };
         config.validate().map_err(invalid)?;
         if let Some(tls) = &mut config.server.tls {
@@ -400,6 +521,26 @@ impl Config {
         if let Some(v) = get("POLLCAST_UPSTREAM_URL") {
             self.upstream.url =
                 UpstreamUrl::parse(&v).map_err(|m| err("POLLCAST_UPSTREAM_URL", m))?;
+        }
+        if let Some(v) = get("POLLCAST_LOG_LEVEL") {
+            self.log.level = v.parse().map_err(|m| err("POLLCAST_LOG_LEVEL", m))?;
+        }
+        if let Some(v) = get("POLLCAST_LOG_FORMAT") {
+            self.log.format = v.parse().map_err(|m| err("POLLCAST_LOG_FORMAT", m))?;
+        }
+        if let Some(v) = get("POLLCAST_ADMIN_LISTEN") {
+            // Empty turns a listener set in the file off again.
+            self.admin.listen = match v.trim() {
+                "" => None,
+                a => Some(a.parse().map_err(|e| {
+                    err(
+                        "POLLCAST_ADMIN_LISTEN",
+                        format!(
+                            "`{v}` is not an address like 127.0.0.1:9090 (or empty for none): {e}"
+                        ),
+                    )
+                })?),
+            };
         }
         if let Some(v) = get("POLLCAST_UPSTREAM_TIMEOUT") {
             self.upstream.timeout = humantime::parse_duration(&v).map_err(|e| {
@@ -443,6 +584,7 @@ impl Config {
                 "must be at least 1ms".into(),
             ));
         }
+        self.validate_admin()?;
         let mut names = std::collections::HashSet::new();
         let mut paths = std::collections::HashSet::new();
         for (i, f) in self.feeds.iter().enumerate() {
@@ -486,11 +628,14 @@ impl Config {
                     format!("`{sse}` must be a path starting with `/` without query or fragment"),
                 ));
             }
-            if sse == ADMIN_PREFIX || sse.starts_with(&format!("{ADMIN_PREFIX}/")) {
+            if self.admin.owns(&sse) {
                 return Err(Problem::feed(
                     i,
                     "sse",
-                    format!("`{sse}` is inside pollcast's own prefix {ADMIN_PREFIX}"),
+                    format!(
+                        "`{sse}` is inside pollcast's own prefix {} ([admin] prefix)",
+                        self.admin.prefix
+                    ),
                 ));
             }
             if !paths.insert(sse.clone()) {
@@ -515,6 +660,54 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    fn validate_admin(&self) -> Result<(), Problem> {
+        let a = &self.admin;
+        let p = &a.prefix;
+        if p.len() < 2
+            || !p.starts_with('/')
+            || p.ends_with('/')
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/_-.~".contains(c))
+        {
+            return Err(Problem::in_table(
+                "admin",
+                "prefix",
+                format!("`{p}` must be a path like /_pollcast: starting with `/`, not `/` alone, no trailing `/`, only letters, digits and `/_-.~`"),
+            ));
+        }
+        if let Some(listen) = a.listen {
+            if listen == self.server.listen && listen.port() != 0 {
+                return Err(Problem::in_table(
+                    "admin",
+                    "listen",
+                    format!("{listen} is already [server] listen; use another port or leave it unset to serve admin endpoints on the main listener"),
+                ));
+            }
+        }
+        if let Some(probe) = &a.ready_probe {
+            if !probe.starts_with('/') || probe.contains(['#', ' ']) {
+                return Err(Problem::in_table(
+                    "admin",
+                    "ready_probe",
+                    format!("`{probe}` must be an upstream path starting with `/`"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration as it is used, defaults filled in, for `--check`.
+    pub fn effective(&self) -> Config {
+        let mut c = self.clone();
+        for f in &mut c.feeds {
+            f.sse = Some(f.sse_path());
+        }
+        c
     }
 }
 
@@ -558,8 +751,9 @@ fn key_at(text: &str, line: usize) -> String {
     }
 }
 
-/// The line a validation problem refers to, found in the source text.
-fn locate(text: &str, p: &Problem) -> Option<usize> {
+/// The line and column a validation problem refers to, found in the source
+/// text: the key's own line, else its table's header line.
+fn locate(text: &str, p: &Problem) -> Option<(usize, usize)> {
     let mut in_table = p.table.is_none();
     let mut seen = 0usize;
     let mut table_line = None;
@@ -583,14 +777,14 @@ fn locate(text: &str, p: &Problem) -> Option<usize> {
                 _ => false,
             };
             if in_table {
-                table_line = Some(n + 1);
+                table_line = Some((n + 1, l.len() - l.trim_start().len() + 1));
             }
             continue;
         }
         if in_table {
             if let Some((k, _)) = t.split_once('=') {
                 if k.trim().trim_matches('"') == p.key {
-                    return Some(n + 1);
+                    return Some((n + 1, l.len() - l.trim_start().len() + 1));
                 }
             }
         }
@@ -668,7 +862,7 @@ items = ""
         let e = Config::from_toml(&bad, Path::new("c.toml"))
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("c.toml:20: feeds[1].sse:"), "{e}");
+        assert!(e.starts_with("c.toml:20:1: feeds[1].sse:"), "{e}");
     }
 
     #[test]

@@ -18,12 +18,19 @@
 //! - [`upstream`]: the pooled client shared by proxy and feeds.
 //! - [`tls`]: the optional TLS acceptor of the listener.
 //! - [`demo`]: a built-in upstream for `--demo`.
+//! - [`admin`]: pollcast's own endpoints under `[admin] prefix`; [`readiness`]: `/readyz`.
+//! - [`check`]: `--check`'s rendering of the effective config, secrets redacted.
+//! - [`logging`]: the tracing subscriber, text or JSON, reloadable level.
 
+pub mod admin;
+pub mod check;
 pub mod config;
 pub mod demo;
 pub mod feed;
+pub mod logging;
 pub mod pointer;
 pub mod proxy;
+pub mod readiness;
 pub mod router;
 pub mod server;
 pub mod sse;
@@ -68,9 +75,12 @@ pub fn text_response(status: StatusCode, text: &'static str) -> Response<BoxBody
 /// A running pollcast: its address, its feeds, and the way to stop it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The separate admin listener's address, when `[admin] listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     pub registry: Registry,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
+    admin_server: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -82,6 +92,9 @@ impl Running {
     /// Wait until the listener has drained and every poll loop has ended.
     pub async fn wait(self) {
         let _ = self.server.await;
+        if let Some(admin) = self.admin_server {
+            let _ = admin.await;
+        }
         self.registry.closed().await;
     }
 
@@ -92,7 +105,7 @@ impl Running {
     }
 }
 
-/// Bind the listener and start serving `config`.
+/// Bind the listeners and start serving `config`.
 pub async fn start(config: Config) -> std::io::Result<Running> {
     let tls = config
         .server
@@ -103,10 +116,38 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let listener = TcpListener::bind(config.server.listen).await?;
     let addr = listener.local_addr()?;
+    let admin_listener = match config.admin.listen {
+        Some(a) => Some(TcpListener::bind(a).await?),
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     let upstream = Upstream::new(&config.upstream);
     let registry = Registry::new(&config, upstream.clone(), shutdown.clone());
-    let app = Arc::new(App::new(registry.clone(), upstream, shutdown.clone()));
+    let readiness = readiness::Readiness::new(&config.admin, upstream.clone(), shutdown.clone());
+    let admin = Arc::new(admin::Admin::new(&config.admin, readiness));
+    let app = Arc::new(App::new(
+        registry.clone(),
+        upstream,
+        shutdown.clone(),
+        admin,
+    ));
+    let mut admin_addr = None;
+    let admin_server = match admin_listener {
+        Some(l) => {
+            let a = l.local_addr()?;
+            admin_addr = Some(a);
+            tracing::info!(addr = %a, prefix = %config.admin.prefix, "admin listening");
+            Some(tokio::spawn(server::serve(
+                l,
+                Arc::new(app.for_admin_listener()),
+                shutdown.clone(),
+                config.server.drain_timeout,
+                // Probes and scrapers inside the pod or node speak plain HTTP.
+                None,
+            )))
+        }
+        None => None,
+    };
     let server = tokio::spawn(server::serve(
         listener,
         app,
@@ -120,8 +161,10 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     }
     Ok(Running {
         addr,
+        admin_addr,
         registry,
         shutdown,
         server,
+        admin_server,
     })
 }

@@ -4,14 +4,18 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
-use pollcast::config::{Config, FeedConfig, UpstreamUrl};
+use clap::Parser;
+use pollcast::config::{Config, FeedConfig, LogFormat, LogLevel, UpstreamUrl};
 use tokio_util::sync::CancellationToken;
 
+/// Settings precedence, lowest first: built-in default, config file,
+/// `POLLCAST_<TABLE>_<KEY>` environment variable, command-line flag.
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "Turns polling of REST list endpoints into Server-Sent Events"
+    about = "Turns polling of REST list endpoints into Server-Sent Events",
+    after_help = "Environment overrides: POLLCAST_SERVER_LISTEN, POLLCAST_UPSTREAM_URL, \
+POLLCAST_UPSTREAM_TIMEOUT, POLLCAST_LOG_LEVEL, POLLCAST_LOG_FORMAT, POLLCAST_ADMIN_LISTEN."
 )]
 struct Cli {
     /// Config file.
@@ -20,23 +24,32 @@ struct Cli {
     /// Run with a built-in demo upstream and feed, ignoring the config file.
     #[arg(long)]
     demo: bool,
-    /// Validate the config, print it, and exit (0 valid, 1 invalid).
+    /// Validate the config, print the effective config (secrets redacted) and
+    /// exit: 0 when valid, 1 when not.
     #[arg(long)]
     check: bool,
-    /// Log format.
-    #[arg(long, value_enum, default_value = "text", env = "POLLCAST_LOG_FORMAT")]
-    log_format: LogFormat,
+    /// Log format [default: [log] format, else text].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log level of pollcast's own messages [default: [log] level, else info].
+    #[arg(long, value_enum)]
+    log_level: Option<LogLevel>,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
+impl Cli {
+    /// Flags win over the file and the environment.
+    fn apply(&self, config: &mut Config) {
+        if let Some(f) = self.log_format {
+            config.log.format = f;
+        }
+        if let Some(l) = self.log_level {
+            config.log.level = l;
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -46,22 +59,10 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POLLCAST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 #[tokio::main]
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let demo_stop = CancellationToken::new();
-    let config = if cli.demo {
+    let mut config = if cli.demo {
         let addr = pollcast::demo::start(demo_stop.clone())
             .await
             .context("starting the demo upstream")?;
@@ -74,16 +75,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .ok()
                 .filter(|_| k != "POLLCAST_UPSTREAM_URL")
         })?;
-        tracing::info!(upstream = %addr, "demo upstream running");
         config
     } else {
         Config::load(&cli.config)?
     };
+    cli.apply(&mut config);
     if cli.check {
-        println!("{config:#?}");
+        let source = if cli.demo {
+            "--demo".to_owned()
+        } else {
+            cli.config.display().to_string()
+        };
+        println!("# {source}: valid. Effective configuration, secrets redacted.");
+        println!("{}", pollcast::check::render(&config)?.trim_end());
         return Ok(());
     }
 
+    let _log = pollcast::logging::init(config.log.format, config.log.level);
+    if cli.demo {
+        tracing::info!(upstream = %config.upstream.url, "demo upstream running");
+    }
     let running = pollcast::start(config.clone())
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;

@@ -4,7 +4,7 @@
 //! Navigating raw, unparsed bodies lives in `feed::extract`; this module must
 //! never allocate per lookup beyond what `serde_json` does.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 /// A parsed JSON Pointer: `""` is the whole document, `/a/0/b~1c` has tokens
@@ -101,6 +101,12 @@ impl Pointer {
 impl std::fmt::Display for Pointer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.text)
+    }
+}
+
+impl Serialize for Pointer {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
     }
 }
 

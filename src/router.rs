@@ -1,6 +1,6 @@
 //! The tower service every connection runs: decides, per request, whether
-//! pollcast answers it (SSE paths, its own endpoints under `/_pollcast`) or
-//! the upstream does (everything else).
+//! pollcast answers it (SSE paths, its own endpoints under `[admin] prefix`,
+//! see `admin`) or the upstream does (everything else).
 //!
 //! This module owns routing only; it must never touch bodies or feeds itself.
 
@@ -12,13 +12,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ADMIN_PREFIX;
+use crate::admin::{self, Admin, Side};
 use crate::feed::registry::Registry;
 use crate::upstream::Upstream;
-use crate::{proxy, sse, text_response, BoxBody, BoxError};
+use crate::{proxy, sse, BoxBody, BoxError};
 
 /// Everything a request may need, shared by all connections.
 pub struct App {
@@ -27,10 +27,18 @@ pub struct App {
     /// SSE path -> feed definition index.
     pub routes: HashMap<String, usize>,
     pub shutdown: CancellationToken,
+    pub admin: Arc<Admin>,
+    /// The listener this `App` serves.
+    pub side: Side,
 }
 
 impl App {
-    pub fn new(registry: Registry, upstream: Upstream, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        registry: Registry,
+        upstream: Upstream,
+        shutdown: CancellationToken,
+        admin: Arc<Admin>,
+    ) -> Self {
         let routes = registry
             .defs()
             .iter()
@@ -42,6 +50,20 @@ impl App {
             upstream,
             routes,
             shutdown,
+            admin,
+            side: Side::Main,
+        }
+    }
+
+    /// The same state, for the separate admin listener.
+    pub fn for_admin_listener(&self) -> Self {
+        Self {
+            registry: self.registry.clone(),
+            upstream: self.upstream.clone(),
+            routes: HashMap::new(),
+            shutdown: self.shutdown.clone(),
+            admin: self.admin.clone(),
+            side: Side::Admin,
         }
     }
 }
@@ -92,16 +114,15 @@ where
         let app = self.app.clone();
         let remote = self.remote;
         let scheme = if self.tls { "https" } else { "http" };
+        if let Some(resp) = admin::handle(&app, &req) {
+            return Box::pin(async move { Ok(resp.await) });
+        }
+        if app.side == Side::Admin {
+            return Box::pin(async move { Ok(admin::not_found()) });
+        }
         let path = req.uri().path();
         if let Some(&def) = app.routes.get(path) {
             let resp = sse::respond(&app.registry, def, &req, &app.shutdown);
-            return Box::pin(async move { Ok(resp) });
-        }
-        if let Some(own) = path.strip_prefix(ADMIN_PREFIX) {
-            let resp = match own {
-                "/healthz" => text_response(StatusCode::OK, "ok\n"),
-                _ => text_response(StatusCode::NOT_FOUND, "no such pollcast endpoint\n"),
-            };
             return Box::pin(async move { Ok(resp) });
         }
         Box::pin(async move { Ok(proxy::forward(&app.upstream, req, remote, scheme).await) })

@@ -5,6 +5,8 @@
 //! must never interpret a poll body (that is `feed::extract`) nor shape
 //! client responses (that is `proxy`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -54,6 +56,8 @@ pub struct Upstream {
     pub url: UpstreamUrl,
     pub timeout: Duration,
     pub max_body: usize,
+    /// Set on the first response of any kind; readiness looks at it.
+    reached: Arc<AtomicBool>,
 }
 
 impl Upstream {
@@ -72,6 +76,18 @@ impl Upstream {
             url: cfg.url.clone(),
             timeout: cfg.timeout,
             max_body: cfg.max_body,
+            reached: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether the upstream has answered any request (any status) yet.
+    pub fn reached(&self) -> bool {
+        self.reached.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn mark_reached(&self) {
+        if !self.reached.load(Ordering::Relaxed) {
+            self.reached.store(true, Ordering::Relaxed);
         }
     }
 
@@ -80,7 +96,10 @@ impl Upstream {
     pub async fn send(&self, req: Request<BoxBody>) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout(self.timeout)),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => {
+                self.mark_reached();
+                Ok(resp)
+            }
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
             Ok(Err(e)) => Err(UpstreamError::Request(error_chain(&e))),
         }
@@ -120,6 +139,7 @@ impl Upstream {
                     UpstreamError::Request(error_chain(&e))
                 }
             })?;
+            self.mark_reached();
             if !resp.status().is_success() {
                 return Err(match retry_after(resp.headers(), SystemTime::now()) {
                     Some(after) => PollError::RetryAfter(resp.status(), after),

@@ -3,6 +3,8 @@
 use std::io::Write;
 use std::process::Command;
 
+mod common;
+
 fn pollcast() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pollcast"))
 }
@@ -86,4 +88,168 @@ fn the_shipped_config_is_valid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn run_ok(cmd: &mut Command) -> (String, String) {
+    let out = cmd.output().expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "exit {:?}\n{stderr}", out.status);
+    (stdout, stderr)
+}
+
+fn run_err(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected exit 1, stdout:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn version_and_help_describe_the_binary() {
+    let (out, _) = run_ok(pollcast().arg("--version"));
+    assert_eq!(out.trim(), concat!("pollcast ", env!("CARGO_PKG_VERSION")));
+    let (help, _) = run_ok(pollcast().arg("--help"));
+    for flag in [
+        "--config",
+        "--check",
+        "--demo",
+        "--log-format",
+        "--log-level",
+        "--version",
+        "--help",
+        "POLLCAST_UPSTREAM_URL",
+        "POLLCAST_ADMIN_LISTEN",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+    assert!(help.contains("[default: config.toml]"), "{help}");
+}
+
+#[test]
+fn check_prints_the_effective_config_with_secrets_redacted() {
+    let f = config_file(GOOD);
+    let (out, _) = run_ok(
+        pollcast()
+            .args(["--check", "--log-level", "debug", "--config"])
+            .arg(f.path())
+            .env(
+                "POLLCAST_UPSTREAM_URL",
+                "http://svc:hunter2@127.0.0.1:3999/v1",
+            )
+            .env("POLLCAST_LOG_FORMAT", "json")
+            .env("POLLCAST_ADMIN_LISTEN", "127.0.0.1:9099"),
+    );
+    assert!(!out.contains("hunter2"), "secret printed:\n{out}");
+    // The output is TOML a person can read and a tool can parse.
+    let v: toml::Value = toml::from_str(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    // Environment overrides and flags are applied.
+    assert_eq!(
+        v["upstream"]["url"].as_str(),
+        Some("http://svc:REDACTED@127.0.0.1:3999/v1")
+    );
+    assert_eq!(v["log"]["format"].as_str(), Some("json"));
+    assert_eq!(v["log"]["level"].as_str(), Some("debug"));
+    assert_eq!(v["admin"]["listen"].as_str(), Some("127.0.0.1:9099"));
+    // Defaults are filled in, including derived ones.
+    assert_eq!(v["feeds"][0]["sse"].as_str(), Some("/sse/jobs"));
+    assert_eq!(v["feeds"][0]["interval"].as_str(), Some("2s"));
+    assert_eq!(v["sse"]["history"].as_integer(), Some(1024));
+    assert_eq!(v["admin"]["prefix"].as_str(), Some("/_pollcast"));
+    assert_eq!(v["upstream"]["timeout"].as_str(), Some("5s"));
+}
+
+#[test]
+fn check_rejects_a_bad_config_with_exit_1_and_its_location() {
+    let f = config_file(&format!("{GOOD}\n[log]\nformat = \"xml\"\n"));
+    let err = run_err(pollcast().arg("--check").arg("--config").arg(f.path()));
+    let path = f.path().display().to_string();
+    // File, line, column, key, and the allowed values of the closed set.
+    assert!(err.contains(&format!("{path}:12:10: log.format:")), "{err}");
+    assert!(err.contains("`text`") && err.contains("`json`"), "{err}");
+}
+
+#[test]
+fn validation_errors_carry_line_and_column() {
+    let f = config_file(&format!("{GOOD}\n[admin]\n  prefix = \"/\"\n"));
+    let err = run_err(pollcast().arg("--check").arg("--config").arg(f.path()));
+    let path = f.path().display().to_string();
+    assert!(
+        err.contains(&format!("{path}:12:3: admin.prefix:")),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_errors_that_list_the_known_ones() {
+    let f = config_file(&format!("{GOOD}\n[admin]\nlisten_on = \"x\"\n"));
+    let err = run_err(pollcast().arg("--check").arg("--config").arg(f.path()));
+    assert!(err.contains("admin.listen_on"), "{err}");
+    assert!(
+        err.contains("unknown field") && err.contains("`listen`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_environment_override_names_the_variable_and_allowed_values() {
+    let f = config_file(GOOD);
+    let err = run_err(
+        pollcast()
+            .arg("--check")
+            .arg("--config")
+            .arg(f.path())
+            .env("POLLCAST_LOG_LEVEL", "loud"),
+    );
+    assert!(err.contains("POLLCAST_LOG_LEVEL"), "{err}");
+    assert!(err.contains("error, warn, info, debug, trace"), "{err}");
+    let err = run_err(
+        pollcast()
+            .arg("--check")
+            .arg("--config")
+            .arg(f.path())
+            .env("POLLCAST_ADMIN_LISTEN", "localhost"),
+    );
+    assert!(err.contains("POLLCAST_ADMIN_LISTEN"), "{err}");
+}
+
+#[test]
+fn a_bad_flag_value_lists_the_allowed_ones() {
+    let out = pollcast()
+        .args(["--check", "--log-format", "xml"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("text") && err.contains("json"), "{err}");
+}
+
+#[test]
+fn config_path_defaults_to_config_toml_in_the_working_directory() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("config.toml"), GOOD).expect("write");
+    let (out, _) = run_ok(pollcast().arg("--check").current_dir(dir.path()));
+    assert!(out.contains("config.toml: valid"), "{out}");
+    let empty = tempfile::tempdir().expect("dir");
+    let err = run_err(pollcast().arg("--check").current_dir(empty.path()));
+    assert!(err.contains("config.toml"), "{err}");
+}
+
+#[tokio::test]
+async fn demo_serves_a_live_feed_and_stops_cleanly_on_sigterm() {
+    let p = common::child::Pollcast::spawn(
+        &["--demo", "--config", "/nonexistent.toml"],
+        &[("POLLCAST_SERVER_LISTEN", "127.0.0.1:0")],
+    );
+    let addr = p.addr().await;
+    let mut sse = common::Sse::connect(&format!("http://{addr}/sse/jobs")).await;
+    assert_eq!(sse.status, 200);
+    let snap = sse.next_named("snapshot").await;
+    assert!(common::data(&snap)["items"].is_array(), "{}", snap.data);
+    let status = p.stop().await;
+    assert!(status.success(), "{status:?}");
 }

@@ -234,7 +234,7 @@ fn certificate_problems_name_the_file_and_the_key() {
         let e = pollcast::Config::from_toml(&text, &path)
             .expect_err(&format!("{cert} + {key} must be rejected"))
             .to_string();
-        let located = format!("{}:{line}: {name}: ", path.display());
+        let located = format!("{}:{line}:1: {name}: ", path.display());
         assert!(e.starts_with(&located), "{cert} + {key}: {e}");
         assert!(e.contains(detail), "{cert} + {key}: {e}");
     }

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod child;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;

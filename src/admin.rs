@@ -1,0 +1,160 @@
+//! pollcast's own endpoints, under `[admin] prefix` (default `/_pollcast`):
+//! `healthz`, `readyz`, `metrics`, and whatever other modules add.
+//!
+//! This module owns the list of own routes (one `match` in [`Route::parse`]:
+//! add new ones there) and which listener may serve each: with a separate
+//! `[admin] listen`er, the main listener serves only routes meant for
+//! browsers, so operator endpoints are not exposed through the Service.
+//! It must never forward anything to the upstream: a path under the prefix
+//! that matches no route is a 404 from pollcast.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use crate::config::AdminConfig;
+use crate::readiness::Readiness;
+use crate::router::App;
+use crate::BoxBody;
+
+/// Which listener a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// `[server] listen`: SSE, pass-through, and own routes.
+    Main,
+    /// `[admin] listen`: own routes only.
+    Admin,
+}
+
+/// Shared state of the own endpoints.
+pub struct Admin {
+    pub prefix: String,
+    /// Whether a separate admin listener exists.
+    pub separate: bool,
+    pub readiness: Readiness,
+}
+
+impl Admin {
+    pub fn new(cfg: &AdminConfig, readiness: Readiness) -> Self {
+        Self {
+            prefix: cfg.prefix.clone(),
+            separate: cfg.listen.is_some(),
+            readiness,
+        }
+    }
+
+    /// The part of `path` after the prefix, when `path` is under it.
+    fn own<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let rest = path.strip_prefix(self.prefix.as_str())?;
+        (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+    }
+}
+
+/// Who a route is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Audience {
+    /// Served on the main listener even when a separate admin listener exists.
+    #[allow(dead_code)]
+    Browser,
+    /// Served on the admin listener when there is one, else on the main one.
+    Operator,
+}
+
+/// Every own endpoint. Add new ones here and in [`Route::parse`].
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    /// Alive: the process answers.
+    Healthz,
+    /// Ready for traffic (see [`crate::readiness`]).
+    Readyz,
+}
+
+impl Route {
+    /// `sub` is the path after the prefix, e.g. `/healthz`.
+    fn parse(sub: &str) -> Option<Self> {
+        Some(match sub {
+            "/healthz" => Self::Healthz,
+            "/readyz" => Self::Readyz,
+            _ => return None,
+        })
+    }
+
+    fn audience(self) -> Audience {
+        match self {
+            Self::Healthz | Self::Readyz => Audience::Operator,
+        }
+    }
+
+    async fn serve(self, app: Arc<App>) -> Response<BoxBody> {
+        match self {
+            Self::Healthz => text(StatusCode::OK, "ok\n".into()),
+            Self::Readyz => {
+                let v = app.admin.readiness.check().await;
+                let status = if v.ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                let word = if v.ready { "ready" } else { "not ready" };
+                text(status, format!("{word}: {}\n", v.detail))
+            }
+        }
+    }
+}
+
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<BoxBody>> + Send>>;
+
+/// Answer `req` when its path is under the admin prefix; `None` otherwise.
+pub fn handle<B>(app: &Arc<App>, req: &Request<B>) -> Option<ResponseFuture> {
+    let sub = app.admin.own(req.uri().path())?;
+    let route = Route::parse(sub).filter(|r| match (app.side, r.audience()) {
+        (Side::Main, Audience::Operator) => !app.admin.separate,
+        _ => true,
+    });
+    let Some(route) = route else {
+        return Some(ready(text(
+            StatusCode::NOT_FOUND,
+            "no such pollcast endpoint\n".into(),
+        )));
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD\n".into());
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Some(ready(resp));
+    }
+    Some(Box::pin(route.serve(app.clone())))
+}
+
+/// Anything that is not an own route on the admin listener.
+pub fn not_found() -> Response<BoxBody> {
+    text(
+        StatusCode::NOT_FOUND,
+        "the admin listener serves only pollcast's own endpoints\n".into(),
+    )
+}
+
+fn ready(resp: Response<BoxBody>) -> ResponseFuture {
+    Box::pin(async move { resp })
+}
+
+/// A plain-text response with a computed body.
+pub fn text(status: StatusCode, body: String) -> Response<BoxBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
