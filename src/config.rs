@@ -17,6 +17,7 @@ use std::time::Duration;
 use http::Uri;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::cidr::Cidr;
 use crate::pointer::Pointer;
 
 /// The default of `[admin] prefix`, under which pollcast serves its own endpoints.
@@ -93,6 +94,16 @@ pub struct UpstreamConfig {
     /// At most this many idle pooled connections are kept.
     #[serde(default = "default_pool_max_idle")]
     pub pool_max_idle: usize,
+    /// Pass-through sends the client's `Host` instead of the upstream's.
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Peers whose `X-Forwarded-*`/`Forwarded` headers are kept and appended to;
+    /// from anyone else they are replaced. Addresses or CIDR blocks.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Cidr>,
+    /// Pass-through also sends an RFC 7239 `Forwarded` header.
+    #[serde(default)]
+    pub forwarded: bool,
 }
 
 fn default_timeout() -> Duration {
@@ -306,6 +317,9 @@ impl UpstreamConfig {
             max_body: default_max_body(),
             pool_idle_timeout: default_pool_idle(),
             pool_max_idle: default_pool_max_idle(),
+            preserve_host: false,
+            trusted_proxies: Vec::new(),
+            forwarded: false,
         }
     }
 }
@@ -569,6 +583,15 @@ impl Config {
                 "max_body",
                 "must be at least 1 byte".into(),
             ));
+        }
+        for p in &self.upstream.trusted_proxies {
+            if let Some(net) = p.canonical_if_different() {
+                return Err(Problem::in_table(
+                    "upstream",
+                    "trusted_proxies",
+                    format!("`{p}` has host bits set; write `{net}` for the block or the address alone for one host"),
+                ));
+            }
         }
         if self.sse.history == 0 {
             return Err(Problem::in_table(
@@ -882,6 +905,47 @@ items = ""
             .unwrap_err()
             .to_string();
         assert!(e.contains("upstream.url") && e.contains("https"), "{e}");
+    }
+
+    #[test]
+    fn pass_through_keys_default_off_and_parse() {
+        let c = parse(GOOD).expect("ok");
+        assert!(!c.upstream.preserve_host && !c.upstream.forwarded);
+        assert!(c.upstream.trusted_proxies.is_empty());
+        let on = GOOD.replace(
+            "timeout = \"5s\"",
+            "timeout = \"5s\"\npreserve_host = true\nforwarded = true\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]",
+        );
+        let c = parse(&on).expect("ok");
+        assert!(c.upstream.preserve_host && c.upstream.forwarded);
+        assert_eq!(c.upstream.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn bad_trusted_proxies_are_located() {
+        let garbage = GOOD.replace(
+            "timeout = \"5s\"",
+            "timeout = \"5s\"\ntrusted_proxies = [\"10.0.0.0/8\", \"lb.internal\"]",
+        );
+        let e = Config::from_toml(&garbage, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.toml:8:"), "{e}");
+        assert!(
+            e.contains("upstream.trusted_proxies") && e.contains("lb.internal"),
+            "{e}"
+        );
+
+        let sloppy = GOOD.replace(
+            "timeout = \"5s\"",
+            "timeout = \"5s\"\ntrusted_proxies = [\"10.1.2.3/8\"]",
+        );
+        let e = Config::from_toml(&sloppy, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.toml:8:"), "{e}");
+        assert!(e.contains("upstream.trusted_proxies:"), "{e}");
+        assert!(e.contains("10.0.0.0/8"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,7 @@
 
 pub mod admin;
 pub mod check;
+pub mod cidr;
 pub mod config;
 pub mod demo;
 pub mod feed;
@@ -123,11 +124,13 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     let shutdown = CancellationToken::new();
     let upstream = Upstream::new(&config.upstream);
     let registry = Registry::new(&config, upstream.clone(), shutdown.clone());
+    let proxy = proxy::Proxy::new(upstream.clone(), &config.upstream);
     let readiness = readiness::Readiness::new(&config.admin, upstream.clone(), shutdown.clone());
     let admin = Arc::new(admin::Admin::new(&config.admin, readiness));
     let app = Arc::new(App::new(
         registry.clone(),
         upstream,
+        proxy,
         shutdown.clone(),
         admin,
     ));

@@ -17,13 +17,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin, Side};
 use crate::feed::registry::Registry;
+use crate::proxy::Proxy;
 use crate::upstream::Upstream;
-use crate::{proxy, sse, BoxBody, BoxError};
+use crate::{sse, BoxBody, BoxError};
 
 /// Everything a request may need, shared by all connections.
 pub struct App {
     pub registry: Registry,
     pub upstream: Upstream,
+    /// Pass-through: forwarding rules and open tunnels.
+    pub proxy: Proxy,
     /// SSE path -> feed definition index.
     pub routes: HashMap<String, usize>,
     pub shutdown: CancellationToken,
@@ -36,6 +39,7 @@ impl App {
     pub fn new(
         registry: Registry,
         upstream: Upstream,
+        proxy: Proxy,
         shutdown: CancellationToken,
         admin: Arc<Admin>,
     ) -> Self {
@@ -48,6 +52,7 @@ impl App {
         Self {
             registry,
             upstream,
+            proxy,
             routes,
             shutdown,
             admin,
@@ -60,6 +65,7 @@ impl App {
         Self {
             registry: self.registry.clone(),
             upstream: self.upstream.clone(),
+            proxy: self.proxy.clone(),
             routes: HashMap::new(),
             shutdown: self.shutdown.clone(),
             admin: self.admin.clone(),
@@ -125,6 +131,6 @@ where
             let resp = sse::respond(&app.registry, def, &req, &app.shutdown);
             return Box::pin(async move { Ok(resp) });
         }
-        Box::pin(async move { Ok(proxy::forward(&app.upstream, req, remote, scheme).await) })
+        Box::pin(async move { Ok(app.proxy.forward(req, remote, scheme).await) })
     }
 }

@@ -74,10 +74,14 @@ pub async fn serve(
         }
     }
     drop(listener);
+    // Upgraded connections (WebSockets) left hyper's watch when they switched
+    // protocols; they drain under the same deadline.
+    let tunnels = app.proxy.tunnels();
     tokio::select! {
-        _ = graceful.shutdown() => tracing::debug!("all connections drained"),
+        _ = async { graceful.shutdown().await; tunnels.drained().await } => tracing::debug!("all connections drained"),
         _ = tokio::time::sleep(drain) => tracing::warn!(?drain, "drain timeout: closing remaining connections"),
     }
+    tunnels.close_all().await;
 }
 
 /// Serve one connection (plain or TLS) until it ends or the drain closes it.

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod passthrough;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -109,12 +110,15 @@ fn whole(b: Bytes) -> TestBody {
 ///   values of the list is replaced by it, so per-user data is easy to make.
 /// - `/echo...` answers with a JSON description of the request (method, path,
 ///   headers, body), status from `?status=`, and header `x-echo: yes`.
+/// - `/pt/...`: streaming, WebSocket and broken endpoints, see [`passthrough`].
 /// - Everything else: 404.
 #[derive(Clone)]
 pub struct TestUpstream {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
     refusing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The `/pt/...` endpoints' state (see [`passthrough`]).
+    pub pass: Arc<passthrough::PassState>,
 }
 
 impl TestUpstream {
@@ -125,11 +129,18 @@ impl TestUpstream {
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State::default()));
         let refusing = Arc::new(tokio::sync::watch::channel(false).0);
-        tokio::spawn(accept_loop(listener, state.clone(), refusing.subscribe()));
+        let pass = Arc::new(passthrough::PassState::default());
+        tokio::spawn(accept_loop(
+            listener,
+            state.clone(),
+            pass.clone(),
+            refusing.subscribe(),
+        ));
         Self {
             addr,
             state,
             refusing,
+            pass,
         }
     }
 
@@ -208,6 +219,7 @@ impl TestUpstream {
 async fn accept_loop(
     mut listener: TcpListener,
     st: Arc<Mutex<State>>,
+    pass: Arc<passthrough::PassState>,
     mut refusing: tokio::sync::watch::Receiver<bool>,
 ) {
     let addr = listener.local_addr().expect("addr");
@@ -242,10 +254,21 @@ async fn accept_loop(
         // Closing with a reset (never a FIN) makes `Mode::ResetMidBody` a real RST.
         let _ = stream.set_zero_linger();
         let st2 = st.clone();
+        let pass = pass.clone();
         let conn = tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(st2.clone(), peer, req));
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let (st, pass) = (st2.clone(), pass.clone());
+                async move {
+                    if req.uri().path().starts_with("/pt/") {
+                        passthrough::handle(pass, peer, req).await
+                    } else {
+                        let r = handle(st, peer, req).await?;
+                        Ok(r.map(|b| b.map_err(pollcast::BoxError::from).boxed_unsync()))
+                    }
+                }
+            });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                 .await;
         });
         let mut s = st.lock().unwrap();

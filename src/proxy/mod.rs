@@ -1,0 +1,174 @@
+//! Pass-through: every request pollcast does not own goes to the upstream
+//! and its response comes back, as a reverse proxy would pass them.
+//!
+//! This module owns the forwarding of one exchange: the request target, the
+//! header rules (`headers`), protocol upgrades (`tunnel`), streaming both
+//! bodies without buffering (so the upstream's own SSE, long polls and big
+//! downloads or uploads pass as they are sent), passing trailers, and the
+//! 400/405/502/504 answers pollcast gives itself. It must never read or
+//! buffer a body: an upstream body that breaks off breaks the client's
+//! response off too (never a silently short success), and a client that goes
+//! away drops the upstream exchange with it.
+
+mod headers;
+pub mod tunnel;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+
+pub use headers::{strip_hop_by_hop, Forwarding};
+pub use tunnel::Tunnels;
+
+use crate::config::UpstreamConfig;
+use crate::upstream::{Upstream, UpstreamError};
+use crate::{text_response, BoxBody, BoxError};
+
+/// The pass-through half of pollcast: the upstream client, the header policy
+/// and the open tunnels.
+#[derive(Clone)]
+pub struct Proxy {
+    upstream: Upstream,
+    forwarding: Forwarding,
+    tunnels: Tunnels,
+}
+
+impl Proxy {
+    pub fn new(upstream: Upstream, cfg: &UpstreamConfig) -> Self {
+        Self {
+            upstream,
+            forwarding: Forwarding::new(cfg),
+            tunnels: Tunnels::default(),
+        }
+    }
+
+    /// Open upgraded connections, for shutdown.
+    pub fn tunnels(&self) -> &Tunnels {
+        &self.tunnels
+    }
+
+    /// Forward `req` from `client`, who reached pollcast over `scheme`
+    /// (`http` or `https`), to the upstream and return its response.
+    pub async fn forward<B>(
+        &self,
+        mut req: Request<B>,
+        client: SocketAddr,
+        scheme: &'static str,
+    ) -> Response<BoxBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        if req.method() == Method::CONNECT {
+            // A reverse proxy has no business opening tunnels to arbitrary hosts.
+            let mut r = text_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not supported: pollcast is a reverse proxy\n",
+            );
+            r.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+            return r;
+        }
+        // Taken before the request is consumed; it completes once hyper has
+        // written our 101 to the client.
+        let upgrade = tunnel::requested(&req).map(|proto| (proto, hyper::upgrade::on(&mut req)));
+
+        let (mut parts, body) = req.into_parts();
+        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let uri = match self.upstream.url.join(path_and_query) {
+            Ok(uri) => uri,
+            Err(_) => return text_response(StatusCode::BAD_REQUEST, "invalid request target\n"),
+        };
+        // HTTP/2 clients send :authority instead of Host.
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let wants_trailers = headers::has_token(&parts.headers, header::TE, "trailers");
+
+        strip_hop_by_hop(&mut parts.headers);
+        // hyper answered the client's `Expect: 100-continue` itself, when the
+        // body was first read, i.e. once the upstream was ready for it. Its
+        // client never waits for an upstream 100, so the expectation is met
+        // here and not passed on (Envoy does the same).
+        parts.headers.remove(header::EXPECT);
+        // TE is hop-by-hop, but without `TE: trailers` an HTTP/1.1 upstream
+        // drops its trailers, so this one token is passed on.
+        if wants_trailers {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        if let Some((proto, _)) = &upgrade {
+            tunnel::mark_upgrade(&mut parts.headers, proto.clone());
+        }
+        self.forwarding
+            .apply(&mut parts.headers, client, host.as_ref(), scheme);
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+
+        let req = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
+        match self.upstream.send(req).await {
+            Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                self.switch(resp, upgrade.map(|(_, on)| on), client)
+            }
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                // The error reaches hyper, which then ends the client's response
+                // without its final chunk (or short of its Content-Length, or
+                // with RST_STREAM on HTTP/2): the client sees a broken response.
+                let body = body.map_err(move |e| {
+                    tracing::warn!(error = %e, %client, "upstream response broke off; breaking off the client's too");
+                    BoxError::from(e)
+                });
+                Response::from_parts(parts, body.boxed_unsync())
+            }
+            Err(e @ UpstreamError::Timeout(_)) => {
+                tracing::warn!(error = %e, "pass-through timed out");
+                text_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream did not answer in time\n",
+                )
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "pass-through failed");
+                text_response(StatusCode::BAD_GATEWAY, "upstream unreachable\n")
+            }
+        }
+    }
+
+    /// The upstream agreed to switch protocols: answer the client with the
+    /// upstream's 101 and splice the two connections once both are upgraded.
+    fn switch(
+        &self,
+        mut resp: Response<Incoming>,
+        client_upgrade: Option<OnUpgrade>,
+        client: SocketAddr,
+    ) -> Response<BoxBody> {
+        let proto = resp.headers().get(header::UPGRADE).cloned();
+        let (Some(client_upgrade), Some(proto)) = (client_upgrade, proto) else {
+            tracing::warn!(%client, "upstream switched protocols without being asked to");
+            return text_response(
+                StatusCode::BAD_GATEWAY,
+                "upstream switched protocols unasked\n",
+            );
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        self.tunnels.open(client_upgrade, upstream_upgrade, client);
+        let (mut parts, _) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        tunnel::mark_upgrade(&mut parts.headers, proto);
+        let empty = Empty::<Bytes>::new().map_err(|never| match never {});
+        Response::from_parts(parts, empty.boxed_unsync())
+    }
+}
