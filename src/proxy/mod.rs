@@ -93,7 +93,9 @@ impl Proxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        let wants_trailers = headers::has_token(&parts.headers, header::TE, "trailers");
+        // HTTP/2 always carries trailers; an HTTP/1.1 client must say it takes them.
+        let wants_trailers = parts.version >= Version::HTTP_2
+            || headers::has_token(&parts.headers, header::TE, "trailers");
 
         strip_hop_by_hop(&mut parts.headers);
         // hyper answered the client's `Expect: 100-continue` itself, when the

@@ -157,11 +157,22 @@ pub async fn handle(
             r
         }
         "/pt/broken" => {
-            let chunks: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
-                Ok(Frame::data(Bytes::from(vec![b'x'; 100]))),
-                Err(std::io::Error::other("upstream breaks off on purpose")),
-            ];
-            let mut r = Response::new(boxed(StreamBody::new(futures_util::stream::iter(chunks))));
+            // The head and the 100 bytes are flushed (the body is pending once
+            // in between), then the body fails and hyper drops the connection.
+            let body = futures_util::stream::unfold(0, |step| async move {
+                match step {
+                    0 => Some((Ok(Frame::data(Bytes::from(vec![b'x'; 100]))), 1)),
+                    1 => {
+                        tokio::task::yield_now().await;
+                        Some((
+                            Err(std::io::Error::other("upstream breaks off on purpose")),
+                            2,
+                        ))
+                    }
+                    _ => None,
+                }
+            });
+            let mut r = Response::new(boxed(StreamBody::new(body)));
             if query(&req, "framing") == Some("length") {
                 r.headers_mut()
                     .insert("content-length", HeaderValue::from_static("1000"));
@@ -331,7 +342,7 @@ fn block() -> &'static Bytes {
 }
 
 /// The pattern bytes `[from, from + len)`, `len <= CHUNK`.
-fn pattern_at(from: u64, len: usize) -> Bytes {
+pub fn pattern_at(from: u64, len: usize) -> Bytes {
     let start = (from % PERIOD as u64) as usize;
     block().slice(start..start + len)
 }
