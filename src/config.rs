@@ -38,6 +38,10 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub feeds: Vec<FeedConfig>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub cors: CorsConfig,
 }
 
 /// `[server]`: the listener pollcast accepts clients on.
@@ -52,6 +56,13 @@ pub struct ServerConfig {
     /// `[server.tls]`: when present the listener speaks TLS only (HTTP/2 and
     /// HTTP/1.1 chosen by ALPN); when absent, plain HTTP/1.1 and h2c.
     pub tls: Option<TlsConfig>,
+    /// A client must send its whole request head within this long after
+    /// connecting (or after its previous request), or it is disconnected.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line plus headers) accepted, in bytes;
+    /// HTTP/1.1 answers 431 above it, HTTP/2 refuses the stream.
+    pub max_header_size: usize,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +71,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             drain_timeout: Duration::from_secs(10),
             tls: None,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_size: 64 * 1024,
         }
     }
 }
@@ -73,6 +86,130 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// Private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+}
+
+/// hyper refuses smaller HTTP/1.1 read buffers.
+pub const MIN_HEADER_SIZE: usize = 8192;
+
+/// `[limits]`: how much any client, and all clients together, may make
+/// pollcast hold. 0 disables a limit.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Live feed instances (poll loops) over all definitions; over it: 503.
+    pub max_feeds: usize,
+    /// Live feed instances of one `[[feeds]]` definition; over it: 503.
+    pub max_feeds_per_definition: usize,
+    /// Open SSE streams in total; over it: 503.
+    pub max_subscribers: usize,
+    /// Open SSE streams per client IP address; over it: 429.
+    pub max_subscribers_per_client: usize,
+    /// Sent as `Retry-After` with every 429 and 503 pollcast gives for a limit.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_feeds: 2000,
+            max_feeds_per_definition: 1000,
+            max_subscribers: 10_000,
+            max_subscribers_per_client: 256,
+            retry_after: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[cors]`: which browser origins may open the SSE paths.
+/// Pass-through responses are never touched: the upstream owns their CORS.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Exact origins (`https://app.example.com`) or `"*"` for any.
+    pub allowed_origins: Vec<String>,
+    /// Allow `withCredentials` (cookies, Authorization). Never with `"*"`.
+    pub allow_credentials: bool,
+    /// Request headers a preflight may ask for.
+    pub allowed_headers: Vec<String>,
+    /// How long browsers may cache a preflight answer.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            allow_credentials: false,
+            allowed_headers: ["authorization", "last-event-id", "cache-control", "accept"]
+                .map(String::from)
+                .to_vec(),
+            max_age: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Who may see a feed, and whose credentials its polls carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Each subscriber's `Authorization` and `Cookie` are forwarded on the
+    /// polls and are part of the feed's identity.
+    #[default]
+    Forward,
+    /// One shared poll with pollcast's own credentials; each subscriber is
+    /// admitted by a check request carrying its own credentials.
+    Check,
+    /// A public feed: credentials are neither forwarded nor part of identity.
+    None,
+}
+
+/// Method of the admission request in `check` mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum CheckMethod {
+    #[default]
+    #[serde(rename = "GET")]
+    Get,
+    #[serde(rename = "HEAD")]
+    Head,
+}
+
+/// A credential read from the environment: usable as a header, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(http::HeaderValue);
+
+impl Secret {
+    /// `None` when `value` cannot be a header value.
+    pub fn new(value: &str) -> Option<Self> {
+        let mut v = http::HeaderValue::from_str(value).ok()?;
+        v.set_sensitive(true);
+        Some(Self(v))
+    }
+
+    pub fn header(&self) -> &http::HeaderValue {
+        &self.0
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Whether `name` can be an SSE event name (or a JSON field name that
+/// config puts on the wire) without breaking framing: non-empty, at most 128
+/// bytes, printable ASCII without spaces or `:` (so no line break, no field
+/// separator, nothing a parser could split).
+pub fn valid_event_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 128 && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
 }
 
 /// `[upstream]`: the API pollcast sits in front of.
@@ -270,6 +407,32 @@ pub struct FeedConfig {
     /// and of a `Retry-After` the upstream asks for.
     #[serde(with = "humantime_serde", default = "default_backoff_max")]
     pub backoff_max: Duration,
+    /// Who may see this feed: `forward`, `check` or `none`.
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// A query parameter carrying a token (EventSource cannot send headers):
+    /// moved into `Authorization: Bearer <token>`, never forwarded as a parameter.
+    #[serde(default)]
+    pub token_param: Option<String>,
+    /// The query parameters clients may send (others get 400). Absent: any.
+    #[serde(default)]
+    pub query: Option<Vec<String>>,
+    /// `check` mode: upstream path of the admission request (default: the poll path).
+    #[serde(default)]
+    pub check: Option<String>,
+    /// `check` mode: method of the admission request.
+    #[serde(default)]
+    pub check_method: CheckMethod,
+    /// `check` mode: how often an admitted subscriber is checked again.
+    #[serde(with = "humantime_serde", default = "default_recheck")]
+    pub recheck: Duration,
+    /// `check`/`none` mode: environment variable whose value is sent as
+    /// `Authorization` on the shared polls.
+    #[serde(default)]
+    pub credentials_env: Option<String>,
+    /// The value of `credentials_env`, read once at startup.
+    #[serde(skip)]
+    pub credentials: Option<Secret>,
 }
 
 fn default_interval() -> Duration {
@@ -282,6 +445,9 @@ fn default_linger() -> Duration {
     Duration::from_secs(10)
 }
 fn default_backoff_max() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_recheck() -> Duration {
     Duration::from_secs(30)
 }
 
@@ -298,6 +464,14 @@ impl FeedConfig {
             ignore: Vec::new(),
             linger: default_linger(),
             backoff_max: default_backoff_max(),
+            auth: AuthMode::default(),
+            token_param: None,
+            query: None,
+            check: None,
+            check_method: CheckMethod::default(),
+            recheck: default_recheck(),
+            credentials_env: None,
+            credentials: None,
         }
     }
 
@@ -334,6 +508,8 @@ impl Config {
             log: LogConfig::default(),
             admin: AdminConfig::default(),
             feeds,
+            limits: LimitsConfig::default(),
+            cors: CorsConfig::default(),
         }
     }
 }
@@ -504,6 +680,9 @@ impl Config {
                 message: p.message,
             }
         };
+        config
+            .resolve_credentials(|k| std::env::var(k).ok())
+            .map_err(invalid)?;
         config.validate().map_err(invalid)?;
         if let Some(tls) = &mut config.server.tls {
             let dir = path.parent().unwrap_or(Path::new(""));
@@ -567,8 +746,37 @@ impl Config {
         Ok(())
     }
 
+    /// Read each feed's `credentials_env` variable. The value is kept only
+    /// as a [`Secret`]; the error names the variable, never a value.
+    pub fn resolve_credentials(
+        &mut self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), Problem> {
+        for (i, f) in self.feeds.iter_mut().enumerate() {
+            let Some(var) = &f.credentials_env else {
+                continue;
+            };
+            let value = get(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                Problem::feed(
+                    i,
+                    "credentials_env",
+                    format!("environment variable {var} is not set or empty"),
+                )
+            })?;
+            f.credentials = Some(Secret::new(&value).ok_or_else(|| {
+                Problem::feed(
+                    i,
+                    "credentials_env",
+                    format!("the value of {var} cannot be sent as an Authorization header"),
+                )
+            })?);
+        }
+        Ok(())
+    }
+
     /// Every rule that involves more than one value, or a value serde cannot judge.
     pub fn validate(&self) -> Result<(), Problem> {
+        self.validate_security()?;
         let positive = |d: Duration| d >= Duration::from_millis(1);
         if !positive(self.upstream.timeout) {
             return Err(Problem::in_table(
@@ -732,6 +940,139 @@ impl Config {
         }
         c
     }
+}
+
+impl Config {
+    /// The rules of the security keys: `[server]` request limits, `[limits]`,
+    /// `[cors]` and each feed's `auth`, `token_param`, `query` and `check*`.
+    fn validate_security(&self) -> Result<(), Problem> {
+        if self.server.max_header_size < MIN_HEADER_SIZE
+            || self.server.max_header_size > u32::MAX as usize
+        {
+            return Err(Problem::in_table(
+                "server",
+                "max_header_size",
+                format!("must be between {MIN_HEADER_SIZE} and {} bytes", u32::MAX),
+            ));
+        }
+        if self.server.header_read_timeout < Duration::from_millis(1) {
+            return Err(Problem::in_table(
+                "server",
+                "header_read_timeout",
+                "must be at least 1ms".into(),
+            ));
+        }
+        if self.limits.retry_after < Duration::from_secs(1) {
+            return Err(Problem::in_table(
+                "limits",
+                "retry_after",
+                "must be at least 1s (Retry-After counts whole seconds)".into(),
+            ));
+        }
+        for o in &self.cors.allowed_origins {
+            if o == "*" {
+                if self.cors.allow_credentials {
+                    return Err(Problem::in_table(
+                        "cors",
+                        "allow_credentials",
+                        "cannot be true while allowed_origins contains \"*\": list the origins that may send credentials".into(),
+                    ));
+                }
+                continue;
+            }
+            if !valid_origin(o) {
+                return Err(Problem::in_table(
+                    "cors",
+                    "allowed_origins",
+                    format!("`{o}` is not an origin like https://app.example.com (scheme, host, optional port; no path)"),
+                ));
+            }
+        }
+        for h in &self.cors.allowed_headers {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(Problem::in_table(
+                    "cors",
+                    "allowed_headers",
+                    format!("`{h}` is not a header name"),
+                ));
+            }
+        }
+        for (i, f) in self.feeds.iter().enumerate() {
+            let param_ok = |p: &str| {
+                !p.is_empty()
+                    && !p.contains(['&', '=', '#', '+', '%', ' '])
+                    && !crate::feed::key::OWN_PARAMS.contains(&p)
+            };
+            if let Some(t) = &f.token_param {
+                if !param_ok(t) {
+                    return Err(Problem::feed(
+                        i,
+                        "token_param",
+                        format!(
+                            "`{t}` must be a plain parameter name, not one of pollcast's own ({})",
+                            crate::feed::key::OWN_PARAMS.join(", ")
+                        ),
+                    ));
+                }
+                if f.auth == AuthMode::None {
+                    return Err(Problem::feed(
+                        i,
+                        "token_param",
+                        "a feed with auth = \"none\" ignores credentials; remove token_param or choose another auth mode".into(),
+                    ));
+                }
+            }
+            for q in f.query.iter().flatten() {
+                if !param_ok(q) || f.token_param.as_deref() == Some(q.as_str()) {
+                    return Err(Problem::feed(
+                        i,
+                        "query",
+                        format!("`{q}` must be a plain parameter name, not pollcast's own nor the token_param"),
+                    ));
+                }
+            }
+            if f.auth != AuthMode::Check && f.check.is_some() {
+                return Err(Problem::feed(
+                    i,
+                    "check",
+                    "is only used with auth = \"check\"".into(),
+                ));
+            }
+            if let Some(c) = &f.check {
+                if !c.starts_with('/') || c.contains(['#', ' ']) {
+                    return Err(Problem::feed(
+                        i,
+                        "check",
+                        format!("`{c}` must be an upstream path starting with `/`"),
+                    ));
+                }
+            }
+            if f.recheck < Duration::from_millis(10) {
+                return Err(Problem::feed(i, "recheck", "must be at least 10ms".into()));
+            }
+            if f.auth == AuthMode::Forward && f.credentials_env.is_some() {
+                return Err(Problem::feed(
+                    i,
+                    "credentials_env",
+                    "auth = \"forward\" polls with each subscriber's own credentials; credentials_env needs auth = \"check\" or \"none\"".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `scheme://host[:port]`, nothing else: the form browsers send in `Origin`.
+fn valid_origin(o: &str) -> bool {
+    let Ok(uri) = o.parse::<Uri>() else {
+        return false;
+    };
+    uri.scheme().is_some()
+        && uri.authority().is_some()
+        && !o.ends_with('/')
+        && uri
+            .path_and_query()
+            .map_or(true, |pq| pq.as_str() == "/" || pq.as_str().is_empty())
 }
 
 /// 1-based line and column of a byte offset.
@@ -959,5 +1300,191 @@ items = ""
             .unwrap_err()
             .to_string();
         assert!(e.contains("POLLCAST_SERVER_LISTEN"), "{e}");
+    }
+    const SECURE: &str = r#"
+[server]
+header_read_timeout = "3s"
+max_header_size = 16384
+
+[upstream]
+url = "http://127.0.0.1:3000"
+
+[limits]
+max_feeds = 10
+max_feeds_per_definition = 5
+max_subscribers = 100
+max_subscribers_per_client = 4
+retry_after = "2s"
+
+[cors]
+allowed_origins = ["https://app.example.com"]
+allow_credentials = true
+
+[[feeds]]
+name = "jobs"
+poll = "/api/jobs"
+token_param = "token"
+query = ["status", "limit"]
+
+[[feeds]]
+name = "shared"
+poll = "/api/shared"
+auth = "check"
+check = "/api/me"
+check_method = "HEAD"
+recheck = "5s"
+credentials_env = "POLLCAST_TEST_SHARED_AUTH"
+"#;
+
+    fn parse_with_env(text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        let mut c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.resolve_credentials(|k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .map_err(|p| format!("{}: {}", p.key_path(), p.message))?;
+        c.validate()
+            .map_err(|p| format!("{}: {}", p.key_path(), p.message))?;
+        Ok(c)
+    }
+
+    #[test]
+    fn security_keys_parse_and_the_secret_is_never_printed() {
+        let c = parse_with_env(SECURE, &[("POLLCAST_TEST_SHARED_AUTH", "Bearer topsecret")])
+            .expect("valid");
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(c.server.max_header_size, 16384);
+        assert_eq!(c.limits.max_subscribers_per_client, 4);
+        assert_eq!(c.feeds[0].auth, AuthMode::Forward);
+        assert_eq!(
+            c.feeds[0].query.as_deref(),
+            Some(&["status".to_owned(), "limit".to_owned()][..])
+        );
+        assert_eq!(c.feeds[1].auth, AuthMode::Check);
+        assert_eq!(c.feeds[1].check_method, CheckMethod::Head);
+        assert_eq!(
+            c.feeds[1].credentials.as_ref().map(|s| s.header().clone()),
+            Some(http::HeaderValue::from_static("Bearer topsecret"))
+        );
+        let printed = format!("{c:?} {c:#?}");
+        assert!(!printed.contains("topsecret"), "{printed}");
+        assert!(printed.contains("<redacted>"));
+    }
+
+    #[test]
+    fn security_defaults() {
+        let c =
+            parse("[upstream]\nurl='http://a:1'\n[[feeds]]\nname='x'\npoll='/x'\n").expect("ok");
+        assert_eq!(c.feeds[0].auth, AuthMode::Forward);
+        assert_eq!(c.feeds[0].query, None);
+        assert_eq!(c.feeds[0].recheck, Duration::from_secs(30));
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.max_header_size, 65536);
+        assert_eq!(c.limits.max_feeds, 2000);
+        assert_eq!(c.limits.max_feeds_per_definition, 1000);
+        assert_eq!(c.limits.max_subscribers, 10_000);
+        assert_eq!(c.limits.max_subscribers_per_client, 256);
+        assert!(c.cors.allowed_origins.is_empty() && !c.cors.allow_credentials);
+    }
+
+    #[test]
+    fn a_missing_credentials_variable_names_the_variable() {
+        let e = parse_with_env(SECURE, &[]).unwrap_err();
+        assert!(e.starts_with("feeds[1].credentials_env"), "{e}");
+        assert!(e.contains("POLLCAST_TEST_SHARED_AUTH"), "{e}");
+    }
+
+    #[test]
+    fn wildcard_origin_with_credentials_is_refused_with_its_line() {
+        let bad = SECURE
+            .replace("[\"https://app.example.com\"]", "[\"*\"]")
+            .replace("credentials_env = \"POLLCAST_TEST_SHARED_AUTH\"\n", "");
+        let e = Config::from_toml(&bad, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.toml:18: cors.allow_credentials:"), "{e}");
+    }
+
+    #[test]
+    fn bad_security_values_are_refused() {
+        let env = [("POLLCAST_TEST_SHARED_AUTH", "Bearer x")];
+        for (from, to, key) in [
+            (
+                "max_header_size = 16384",
+                "max_header_size = 1024",
+                "server.max_header_size",
+            ),
+            (
+                "retry_after = \"2s\"",
+                "retry_after = \"10ms\"",
+                "limits.retry_after",
+            ),
+            (
+                "\"https://app.example.com\"",
+                "\"https://app.example.com/path\"",
+                "cors.allowed_origins",
+            ),
+            (
+                "token_param = \"token\"",
+                "token_param = \"lastEventId\"",
+                "feeds[0].token_param",
+            ),
+            (
+                "query = [\"status\", \"limit\"]",
+                "query = [\"status\", \"token\"]",
+                "feeds[0].query",
+            ),
+            (
+                "query = [\"status\", \"limit\"]",
+                "query = [\"a&b\"]",
+                "feeds[0].query",
+            ),
+            ("auth = \"check\"", "auth = \"forward\"", "feeds[1].check"),
+            (
+                "check = \"/api/me\"",
+                "check = \"api/me\"",
+                "feeds[1].check",
+            ),
+            ("recheck = \"5s\"", "recheck = \"1ms\"", "feeds[1].recheck"),
+        ] {
+            let text = SECURE.replace(from, to);
+            assert_ne!(text, SECURE, "{from}");
+            let e = parse_with_env(&text, &env).unwrap_err();
+            assert!(e.starts_with(key), "{to}: {e}");
+        }
+        let e = parse_with_env(
+            &SECURE.replace("auth = \"check\"", "auth = \"maybe\""),
+            &env,
+        )
+        .unwrap_err();
+        assert!(e.contains("unknown variant"), "{e}");
+        let forward = SECURE
+            .replace("check = \"/api/me\"\n", "")
+            .replace("auth = \"check\"", "auth = \"forward\"");
+        let e = parse_with_env(&forward, &env).unwrap_err();
+        assert!(e.starts_with("feeds[1].credentials_env"), "{e}");
+        let none = SECURE.replace("query = [\"status\", \"limit\"]", "auth = \"none\"");
+        let e = parse_with_env(&none, &env).unwrap_err();
+        assert!(e.starts_with("feeds[0].token_param"), "{e}");
+    }
+
+    #[test]
+    fn event_names_that_could_break_framing_are_invalid() {
+        for ok in ["snapshot", "job_added", "listing.created", "a-b", "X1"] {
+            assert!(valid_event_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "a\nb",
+            "a\rb",
+            "a:b",
+            "é",
+            "tab\t",
+            &"x".repeat(129),
+        ] {
+            assert!(!valid_event_name(bad), "{bad:?}");
+        }
     }
 }

@@ -16,6 +16,8 @@
 //! - [`sse`]: the wire format and the subscriber streams.
 //! - [`feed`]: feeds, their poll loops, diffing and history.
 //! - [`upstream`]: the pooled client shared by proxy and feeds.
+//! - [`auth`], [`limits`], [`cors`]: who may open a stream, how many, from where.
+//! - [`preface`]: a connection's first bytes, read under the header deadline.
 //! - [`tls`]: the optional TLS acceptor of the listener.
 //! - [`demo`]: a built-in upstream for `--demo`.
 //! - [`admin`]: pollcast's own endpoints under `[admin] prefix`; [`readiness`]: `/readyz`.
@@ -23,13 +25,17 @@
 //! - [`logging`]: the tracing subscriber, text or JSON, reloadable level.
 
 pub mod admin;
+pub mod auth;
 pub mod check;
 pub mod cidr;
 pub mod config;
+pub mod cors;
 pub mod demo;
 pub mod feed;
+pub mod limits;
 pub mod logging;
 pub mod pointer;
+pub mod preface;
 pub mod proxy;
 pub mod readiness;
 pub mod router;
@@ -133,6 +139,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         proxy,
         shutdown.clone(),
         admin,
+        cors::Cors::new(&config.cors),
     ));
     let mut admin_addr = None;
     let admin_server = match admin_listener {
@@ -144,7 +151,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
                 l,
                 Arc::new(app.for_admin_listener()),
                 shutdown.clone(),
-                config.server.drain_timeout,
+                config.server.clone(),
                 // Probes and scrapers inside the pod or node speak plain HTTP.
                 None,
             )))
@@ -155,7 +162,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         listener,
         app,
         shutdown.clone(),
-        config.server.drain_timeout,
+        config.server.clone(),
         tls,
     ));
     tracing::info!(%addr, tls = config.server.tls.is_some(), upstream = %config.upstream.url, feeds = config.feeds.len(), "pollcast listening");

@@ -16,6 +16,7 @@ use http::{Request, Response};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin, Side};
+use crate::cors::Cors;
 use crate::feed::registry::Registry;
 use crate::proxy::Proxy;
 use crate::upstream::Upstream;
@@ -33,6 +34,8 @@ pub struct App {
     pub admin: Arc<Admin>,
     /// The listener this `App` serves.
     pub side: Side,
+    /// CORS rules of the SSE paths.
+    pub cors: Arc<Cors>,
 }
 
 impl App {
@@ -42,6 +45,7 @@ impl App {
         proxy: Proxy,
         shutdown: CancellationToken,
         admin: Arc<Admin>,
+        cors: Cors,
     ) -> Self {
         let routes = registry
             .defs()
@@ -57,6 +61,7 @@ impl App {
             shutdown,
             admin,
             side: Side::Main,
+            cors: Arc::new(cors),
         }
     }
 
@@ -70,6 +75,7 @@ impl App {
             shutdown: self.shutdown.clone(),
             admin: self.admin.clone(),
             side: Side::Admin,
+            cors: self.cors.clone(),
         }
     }
 }
@@ -128,8 +134,15 @@ where
         }
         let path = req.uri().path();
         if let Some(&def) = app.routes.get(path) {
-            let resp = sse::respond(&app.registry, def, &req, &app.shutdown);
-            return Box::pin(async move { Ok(resp) });
+            let (head, _body) = req.into_parts();
+            return Box::pin(async move {
+                let ctx = sse::SseContext {
+                    registry: &app.registry,
+                    cors: &app.cors,
+                    shutdown: &app.shutdown,
+                };
+                Ok(sse::respond(ctx, def, head, remote).await)
+            });
         }
         Box::pin(async move { Ok(app.proxy.forward(req, remote, scheme).await) })
     }

@@ -7,6 +7,11 @@
 //! Shutdown order: stop accepting, let SSE streams send their final `retry:`
 //! and end (they watch the same token), let in-flight pass-through requests
 //! finish, and give up on whatever is left after the drain timeout.
+//!
+//! Request heads are bounded in size (`max_header_size`: 431 on HTTP/1.1, a
+//! refused stream on HTTP/2) and in time (`header_read_timeout`, from the
+//! first byte of a connection on, see [`crate::preface`]), so a slowloris
+//! client holds at most one connection task for that long.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,28 +25,37 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::ServerConfig;
+use crate::preface;
 use crate::router::{App, Router};
 
 /// A client that has not finished its TLS handshake by then is dropped, so
 /// half-open connections cannot pile up.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serve `listener` until `shutdown` is cancelled, then drain for at most `drain`.
-/// With `tls`, every connection must complete a TLS handshake first.
+/// Serve `listener` until `shutdown` is cancelled, then drain for at most
+/// `cfg.drain_timeout`. With `tls`, every connection must complete a TLS
+/// handshake first.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: CancellationToken,
-    drain: Duration,
+    cfg: ServerConfig,
     tls: Option<TlsAcceptor>,
 ) {
+    let drain = cfg.drain_timeout;
+    let head_timeout = cfg.header_read_timeout;
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(head_timeout)
+        .max_buf_size(cfg.max_header_size);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(cfg.max_header_size).unwrap_or(u32::MAX));
 
     loop {
         let (stream, remote) = tokio::select! {
@@ -59,15 +73,22 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let router = Router::new(app.clone(), remote).over_tls(tls.is_some());
         let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let conn = Conn {
+            builder,
+            router,
+            watcher,
+            head_timeout,
+            shutdown: shutdown.clone(),
+        };
         match &tls {
             None => {
-                tokio::spawn(serve_conn(builder, stream, router, watcher));
+                tokio::spawn(serve_conn(conn, stream));
             }
             Some(acceptor) => {
                 let (acceptor, shutdown) = (acceptor.clone(), shutdown.clone());
                 tokio::spawn(async move {
                     if let Some(stream) = handshake(&acceptor, stream, &shutdown).await {
-                        serve_conn(builder, stream, router, watcher).await;
+                        serve_conn(conn, stream).await;
                     }
                 });
             }
@@ -84,16 +105,40 @@ pub async fn serve(
     tunnels.close_all().await;
 }
 
-/// Serve one connection (plain or TLS) until it ends or the drain closes it.
-async fn serve_conn<I>(
+/// What serving one connection needs.
+struct Conn {
     builder: auto::Builder<TokioExecutor>,
-    io: I,
     router: Router,
     watcher: Watcher,
-) where
+    head_timeout: Duration,
+    shutdown: CancellationToken,
+}
+
+/// Serve one connection (plain or TLS) until it ends or the drain closes it.
+/// Its first bytes must arrive within the header timeout (hyper's own
+/// timeout only starts once the protocol is known).
+async fn serve_conn<I>(c: Conn, io: I)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Conn {
+        builder,
+        router,
+        watcher,
+        head_timeout,
+        shutdown,
+    } = c;
     let remote = router.remote();
+    let io = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = preface::read(io, head_timeout) => match r {
+            Ok(io) => io,
+            Err(e) => {
+                tracing::debug!(error = %e, %remote, "connection dropped before a request");
+                return;
+            }
+        },
+    };
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(router))
         .into_owned();

@@ -131,7 +131,7 @@ async fn non_get_on_an_sse_path_is_405() {
         .await
         .expect("post");
     assert_eq!(r.status(), 405);
-    assert_eq!(r.headers()["allow"], "GET, HEAD");
+    assert_eq!(r.headers()["allow"], "GET, HEAD, OPTIONS");
     assert_eq!(up.hits("/"), 0, "nothing reached the upstream");
     pc.stop().await;
 }

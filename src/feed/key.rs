@@ -1,12 +1,18 @@
 //! Feed identity: what makes two subscribers share one poll loop.
 //!
 //! A feed is (feed definition, normalised query string, forwarded credentials).
-//! This module owns that rule and the credential-free printable form used in
-//! logs. It must never print an `Authorization` or `Cookie` value.
+//! This module owns that rule, per `auth` mode: which query parameters a
+//! client may send (the `query` allowlist), how a `token_param` becomes an
+//! `Authorization: Bearer` header, and whether credentials are part of the
+//! identity (`forward`) or not (`check`, `none`). It also owns the
+//! credential-free printable form used in logs. It must never print an
+//! `Authorization`, `Cookie` or token value.
 
 use std::fmt;
 
-use http::HeaderValue;
+use http::{header, HeaderMap, HeaderValue};
+
+use crate::config::{AuthMode, FeedConfig};
 
 /// Query parameters that belong to pollcast and are never forwarded upstream.
 pub const OWN_PARAMS: &[&str] = &["lastEventId"];
@@ -62,6 +68,147 @@ impl fmt::Debug for FeedKey {
             .field("cookie", &self.cookie.as_ref().map(|_| "<redacted>"))
             .finish()
     }
+}
+
+/// A subscriber's own credentials: its `Authorization` (or the token moved
+/// out of the query) and `Cookie`. Printed only as `<redacted>`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub authorization: Option<HeaderValue>,
+    pub cookie: Option<HeaderValue>,
+}
+
+impl Credentials {
+    pub fn is_empty(&self) -> bool {
+        self.authorization.is_none() && self.cookie.is_none()
+    }
+
+    /// Add these credentials to an upstream request's headers.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        if let Some(v) = &self.authorization {
+            headers.insert(header::AUTHORIZATION, v.clone());
+        }
+        if let Some(v) = &self.cookie {
+            headers.insert(header::COOKIE, v.clone());
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .field("cookie", &self.cookie.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// What an SSE request asks for, once its query and headers are judged.
+#[derive(Debug)]
+pub struct Identified {
+    pub key: FeedKey,
+    /// The `lastEventId` query parameter (EventSource polyfills send it).
+    pub last_event_id: Option<String>,
+    /// The subscriber's own credentials, whatever the mode: `check` mode
+    /// sends them to the admission request.
+    pub credentials: Credentials,
+}
+
+/// Why an SSE request cannot be turned into a feed; each is a 400.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("query parameter `{0}` is not accepted by this feed (accepted: {1})")]
+    NotAllowed(String, String),
+    #[error("the token was sent both in the Authorization header and in the `{0}` parameter; send it once")]
+    TwoTokens(String),
+    #[error("the `{0}` parameter is given more than once or cannot be a token")]
+    BadToken(String),
+}
+
+/// Turn an SSE request's query and headers into its feed identity, applying
+/// the definition's `query` allowlist, `token_param` and `auth` mode.
+pub fn identify(
+    def: usize,
+    cfg: &FeedConfig,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Identified, KeyError> {
+    let mut last_event_id = None;
+    let mut token: Option<String> = None;
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if k == "lastEventId" {
+            last_event_id = Some(v.into_owned());
+        } else if cfg.token_param.as_deref() == Some(k.as_ref()) {
+            if token.is_some() {
+                return Err(KeyError::BadToken(k.into_owned()));
+            }
+            token = Some(v.into_owned());
+        } else if OWN_PARAMS.contains(&k.as_ref()) {
+        } else if cfg
+            .query
+            .as_ref()
+            .is_some_and(|allowed| !allowed.iter().any(|a| *a == k))
+        {
+            let accepted = match cfg.query.as_deref() {
+                Some([]) | None => "none".to_owned(),
+                Some(list) => list.join(", "),
+            };
+            return Err(KeyError::NotAllowed(printable(&k), accepted));
+        } else {
+            pairs.push((k.into_owned(), v.into_owned()));
+        }
+    }
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    let query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+
+    let sensitive = |v: &HeaderValue| {
+        let mut v = v.clone();
+        v.set_sensitive(true);
+        v
+    };
+    let mut credentials = Credentials {
+        authorization: headers.get(header::AUTHORIZATION).map(sensitive),
+        cookie: headers.get(header::COOKIE).map(sensitive),
+    };
+    // An empty token means "no token", as a logged-out page would send it.
+    if let (Some(name), Some(token)) = (&cfg.token_param, token.filter(|t| !t.is_empty())) {
+        if credentials.authorization.is_some() {
+            return Err(KeyError::TwoTokens(name.clone()));
+        }
+        let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| KeyError::BadToken(name.clone()))?;
+        v.set_sensitive(true);
+        credentials.authorization = Some(v);
+    }
+    let key = match cfg.auth {
+        AuthMode::Forward => FeedKey::new(
+            def,
+            query,
+            credentials.authorization.clone(),
+            credentials.cookie.clone(),
+        ),
+        AuthMode::Check | AuthMode::None => FeedKey::new(def, query, None, None),
+    };
+    Ok(Identified {
+        key,
+        last_event_id,
+        credentials,
+    })
+}
+
+/// A client-chosen name, safe to echo in an error: at most 64 characters,
+/// control characters replaced.
+fn printable(s: &str) -> String {
+    s.chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Split a request query into the upstream part (pollcast's own parameters

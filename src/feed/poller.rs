@@ -16,6 +16,7 @@ use super::diff::diff;
 use super::extract::{extract, ItemList};
 use super::registry::Inner;
 use super::{contract, Feed};
+use crate::config::AuthMode;
 use crate::sse::encode;
 
 /// Run until the feed is idle past its linger, or shutdown.
@@ -32,6 +33,12 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
     }
     if let Some(v) = &feed.key.cookie {
         headers.insert(header::COOKIE, v.clone());
+    }
+    // `check` and `none` feeds are shared: they poll as pollcast itself.
+    if def.auth != AuthMode::Forward {
+        if let Some(secret) = &def.credentials {
+            headers.insert(header::AUTHORIZATION, secret.header().clone());
+        }
     }
 
     let mut prev: Option<(Bytes, Arc<ItemList>)> = None;

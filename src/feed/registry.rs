@@ -2,7 +2,9 @@
 //! [`FeedKey`], created by the first subscriber and removed by its poller
 //! after the last subscriber left and the linger passed.
 //!
-//! This module owns feed lifetimes and the poll tasks (tracked, cancellable).
+//! This module owns feed lifetimes and the poll tasks (tracked, cancellable),
+//! and enforces the feed-count limits (`max_feeds`,
+//! `max_feeds_per_definition`) at the one place feeds are created.
 //! Its map lock is held only for lookups and inserts, never across an await.
 
 use std::collections::HashMap;
@@ -13,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{poller, Feed, FeedKey};
 use crate::config::{Config, FeedConfig, SseConfig};
+use crate::limits::{LimitError, Limits};
 use crate::upstream::Upstream;
 
 /// Shared handle to all live feeds.
@@ -26,6 +29,7 @@ pub(crate) struct Inner {
     pub(crate) defs: Vec<Arc<FeedConfig>>,
     pub(crate) sse: SseConfig,
     pub(crate) upstream: Upstream,
+    limits: Arc<Limits>,
     tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
 }
@@ -49,6 +53,7 @@ impl Registry {
                 defs: config.feeds.iter().cloned().map(Arc::new).collect(),
                 sse: config.sse.clone(),
                 upstream,
+                limits: Limits::new(&config.limits),
                 tasks: TaskTracker::new(),
                 shutdown,
             }),
@@ -63,12 +68,33 @@ impl Registry {
         &self.inner.sse
     }
 
-    /// Join (or start) the feed for `key`.
-    pub fn subscribe(&self, key: FeedKey) -> Subscription {
+    /// The admission limits shared by every SSE request.
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.inner.limits
+    }
+
+    /// The upstream client (for `check` admission requests).
+    pub fn upstream(&self) -> &Upstream {
+        &self.inner.upstream
+    }
+
+    /// Join (or start) the feed for `key`. Starting one may be refused by
+    /// `max_feeds` or `max_feeds_per_definition`; joining never is.
+    pub fn subscribe(&self, key: FeedKey) -> Result<Subscription, LimitError> {
         let mut feeds = self.inner.feeds();
         if let Some(feed) = feeds.get(&key) {
             feed.add_subscriber();
-            return Subscription { feed: feed.clone() };
+            return Ok(Subscription { feed: feed.clone() });
+        }
+        let cfg = self.inner.limits.config();
+        if cfg.max_feeds > 0 && feeds.len() >= cfg.max_feeds {
+            return Err(LimitError::Feeds(cfg.max_feeds));
+        }
+        // Counted only when a feed is created, so O(feeds) stays off the join path.
+        if cfg.max_feeds_per_definition > 0
+            && feeds.keys().filter(|k| k.def == key.def).count() >= cfg.max_feeds_per_definition
+        {
+            return Err(LimitError::FeedsPerDefinition(cfg.max_feeds_per_definition));
         }
         let def = self.inner.defs[key.def].clone();
         let feed = Arc::new(Feed::new(key.clone(), def, self.inner.sse.history));
@@ -79,7 +105,7 @@ impl Registry {
         self.inner
             .tasks
             .spawn(poller::run(feed.clone(), self.inner.clone()));
-        Subscription { feed }
+        Ok(Subscription { feed })
     }
 
     /// Live feed instances.

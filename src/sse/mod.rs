@@ -1,69 +1,165 @@
-//! The subscriber side: answering an EventSource request with a stream that
-//! follows one feed.
+//! The subscriber side: admitting an EventSource request and answering it
+//! with a stream that follows one feed.
 //!
 //! This module owns the SSE response (headers, `retry:`, keepalives, resume
-//! position, shutdown hint) and the per-subscriber [`stream::Subscriber`]. It
-//! must never poll the upstream or encode item payloads; it only forwards the
-//! shared bytes a feed already encoded. A subscriber is not a task and has no
-//! queue of its own: it is a cursor polled by hyper as the socket accepts
-//! bytes, so a client that stops reading stops costing anything but its cursor.
+//! position, shutdown hint), the admission order of a request (CORS, method,
+//! query allowlist and credentials, limits, `check` admission, feed limits)
+//! and the per-subscriber [`stream::Subscriber`]. It must never poll the
+//! upstream for data or encode item payloads; it only forwards the shared
+//! bytes a feed already encoded. A subscriber is not a task and has no queue
+//! of its own: it is a cursor polled by hyper as the socket accepts bytes, so
+//! a client that stops reading stops costing anything but its cursor.
 
 pub mod encode;
 pub mod stream;
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::request::Parts;
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
 use tokio_util::sync::CancellationToken;
 
-use crate::feed::key::split_query;
+use crate::auth::{Check, Verdict as CheckVerdict};
+use crate::config::AuthMode;
+use crate::cors::{Cors, Verdict as CorsVerdict};
+use crate::feed::key::identify;
 use crate::feed::registry::Registry;
-use crate::feed::FeedKey;
-use crate::{text_response, BoxBody};
+use crate::BoxBody;
+
+/// What every SSE request needs, shared by all connections.
+pub struct SseContext<'a> {
+    pub registry: &'a Registry,
+    pub cors: &'a Cors,
+    pub shutdown: &'a CancellationToken,
+}
 
 /// Answer a request for the SSE path of feed definition `def`.
-pub fn respond<B>(
-    registry: &Registry,
+pub async fn respond(
+    ctx: SseContext<'_>,
     def: usize,
-    req: &Request<B>,
-    shutdown: &CancellationToken,
+    head: Parts,
+    client: SocketAddr,
 ) -> Response<BoxBody> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut resp = text_response(
+    let authority = head.uri.authority().map(|a| a.as_str().to_owned());
+    if Cors::is_preflight(&head.method, &head.headers) {
+        return ctx.cors.preflight(&head.headers, authority.as_deref());
+    }
+    let verdict = ctx.cors.judge(&head.headers, authority.as_deref());
+    let mut resp = if verdict == CorsVerdict::Refused {
+        text(
+            StatusCode::FORBIDDEN,
+            "this origin may not open this event stream (see [cors] allowed_origins)\n".into(),
+        )
+    } else {
+        admit(&ctx, def, &head, client).await
+    };
+    ctx.cors.decorate(&verdict, resp.headers_mut());
+    resp
+}
+
+async fn admit(
+    ctx: &SseContext<'_>,
+    def: usize,
+    head: &Parts,
+    client: SocketAddr,
+) -> Response<BoxBody> {
+    if head.method != Method::GET && head.method != Method::HEAD {
+        let mut resp = text(
             StatusCode::METHOD_NOT_ALLOWED,
-            "this path is an event stream: open it with GET (EventSource)\n",
+            "this path is an event stream: open it with GET (EventSource)\n".into(),
         );
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        resp.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
         return resp;
     }
-    let (query, id_param) = split_query(req.uri().query());
-    let last_event_id = req
-        .headers()
+    let registry = ctx.registry;
+    let Some(cfg) = registry.defs().get(def).cloned() else {
+        return text(StatusCode::NOT_FOUND, "no such feed\n".into());
+    };
+    let id = match identify(def, &cfg, head.uri.query(), &head.headers) {
+        Ok(id) => id,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    let last_event_id = head
+        .headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or(id_param);
-    let key = FeedKey::new(
-        def,
-        query,
-        req.headers().get(header::AUTHORIZATION).cloned(),
-        req.headers().get(header::COOKIE).cloned(),
-    );
+        .or(id.last_event_id);
 
-    let mut resp = Response::new(http_body_util::Empty::<Bytes>::new().map_err_never());
-    *resp.headers_mut() = sse_headers();
-    if req.method() == Method::HEAD {
-        return resp;
+    let limits = registry.limits();
+    let permit = if head.method == Method::HEAD {
+        None
+    } else {
+        match limits.admit(client.ip()) {
+            Ok(p) => Some(p),
+            Err(e) => return limits.response(e),
+        }
+    };
+
+    let mut revoked = None;
+    if cfg.auth == AuthMode::Check {
+        let check = Check::new(
+            registry.upstream().clone(),
+            cfg.clone(),
+            &id.key.query,
+            id.credentials,
+            client.ip(),
+        );
+        match check.run().await {
+            CheckVerdict::Admit => revoked = Some(check.revoked()),
+            CheckVerdict::Deny(resp) => {
+                tracing::debug!(feed = %cfg.name, client = %client.ip(), status = resp.status().as_u16(), "admission refused by the upstream");
+                return resp;
+            }
+            CheckVerdict::Failed(reason) => {
+                tracing::warn!(feed = %cfg.name, client = %client.ip(), %reason, "admission check failed: refusing");
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    "the upstream could not confirm access to this event stream\n".into(),
+                );
+            }
+        }
     }
-    let sub = registry.subscribe(key);
+
+    let mut resp = text(StatusCode::OK, String::new());
+    *resp.headers_mut() = sse_headers();
+    let Some(permit) = permit else {
+        return resp; // HEAD: admitted, nothing to stream
+    };
+    let sub = match registry.subscribe(id.key) {
+        Ok(sub) => sub,
+        Err(e) => return limits.response(limits.refuse(e, client.ip())),
+    };
     let subscriber = stream::Subscriber::new(
         sub,
         last_event_id.as_deref(),
         registry.sse(),
-        shutdown.clone(),
-    );
+        ctx.shutdown.clone(),
+    )
+    .hold(permit)
+    .revoked_by(revoked);
     *resp.body_mut() = subscriber.into_body();
     resp
+}
+
+/// A short plain-text response with an owned message.
+pub fn text(status: StatusCode, message: String) -> Response<BoxBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(message))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
 }
 
 fn sse_headers() -> HeaderMap {
@@ -75,15 +171,4 @@ fn sse_headers() -> HeaderMap {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     h
-}
-
-trait MapErrNever {
-    fn map_err_never(self) -> BoxBody;
-}
-
-impl MapErrNever for http_body_util::Empty<Bytes> {
-    fn map_err_never(self) -> BoxBody {
-        use http_body_util::BodyExt;
-        self.map_err(|never| match never {}).boxed_unsync()
-    }
 }

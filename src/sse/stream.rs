@@ -1,6 +1,8 @@
 //! One subscriber's stream: a cursor into its feed, turned into body frames.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,10 +15,15 @@ use super::encode;
 use crate::config::SseConfig;
 use crate::feed::registry::Subscription;
 use crate::feed::{Cursor, Out};
+use crate::limits::Permit;
 use crate::{BoxBody, BoxError};
 
+/// Resolves when the subscriber's admission is withdrawn (`check` mode).
+type Revoked = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Follows one feed for one client. Owns nothing shared but its
-/// [`Subscription`]; dropping it (client gone) releases the feed.
+/// [`Subscription`] and its limits [`Permit`]; dropping it (client gone)
+/// releases both.
 pub struct Subscriber {
     sub: Subscription,
     changed: watch::Receiver<u64>,
@@ -26,6 +33,9 @@ pub struct Subscriber {
     retry: Duration,
     shutdown: CancellationToken,
     done: bool,
+    /// Held, never read: dropping it frees the slot.
+    _permit: Option<Permit>,
+    revoked: Option<Revoked>,
 }
 
 impl Subscriber {
@@ -48,7 +58,24 @@ impl Subscriber {
             retry: cfg.retry,
             shutdown,
             done: false,
+            _permit: None,
+            revoked: None,
         }
+    }
+
+    /// Keep `permit` (a limits slot) for as long as the stream lives.
+    pub fn hold(mut self, permit: Permit) -> Self {
+        self._permit = Some(permit);
+        self
+    }
+
+    /// End the stream, without a `retry:` hint, when `revoked` resolves.
+    pub fn revoked_by(
+        mut self,
+        revoked: Option<impl Future<Output = ()> + Send + 'static>,
+    ) -> Self {
+        self.revoked = revoked.map(|f| Box::pin(f) as Revoked);
+        self
     }
 
     /// The next bytes to write, waiting for the feed, a keepalive or shutdown.
@@ -73,8 +100,20 @@ impl Subscriber {
             if !self.pending.is_empty() {
                 continue;
             }
+            let revoked = self.revoked.as_mut();
+            let revoked = async move {
+                match revoked {
+                    Some(f) => f.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
+                _ = revoked => {
+                    // The reconnect that follows meets the refusal itself.
+                    self.pending.clear();
+                    self.done = true;
+                }
                 _ = self.shutdown.cancelled() => {
                     // Come back soon, to this replica or another one.
                     self.pending.push_back(Out::Bytes(encode::retry(self.retry)));

@@ -1,0 +1,244 @@
+//! Admission limits: how many SSE streams all clients together, and each
+//! client address, may hold open, and how many feed instances may exist.
+//!
+//! This module owns the counters and the answer given when a limit is hit
+//! (429 for one client, 503 for the whole server, both with `Retry-After`),
+//! the log line for it (at most one per limit per second, so a flood cannot
+//! flood the logs too) and a refusal counter per limit for metrics. A
+//! [`Permit`] is the only way to hold a subscriber slot: it is released when
+//! dropped, so no path can leak one. It must never decide who may see what
+//! (that is `auth`), and holds its lock only to bump a counter.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::config::LimitsConfig;
+use crate::BoxBody;
+
+/// Which limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("too many live feeds (limits.max_feeds = {0})")]
+    Feeds(usize),
+    #[error("too many live feeds of this definition (limits.max_feeds_per_definition = {0})")]
+    FeedsPerDefinition(usize),
+    #[error("too many open streams (limits.max_subscribers = {0})")]
+    Subscribers(usize),
+    #[error("too many open streams from this client (limits.max_subscribers_per_client = {0})")]
+    SubscribersPerClient(usize),
+}
+
+impl LimitError {
+    /// Every kind, in the order of [`LimitError::index`].
+    pub const KINDS: [&'static str; 4] = [
+        "max_feeds",
+        "max_feeds_per_definition",
+        "max_subscribers",
+        "max_subscribers_per_client",
+    ];
+
+    fn index(self) -> usize {
+        match self {
+            Self::Feeds(_) => 0,
+            Self::FeedsPerDefinition(_) => 1,
+            Self::Subscribers(_) => 2,
+            Self::SubscribersPerClient(_) => 3,
+        }
+    }
+
+    /// The config key of the limit, also its metric label.
+    pub fn kind(self) -> &'static str {
+        Self::KINDS[self.index()]
+    }
+
+    /// 429 when one client is over its share, 503 when the server is full.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::SubscribersPerClient(_) => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// Shared counters; one per server.
+pub struct Limits {
+    cfg: LimitsConfig,
+    subscribers: AtomicUsize,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+    refused: [AtomicU64; 4],
+    /// Milliseconds since `start` of the last log line, per limit.
+    logged: [AtomicU64; 4],
+    start: Instant,
+}
+
+/// One open stream's slot; released on drop.
+pub struct Permit {
+    limits: Arc<Limits>,
+    client: IpAddr,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.limits.subscribers.fetch_sub(1, Ordering::AcqRel);
+        let mut map = self.limits.clients();
+        if let Some(n) = map.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.client);
+            }
+        }
+    }
+}
+
+impl Limits {
+    pub fn new(cfg: &LimitsConfig) -> Arc<Self> {
+        Arc::new(Self {
+            cfg: cfg.clone(),
+            subscribers: AtomicUsize::new(0),
+            per_client: Mutex::new(HashMap::new()),
+            refused: Default::default(),
+            logged: Default::default(),
+            start: Instant::now(),
+        })
+    }
+
+    pub fn config(&self) -> &LimitsConfig {
+        &self.cfg
+    }
+
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.per_client.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take a subscriber slot for `client`, or say which limit is full.
+    pub fn admit(self: &Arc<Self>, client: IpAddr) -> Result<Permit, LimitError> {
+        let max = self.cfg.max_subscribers;
+        let total = self.subscribers.fetch_add(1, Ordering::AcqRel);
+        if max > 0 && total >= max {
+            self.subscribers.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.refuse(LimitError::Subscribers(max), client));
+        }
+        let per = self.cfg.max_subscribers_per_client;
+        {
+            let mut map = self.clients();
+            let n = map.entry(client).or_insert(0);
+            if per > 0 && *n >= per {
+                drop(map);
+                self.subscribers.fetch_sub(1, Ordering::AcqRel);
+                return Err(self.refuse(LimitError::SubscribersPerClient(per), client));
+            }
+            *n += 1;
+        }
+        Ok(Permit {
+            limits: self.clone(),
+            client,
+        })
+    }
+
+    /// Count (and maybe log) a refusal; returns it for `?`.
+    pub fn refuse(&self, e: LimitError, client: IpAddr) -> LimitError {
+        let i = e.index();
+        let total = self.refused[i].fetch_add(1, Ordering::Relaxed) + 1;
+        let now = self.start.elapsed().as_millis() as u64;
+        let last = self.logged[i].load(Ordering::Relaxed);
+        if (total == 1 || now.saturating_sub(last) >= 1000)
+            && self.logged[i]
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(limit = e.kind(), %client, refused_total = total, "{e}");
+        }
+        e
+    }
+
+    /// Open streams now.
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::Acquire)
+    }
+
+    /// Requests refused so far, per limit (`(kind, count)`), for metrics.
+    pub fn refused(&self) -> [(&'static str, u64); 4] {
+        let mut out = [("", 0); 4];
+        for (i, kind) in LimitError::KINDS.iter().enumerate() {
+            out[i] = (kind, self.refused[i].load(Ordering::Relaxed));
+        }
+        out
+    }
+
+    /// The 429/503 answer for `e`, with `Retry-After`.
+    pub fn response(&self, e: LimitError) -> Response<BoxBody> {
+        let mut resp = crate::sse::text(e.status(), format!("{e}; retry later\n"));
+        let secs = retry_after_secs(self.cfg.retry_after);
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        resp
+    }
+}
+
+/// Whole seconds, rounded up, at least 1.
+fn retry_after_secs(d: Duration) -> u64 {
+    (d.as_millis().div_ceil(1000) as u64).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(total: usize, per: usize) -> Arc<Limits> {
+        Limits::new(&LimitsConfig {
+            max_subscribers: total,
+            max_subscribers_per_client: per,
+            ..LimitsConfig::default()
+        })
+    }
+
+    #[test]
+    fn per_client_then_global_and_permits_release_on_drop() {
+        let l = limits(3, 2);
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        let a1 = l.admit(a).expect("a1");
+        let _a2 = l.admit(a).expect("a2");
+        assert_eq!(l.admit(a).err(), Some(LimitError::SubscribersPerClient(2)));
+        let _b1 = l.admit(b).expect("b1");
+        assert_eq!(l.admit(b).err(), Some(LimitError::Subscribers(3)));
+        assert_eq!(l.subscribers(), 3);
+        drop(a1);
+        assert_eq!(l.subscribers(), 2);
+        let _a3 = l.admit(a).expect("a slot is free again");
+        assert_eq!(l.refused()[2], ("max_subscribers", 1));
+        assert_eq!(l.refused()[3], ("max_subscribers_per_client", 1));
+    }
+
+    #[test]
+    fn zero_disables_and_retry_after_rounds_up() {
+        let l = limits(0, 0);
+        let ip: IpAddr = "::1".parse().expect("ip");
+        let held: Vec<_> = (0..1000).map(|_| l.admit(ip).expect("unlimited")).collect();
+        assert_eq!(l.subscribers(), held.len());
+        drop(held);
+        assert!(l.clients().is_empty(), "no entry left for a gone client");
+        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+    }
+
+    #[test]
+    fn status_codes() {
+        assert_eq!(
+            LimitError::SubscribersPerClient(1).status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        for e in [
+            LimitError::Feeds(1),
+            LimitError::FeedsPerDefinition(1),
+            LimitError::Subscribers(1),
+        ] {
+            assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        }
+    }
+}
