@@ -10,7 +10,7 @@
 pub mod child;
 pub mod passthrough;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -93,6 +93,8 @@ struct State {
     in_mode: usize,
     /// Open connections, so `Mode::Refused` can cut them.
     conns: Vec<tokio::task::AbortHandle>,
+    /// Guarded paths: the `Authorization` values they accept.
+    guards: HashMap<String, HashSet<String>>,
 }
 
 /// Response body of the test upstream: whole, streamed, or broken off.
@@ -108,8 +110,12 @@ fn whole(b: Bytes) -> TestBody {
 ///   list (per path and query when set that way, or for the path alone).
 ///   When the request has an `Authorization` header, `{{token}}` in string
 ///   values of the list is replaced by it, so per-user data is easy to make.
+/// - A path made a guard with [`TestUpstream::guard`] answers 401 (with
+///   `www-authenticate` and a JSON body) unless the request's `Authorization`
+///   is one it accepts; accepted requests get the list, or `{"ok":true}`.
 /// - `/echo...` answers with a JSON description of the request (method, path,
-///   headers, body), status from `?status=`, and header `x-echo: yes`.
+///   headers, body), status from `?status=`, and header `x-echo: yes`; each
+///   `?header=name:value` is added to the response headers.
 /// - `/pt/...`: streaming, WebSocket and broken endpoints, see [`passthrough`].
 /// - Everything else: 404.
 #[derive(Clone)]
@@ -168,6 +174,42 @@ impl TestUpstream {
             .unwrap()
             .raw
             .insert(path.to_owned(), Raw { headers, body });
+    }
+
+    /// Make `path` accept only these `Authorization` values (401 otherwise).
+    pub fn guard(&self, path: &str, allowed: &[&str]) {
+        self.state.lock().unwrap().guards.insert(
+            path.to_owned(),
+            allowed.iter().map(|s| s.to_string()).collect(),
+        );
+    }
+
+    /// Let `path` accept `authorization` from now on.
+    pub fn allow(&self, path: &str, authorization: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.guards
+            .entry(path.to_owned())
+            .or_default()
+            .insert(authorization.to_owned());
+    }
+
+    /// Make `path` refuse `authorization` from now on.
+    pub fn revoke(&self, path: &str, authorization: &str) {
+        if let Some(g) = self.state.lock().unwrap().guards.get_mut(path) {
+            g.remove(authorization);
+        }
+    }
+
+    /// Requests to `path` carrying this `Authorization` value.
+    pub fn seen_with(&self, path: &str, authorization: &str) -> Vec<Seen> {
+        self.seen(path)
+            .into_iter()
+            .filter(|s| {
+                s.headers
+                    .get("authorization")
+                    .is_some_and(|v| v.as_bytes() == authorization.as_bytes())
+            })
+            .collect()
     }
 
     pub fn mode(&self, mode: Mode) {
@@ -301,6 +343,27 @@ async fn handle(
             peer,
         });
         let list = s.lists.get(&pq).or_else(|| s.lists.get(&path)).cloned();
+        let auth = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if let Some(allowed) = s.guards.get(&path) {
+            if !auth.is_some_and(|a| allowed.contains(a)) {
+                let mut r = Response::new(whole(Bytes::from_static(
+                    b"{\"error\":\"invalid or revoked token\"}",
+                )));
+                *r.status_mut() = StatusCode::UNAUTHORIZED;
+                let h = r.headers_mut();
+                h.insert("content-type", "application/json".parse().expect("ct"));
+                h.insert("www-authenticate", "Bearer realm=\"test\"".parse().expect("hv"));
+                h.insert("access-control-allow-origin", "*".parse().expect("hv"));
+                return Ok(r);
+            }
+        }
+        let list = match list {
+            None if s.guards.contains_key(&path) => Some(serde_json::json!({"ok": true})),
+            list => list,
+        };
         let raw = s.raw.get(&path).cloned();
         let mut mode = s.mode.clone().unwrap_or(Mode::Ok);
         if let Mode::Statuses(codes) = &mode {
@@ -353,6 +416,20 @@ async fn handle(
         });
         let mut r = reply(status, "application/json", Bytes::from(desc.to_string()));
         r.headers_mut().insert("x-echo", "yes".parse().expect("hv"));
+        // `?header=name:value` adds a response header (repeatable).
+        let extra = form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .filter(|(k, _)| k == "header")
+            .filter_map(|(_, v)| {
+                let (name, value) = v.split_once(':')?;
+                Some((
+                    http::HeaderName::from_bytes(name.trim().as_bytes()).ok()?,
+                    http::HeaderValue::from_str(value.trim()).ok()?,
+                ))
+            })
+            .collect::<Vec<_>>();
+        for (name, value) in extra {
+            r.headers_mut().append(name, value);
+        }
         return Ok(r);
     }
     let Some(list) = list else {
@@ -493,7 +570,16 @@ impl Sse {
     }
 
     pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Self {
-        let mut req = reqwest::Client::new()
+        Self::connect_using(&reqwest::Client::new(), url, headers).await
+    }
+
+    /// Connect with a client of the test's own (e.g. bound to another local address).
+    pub async fn connect_using(
+        client: &reqwest::Client,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Self {
+        let mut req = client
             .get(url)
             .header("accept", "text/event-stream");
         for (k, v) in headers {
