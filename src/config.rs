@@ -1403,7 +1403,7 @@ credentials_env = "POLLCAST_TEST_SHARED_AUTH"
         let e = Config::from_toml(&bad, Path::new("c.toml"))
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("c.toml:18: cors.allow_credentials:"), "{e}");
+        assert!(e.starts_with("c.toml:18:1: cors.allow_credentials:"), "{e}");
     }
 
     #[test]

@@ -355,7 +355,10 @@ async fn handle(
                 *r.status_mut() = StatusCode::UNAUTHORIZED;
                 let h = r.headers_mut();
                 h.insert("content-type", "application/json".parse().expect("ct"));
-                h.insert("www-authenticate", "Bearer realm=\"test\"".parse().expect("hv"));
+                h.insert(
+                    "www-authenticate",
+                    "Bearer realm=\"test\"".parse().expect("hv"),
+                );
                 h.insert("access-control-allow-origin", "*".parse().expect("hv"));
                 return Ok(r);
             }
@@ -579,9 +582,7 @@ impl Sse {
         url: &str,
         headers: &[(&str, &str)],
     ) -> Self {
-        let mut req = client
-            .get(url)
-            .header("accept", "text/event-stream");
+        let mut req = client.get(url).header("accept", "text/event-stream");
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
