@@ -218,7 +218,8 @@ pub fn valid_event_name(name: &str) -> bool {
 pub struct UpstreamConfig {
     /// Base URL, `http://host:port` (an optional path prefix is kept).
     pub url: UpstreamUrl,
-    /// Per upstream request: for pass-through, until response headers arrive;
+    /// Per upstream request: for pass-through, from the end of the request
+    /// body until response headers arrive;
     /// for polls, the whole request including the body.
     #[serde(with = "humantime_serde", default = "default_timeout")]
     pub timeout: Duration,

@@ -92,10 +92,28 @@ impl Upstream {
     }
 
     /// Send a request whose URI is already absolute; waits at most `timeout`
-    /// for the response head. The body then streams for as long as it lasts.
+    /// for the response head, counted from when the request body has been
+    /// sent (a big upload may stream for far longer than `timeout`). The
+    /// response body then streams for as long as it lasts.
     pub async fn send(&self, req: Request<BoxBody>) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-            Err(_) => Err(UpstreamError::Timeout(self.timeout)),
+        let sent = Arc::new(tokio::sync::Notify::new());
+        let req = req.map(|inner| {
+            SentSignal {
+                inner,
+                sent: sent.clone(),
+            }
+            .boxed_unsync()
+        });
+        let answer_overdue = async {
+            sent.notified().await;
+            tokio::time::sleep(self.timeout).await;
+        };
+        let answered = tokio::select! {
+            r = self.client.request(req) => Ok(r),
+            _ = answer_overdue => Err(()),
+        };
+        match answered {
+            Err(()) => Err(UpstreamError::Timeout(self.timeout)),
             Ok(Ok(resp)) => {
                 self.mark_reached();
                 Ok(resp)
@@ -190,6 +208,43 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     }
     let at = httpdate::parse_http_date(v).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// A request body that signals when it has been sent in full (or was
+/// empty), which is when the wait for the upstream's answer begins.
+struct SentSignal {
+    inner: BoxBody,
+    sent: Arc<tokio::sync::Notify>,
+}
+
+impl http_body::Body for SentSignal {
+    type Data = Bytes;
+    type Error = crate::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let frame = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = frame {
+            // A stored permit: the waiter may start waiting later.
+            self.sent.notify_one();
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // hyper asks this instead of polling an empty body.
+        let end = self.inner.is_end_stream();
+        if end {
+            self.sent.notify_one();
+        }
+        end
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// An error and its sources on one line; hyper's top-level messages alone are vague.

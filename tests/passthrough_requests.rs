@@ -6,6 +6,7 @@ mod common;
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::passthrough::{pattern_at, PassState};
@@ -21,9 +22,13 @@ fn uploaded(up: &TestUpstream) -> u64 {
 }
 
 #[tokio::test]
-async fn a_request_body_reaches_the_upstream_as_it_is_sent() {
+async fn a_request_body_reaches_the_upstream_as_it_is_sent_for_longer_than_the_timeout() {
     let up = TestUpstream::start().await;
-    let pc = pollcast::start(config(&up)).await.expect("start");
+    let mut cfg = config(&up);
+    // The upload below lasts several times this: the timeout is for the
+    // upstream's answer, counted once the body has been sent.
+    cfg.upstream.timeout = Duration::from_millis(200);
+    let pc = pollcast::start(cfg).await.expect("start");
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(1);
     let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
     let send = tokio::spawn(
@@ -34,6 +39,10 @@ async fn a_request_body_reaches_the_upstream_as_it_is_sent() {
     );
     let mut sent = 0u64;
     for piece in 0..5u64 {
+        if piece == 2 {
+            // A slow client: the upload stalls for three times the timeout.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
         let chunk = pattern_at(sent, 1000);
         sent += chunk.len() as u64;
         tx.send(Ok(chunk)).await.expect("send piece");
@@ -60,6 +69,23 @@ fn tokio_stream_from<T: Send + 'static>(
     rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures_util::Stream<Item = T> + Send + 'static {
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
+}
+
+#[tokio::test]
+async fn the_timeout_still_applies_once_the_body_is_sent() {
+    let up = TestUpstream::start().await;
+    let mut cfg = config(&up);
+    cfg.upstream.timeout = Duration::from_millis(200);
+    let pc = pollcast::start(cfg).await.expect("start");
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/pt/hold", pc.addr))
+        .body(vec![7u8; 100_000])
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 504);
+    assert_eq!(PassState::count(&up.pass.hold_started), 1);
+    pc.stop().await;
 }
 
 #[tokio::test]
