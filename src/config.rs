@@ -1471,6 +1471,14 @@ credentials_env = "POLLCAST_TEST_SHARED_AUTH"
     }
 
     #[test]
+    fn the_default_contract_names_are_valid_event_names() {
+        use crate::feed::contract::*;
+        for name in [SNAPSHOT, ADDED, UPDATED, REMOVED, STALE, RECOVERED] {
+            assert!(valid_event_name(name), "{name}");
+        }
+    }
+
+    #[test]
     fn event_names_that_could_break_framing_are_invalid() {
         for ok in ["snapshot", "job_added", "listing.created", "a-b", "X1"] {
             assert!(valid_event_name(ok), "{ok}");

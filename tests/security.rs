@@ -856,3 +856,107 @@ async fn pass_through_keeps_the_upstreams_own_cors_headers() {
     assert!(r.headers().get("access-control-allow-origin").is_none());
     pc.stop().await;
 }
+
+#[tokio::test]
+async fn check_defaults_to_the_poll_path_with_the_query_and_head_is_checked_too() {
+    let up = TestUpstream::start().await;
+    up.set("/api/shared", json!([{"id": 1}]));
+    up.guard("/api/shared", &["Bearer service", "Bearer user"]);
+    let mut cfg = check_config(&up, Duration::from_secs(3600));
+    cfg.feeds[0].check = None;
+    let pc = pollcast::start(cfg).await.expect("start");
+    let mut s = Sse::connect_with(
+        &url(&pc, "/sse/jobs?b=2&a=1"),
+        &[("authorization", "Bearer user")],
+    )
+    .await;
+    assert_eq!(s.status, 200);
+    assert_eq!(s.next().await.event, "snapshot");
+    let checks = up.seen_with("/api/shared", "Bearer user");
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0].path_and_query, "/api/shared?a=1&b=2");
+    assert_eq!(checks[0].method, "GET");
+    // HEAD of the SSE path runs the same admission, without a stream.
+    let r = reqwest::Client::new()
+        .head(url(&pc, "/sse/jobs"))
+        .header("authorization", "Bearer nobody")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(r.status(), 401);
+    pc.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_is_closed_after_three_failed_rechecks_not_at_the_first() {
+    let up = TestUpstream::start().await;
+    up.set("/api/shared", json!([{"id": 1}]));
+    up.guard("/api/me", &["Bearer alice"]);
+    let pc = pollcast::start(check_config(&up, Duration::from_millis(100)))
+        .await
+        .expect("start");
+    let mut s =
+        Sse::connect_with(&url(&pc, "/sse/jobs"), &[("authorization", "Bearer alice")]).await;
+    assert_eq!(s.next().await.event, "snapshot");
+    let before = up.hits("/api/me");
+    // The check endpoint (and the polls) now answer 500: not a revocation.
+    up.mode(Mode::Status(500));
+    // The poll failure arrives as `stale` on the still-open stream.
+    assert_eq!(s.next_named("stale").await.event, "stale");
+    while s.next_or_end().await.is_some() {}
+    let failed = up.hits("/api/me") - before;
+    assert!(failed >= 3, "closed after {failed} failed rechecks");
+    assert_eq!(
+        pollcast::auth::MAX_FAILED_RECHECKS,
+        3,
+        "README documents three"
+    );
+    pc.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_request_headers_over_http2_are_refused() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let up = TestUpstream::start().await;
+    up.set("/api/jobs", json!([]));
+    let mut cfg = config(&up);
+    cfg.server.max_header_size = 32 * 1024;
+    let pc = pollcast::start(cfg).await.expect("start");
+    let io = TcpStream::connect(pc.addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .expect("h2c handshake");
+    tokio::spawn(conn);
+    let req = |extra: usize| {
+        http::Request::get(format!("http://{}/_pollcast/healthz", pc.addr))
+            .header("x-pad", "z".repeat(extra))
+            .body(Empty::<bytes::Bytes>::new())
+            .expect("request")
+    };
+    // Above hyper's own 16 KiB default, within the configured 32 KiB.
+    let ok = within("small head", sender.send_request(req(20 * 1024)))
+        .await
+        .expect("small head is served");
+    assert_eq!(ok.status(), 200);
+    // Over the limit: 431 on that stream (h2 answers it and refuses the rest).
+    let over = within("head over the limit", sender.send_request(req(40 * 1024))).await;
+    match over {
+        Ok(r) => assert_eq!(r.status(), 431),
+        Err(e) => assert!(format!("{e:?}").contains("REFUSED_STREAM"), "{e:?}"),
+    }
+    // Far over it: the connection is told to go away.
+    let far = within(
+        "head far over the limit",
+        sender.send_request(req(256 * 1024)),
+    )
+    .await;
+    let e = far.expect_err("not served");
+    assert!(
+        format!("{e:?}").contains("ENHANCE_YOUR_CALM") || e.is_closed() || e.is_canceled(),
+        "{e:?}"
+    );
+    assert_eq!(up.hits("/"), 0);
+    pc.stop().await;
+}
