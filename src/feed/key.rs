@@ -47,7 +47,7 @@ impl FeedKey {
         let mut s = name.to_owned();
         if !self.query.is_empty() {
             s.push('?');
-            s.push_str(&self.query);
+            s.push_str(&self.printable_query());
         }
         if self.authorization.is_some() || self.cookie.is_some() {
             s.push_str(" [credentials]");
@@ -56,11 +56,50 @@ impl FeedKey {
     }
 }
 
+impl FeedKey {
+    /// The query with `<redacted>` for the value of any parameter whose name
+    /// looks like a secret (`access_token=...` on a feed without `token_param`).
+    pub fn printable_query(&self) -> String {
+        let mut s = String::with_capacity(self.query.len());
+        for pair in self.query.split('&').filter(|p| !p.is_empty()) {
+            if !s.is_empty() {
+                s.push('&');
+            }
+            match pair.split_once('=') {
+                Some((k, _)) if secret_like(k) => {
+                    s.push_str(k);
+                    s.push_str("=<redacted>");
+                }
+                _ => s.push_str(pair),
+            }
+        }
+        s
+    }
+}
+
+/// Whether a query parameter name suggests its value is a credential.
+fn secret_like(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "token",
+        "secret",
+        "pass",
+        "auth",
+        "session",
+        "sig",
+        "key",
+        "jwt",
+        "credential",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
+
 impl fmt::Debug for FeedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FeedKey")
             .field("def", &self.def)
-            .field("query", &self.query)
+            .field("query", &self.printable_query())
             .field(
                 "authorization",
                 &self.authorization.as_ref().map(|_| "<redacted>"),
@@ -148,6 +187,7 @@ pub fn identify(
             }
             token = Some(v.into_owned());
         } else if OWN_PARAMS.contains(&k.as_ref()) {
+            continue;
         } else if cfg
             .query
             .as_ref()
@@ -257,5 +297,109 @@ mod tests {
         );
         assert_eq!(k.label("jobs"), "jobs?a=1 [credentials]");
         assert!(!format!("{k:?}").contains("secret"));
+    }
+
+    #[test]
+    fn secret_looking_parameters_are_redacted_in_labels() {
+        let k = FeedKey::new(
+            0,
+            "access_token=abc&status=x&X-Api-Key=k1".into(),
+            None,
+            None,
+        );
+        assert_eq!(
+            k.label("jobs"),
+            "jobs?access_token=<redacted>&status=x&X-Api-Key=<redacted>"
+        );
+        assert!(!format!("{k:?}").contains("abc"));
+        assert_eq!(
+            FeedKey::new(0, String::new(), None, None).label("jobs"),
+            "jobs"
+        );
+    }
+
+    fn def(auth: AuthMode, token: Option<&str>, query: Option<&[&str]>) -> FeedConfig {
+        let mut d = FeedConfig::new("jobs", "/api/jobs");
+        d.auth = auth;
+        d.token_param = token.map(str::to_owned);
+        d.query = query.map(|q| q.iter().map(|s| s.to_string()).collect());
+        d
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn identity_per_auth_mode() {
+        let h = headers(&[("authorization", "Bearer a"), ("cookie", "sid=1")]);
+        let fwd =
+            identify(0, &def(AuthMode::Forward, None, None), Some("b=1&a=2"), &h).expect("ok");
+        assert_eq!(fwd.key.query, "a=2&b=1");
+        assert!(fwd.key.authorization.is_some() && fwd.key.cookie.is_some());
+        for mode in [AuthMode::Check, AuthMode::None] {
+            let id = identify(0, &def(mode, None, None), None, &h).expect("ok");
+            assert_eq!(id.key.authorization, None, "{mode:?}");
+            assert_eq!(id.key.cookie, None, "{mode:?}");
+            // The subscriber's own credentials are kept for the check request.
+            assert!(id.credentials.authorization.is_some());
+        }
+    }
+
+    #[test]
+    fn token_param_becomes_a_sensitive_bearer_and_leaves_the_query() {
+        let d = def(AuthMode::Forward, Some("token"), Some(&["status"]));
+        let id = identify(
+            0,
+            &d,
+            Some("token=t%2B1&status=x&lastEventId=e:1"),
+            &HeaderMap::new(),
+        )
+        .expect("ok");
+        assert_eq!(id.key.query, "status=x");
+        assert_eq!(id.last_event_id.as_deref(), Some("e:1"));
+        let auth = id.key.authorization.expect("bearer");
+        assert_eq!(auth, "Bearer t+1");
+        assert!(auth.is_sensitive());
+        assert!(!format!("{:?}", id.credentials).contains("t+1"));
+        // An empty token is no token.
+        let id = identify(0, &d, Some("token="), &HeaderMap::new()).expect("ok");
+        assert!(id.key.authorization.is_none());
+        assert_eq!(
+            identify(
+                0,
+                &d,
+                Some("token=a"),
+                &headers(&[("authorization", "Bearer b")])
+            )
+            .err(),
+            Some(KeyError::TwoTokens("token".into()))
+        );
+        assert_eq!(
+            identify(0, &d, Some("token=a%0Ab"), &HeaderMap::new()).err(),
+            Some(KeyError::BadToken("token".into()))
+        );
+    }
+
+    #[test]
+    fn the_allowlist_names_the_refused_parameter_printably() {
+        let d = def(AuthMode::Forward, None, Some(&["status", "limit"]));
+        assert_eq!(
+            identify(0, &d, Some("status=1&ev%0Ail=2"), &HeaderMap::new()).err(),
+            Some(KeyError::NotAllowed("ev?il".into(), "status, limit".into()))
+        );
+        let none = def(AuthMode::Forward, None, Some(&[]));
+        assert_eq!(
+            identify(0, &none, Some("x=1"), &HeaderMap::new()).err(),
+            Some(KeyError::NotAllowed("x".into(), "none".into()))
+        );
     }
 }
