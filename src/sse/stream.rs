@@ -82,6 +82,20 @@ impl Subscriber {
     /// `None` ends the response.
     pub async fn next(&mut self) -> Option<Bytes> {
         loop {
+            // A subscriber that is never idle (busy feed, catching up) must
+            // still have its rechecks run and obeyed: poll the revocation on
+            // every frame, not only while waiting.
+            if let Some(revoked) = self.revoked.as_mut().filter(|_| !self.done) {
+                let now = std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(revoked.as_mut().poll(cx).is_ready())
+                })
+                .await;
+                if now {
+                    self.revoked = None;
+                    self.pending.clear();
+                    self.done = true;
+                }
+            }
             match self.pending.pop_front() {
                 Some(Out::Bytes(b)) => return Some(b),
                 Some(Out::Snapshot(id, snap)) => {
@@ -111,6 +125,7 @@ impl Subscriber {
                 biased;
                 _ = revoked => {
                     // The reconnect that follows meets the refusal itself.
+                    self.revoked = None;
                     self.pending.clear();
                     self.done = true;
                 }
