@@ -71,6 +71,8 @@ enum Route {
     Healthz,
     /// Ready for traffic (see [`crate::readiness`]).
     Readyz,
+    /// Prometheus metrics (see [`crate::metrics`]).
+    Metrics,
 }
 
 impl Route {
@@ -79,13 +81,14 @@ impl Route {
         Some(match sub {
             "/healthz" => Self::Healthz,
             "/readyz" => Self::Readyz,
+            "/metrics" => Self::Metrics,
             _ => return None,
         })
     }
 
     fn audience(self) -> Audience {
         match self {
-            Self::Healthz | Self::Readyz => Audience::Operator,
+            Self::Healthz | Self::Readyz | Self::Metrics => Audience::Operator,
         }
     }
 
@@ -101,6 +104,15 @@ impl Route {
                 };
                 let word = if v.ready { "ready" } else { "not ready" };
                 text(status, format!("{word}: {}\n", v.detail))
+            }
+            Self::Metrics => {
+                let body = app.registry.metrics().render(&app.registry);
+                let mut r = text(StatusCode::OK, body);
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+                );
+                r
             }
         }
     }

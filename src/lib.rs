@@ -21,9 +21,12 @@
 //! - [`tls`]: the optional TLS acceptor of the listener.
 //! - [`demo`]: a built-in upstream for `--demo`.
 //! - [`admin`]: pollcast's own endpoints under `[admin] prefix`; [`readiness`]: `/readyz`.
+//! - [`access`]: the access log line and metrics of each pass-through request.
+//! - [`metrics`]: the Prometheus metrics behind `<prefix>/metrics`.
 //! - [`check`]: `--check`'s rendering of the effective config, secrets redacted.
 //! - [`logging`]: the tracing subscriber, text or JSON, reloadable level.
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod check;
@@ -34,6 +37,7 @@ pub mod demo;
 pub mod feed;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod pointer;
 pub mod preface;
 pub mod proxy;
@@ -129,7 +133,8 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     };
     let shutdown = CancellationToken::new();
     let upstream = Upstream::new(&config.upstream);
-    let registry = Registry::new(&config, upstream.clone(), shutdown.clone());
+    let metrics = Arc::new(metrics::Metrics::new());
+    let registry = Registry::new(&config, upstream.clone(), shutdown.clone(), metrics);
     let proxy = proxy::Proxy::new(upstream.clone(), &config.upstream);
     let readiness = readiness::Readiness::new(&config.admin, upstream.clone(), shutdown.clone());
     let admin = Arc::new(admin::Admin::new(&config.admin, readiness));

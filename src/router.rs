@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use http::{Request, Response};
 use tokio_util::sync::CancellationToken;
@@ -20,7 +21,7 @@ use crate::cors::Cors;
 use crate::feed::registry::Registry;
 use crate::proxy::Proxy;
 use crate::upstream::Upstream;
-use crate::{sse, BoxBody, BoxError};
+use crate::{access, sse, BoxBody, BoxError};
 
 /// Everything a request may need, shared by all connections.
 pub struct App {
@@ -144,6 +145,21 @@ where
                 Ok(sse::respond(ctx, def, head, remote).await)
             });
         }
-        Box::pin(async move { Ok(app.proxy.forward(req, remote, scheme).await) })
+        let method = req.method().clone();
+        let path = path.to_owned();
+        Box::pin(async move {
+            let started = Instant::now();
+            let resp = app.proxy.forward(req, remote, scheme).await;
+            let took = started.elapsed();
+            access::record(
+                app.registry.metrics(),
+                &method,
+                &path,
+                remote,
+                resp.status(),
+                took,
+            );
+            Ok(resp)
+        })
     }
 }

@@ -17,7 +17,9 @@ use super::extract::{extract, ItemList};
 use super::registry::Inner;
 use super::{contract, Feed};
 use crate::config::AuthMode;
+use crate::metrics::{Metrics, PollOutcome};
 use crate::sse::encode;
+use crate::upstream::{PollError, UpstreamError};
 
 /// Run until the feed is idle past its linger, or shutdown.
 pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
@@ -56,17 +58,26 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
             idle_since = None;
         }
 
+        let started = Instant::now();
+        let polled = ctx.upstream.poll(&path, headers.clone()).await;
+        let took = started.elapsed();
+        let bytes = polled.as_ref().map_or(0, |b| b.len() as u64);
         // `Err((reason, Retry-After))`
-        let outcome = match ctx.upstream.poll(&path, headers.clone()).await {
-            Ok(body) => prepare(&feed, &prev, body).map_err(|e| (e.to_string(), None)),
-            Err(e) => Err((e.to_string(), e.retry_after())),
+        let (counted, outcome) = match polled {
+            Ok(body) => match prepare(&feed, &prev, body) {
+                Ok(update) => (PollOutcome::ok, Ok(update)),
+                Err(e) => (PollOutcome::invalid_body, Err((e.to_string(), None))),
+            },
+            Err(e) => (outcome_of(&e), Err((e.to_string(), e.retry_after()))),
         };
+        ctx.metrics.poll(&def.name, counted, took, bytes);
         let mut asked_to_wait = None;
         match outcome {
             Ok(update) => {
                 // Recovery is told before the events that follow it.
                 if failures > 0 {
                     tracing::info!(feed = %feed.label(), failures, "upstream recovered");
+                    ctx.metrics.events(&def.name, contract::RECOVERED, 1);
                     feed.set_recovered(encode::body(
                         contract::RECOVERED,
                         &contract::recovered(stale_since, failures),
@@ -74,7 +85,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
                 }
                 failures = 0;
                 if let Some(update) = update {
-                    prev = Some(update.publish(&feed));
+                    prev = Some(update.publish(&feed, &ctx.metrics));
                 }
             }
             Err((reason, retry_after)) => {
@@ -83,6 +94,9 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
                     stale_since = SystemTime::now();
                 }
                 failures = failures.saturating_add(1);
+                if failures == 1 {
+                    ctx.metrics.events(&def.name, contract::STALE, 1);
+                }
                 tracing::warn!(feed = %feed.label(), failures, %reason, "poll failed");
                 feed.set_stale(encode::body(
                     contract::STALE,
@@ -153,7 +167,10 @@ fn prepare(
 
 impl Update {
     /// Encode each event once, with its id, and hand everything to the feed.
-    fn publish(self, feed: &Feed) -> (Bytes, Arc<ItemList>) {
+    fn publish(self, feed: &Feed, metrics: &Metrics) -> (Bytes, Arc<ItemList>) {
+        for (name, _) in &self.changes {
+            metrics.events(&feed.def.name, name, 1);
+        }
         if !self.first && self.changes.is_empty() {
             feed.replace_list(self.list.clone());
         } else {
@@ -167,6 +184,17 @@ impl Update {
             feed.publish(self.list.clone(), events, self.first);
         }
         (self.body, self.list)
+    }
+}
+
+/// The metrics outcome of a failed poll.
+fn outcome_of(e: &PollError) -> PollOutcome {
+    match e {
+        PollError::Upstream(UpstreamError::Timeout(_)) => PollOutcome::timeout,
+        PollError::Upstream(UpstreamError::Connect(_)) => PollOutcome::unreachable,
+        PollError::Status(_) | PollError::RetryAfter(..) => PollOutcome::bad_status,
+        PollError::TooLarge(_) => PollOutcome::too_large,
+        _ => PollOutcome::error,
     }
 }
 

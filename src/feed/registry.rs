@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use super::{poller, Feed, FeedKey};
 use crate::config::{Config, FeedConfig, SseConfig};
 use crate::limits::{LimitError, Limits};
+use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 
 /// Shared handle to all live feeds.
@@ -30,6 +31,7 @@ pub(crate) struct Inner {
     pub(crate) sse: SseConfig,
     pub(crate) upstream: Upstream,
     limits: Arc<Limits>,
+    pub(crate) metrics: Arc<Metrics>,
     tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
 }
@@ -37,6 +39,7 @@ pub(crate) struct Inner {
 /// A subscriber's claim on a feed; the feed may stop once all are dropped.
 pub struct Subscription {
     pub feed: Arc<Feed>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Drop for Subscription {
@@ -46,7 +49,15 @@ impl Drop for Subscription {
 }
 
 impl Registry {
-    pub fn new(config: &Config, upstream: Upstream, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        config: &Config,
+        upstream: Upstream,
+        shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        for f in &config.feeds {
+            metrics.declare_feed(&f.name);
+        }
         Self {
             inner: Arc::new(Inner {
                 feeds: Mutex::new(HashMap::new()),
@@ -54,6 +65,7 @@ impl Registry {
                 sse: config.sse.clone(),
                 upstream,
                 limits: Limits::new(&config.limits),
+                metrics,
                 tasks: TaskTracker::new(),
                 shutdown,
             }),
@@ -84,7 +96,10 @@ impl Registry {
         let mut feeds = self.inner.feeds();
         if let Some(feed) = feeds.get(&key) {
             feed.add_subscriber();
-            return Ok(Subscription { feed: feed.clone() });
+            return Ok(Subscription {
+                feed: feed.clone(),
+                metrics: self.inner.metrics.clone(),
+            });
         }
         let cfg = self.inner.limits.config();
         if cfg.max_feeds > 0 && feeds.len() >= cfg.max_feeds {
@@ -105,7 +120,33 @@ impl Registry {
         self.inner
             .tasks
             .spawn(poller::run(feed.clone(), self.inner.clone()));
-        Ok(Subscription { feed })
+        Ok(Subscription {
+            feed,
+            metrics: self.inner.metrics.clone(),
+        })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// `(definition name, live feed instances, subscribers)` for every feed
+    /// definition, including those with nothing live.
+    pub fn live_by_definition(&self) -> Vec<(String, usize, usize)> {
+        let mut out: Vec<(String, usize, usize)> =
+            self.defs().iter().map(|d| (d.name.clone(), 0, 0)).collect();
+        let feeds = self.inner.feeds();
+        for f in feeds.values() {
+            let subs = f.subscribers();
+            match out.iter_mut().find(|(n, _, _)| *n == f.def.name) {
+                Some(entry) => {
+                    entry.1 += 1;
+                    entry.2 += subs;
+                }
+                None => out.push((f.def.name.clone(), 1, subs)),
+            }
+        }
+        out
     }
 
     /// Live feed instances.

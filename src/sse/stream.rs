@@ -99,6 +99,7 @@ impl Subscriber {
             match self.pending.pop_front() {
                 Some(Out::Bytes(b)) => return Some(b),
                 Some(Out::Snapshot(id, snap)) => {
+                    self.sub.metrics.snapshot_sent(&self.sub.feed.def.name);
                     self.pending.push_front(Out::Bytes(snap.encoded()));
                     return Some(id);
                 }
@@ -110,7 +111,11 @@ impl Subscriber {
             // Mark the current version seen before reading the state, so a
             // change published after the pull wakes us.
             self.changed.borrow_and_update();
+            let resyncs = self.cursor.resyncs;
             self.sub.feed.pull(&mut self.cursor, &mut self.pending);
+            if self.cursor.resyncs != resyncs {
+                self.sub.metrics.resynced(&self.sub.feed.def.name);
+            }
             if !self.pending.is_empty() {
                 continue;
             }
@@ -153,5 +158,75 @@ impl Subscriber {
                 .map(|b| (Ok::<_, BoxError>(Frame::data(b)), s))
         });
         StreamBody::new(frames).boxed_unsync()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::{Config, FeedConfig, UpstreamUrl};
+    use crate::feed::extract::extract;
+    use crate::feed::registry::Registry;
+    use crate::feed::FeedKey;
+    use crate::metrics::Metrics;
+    use crate::pointer::Pointer;
+    use crate::upstream::Upstream;
+
+    #[tokio::test]
+    async fn a_subscriber_that_fell_behind_is_resynced_and_counted() {
+        // An upstream nobody listens on: the poll loop fails quietly and
+        // never publishes, so this test alone drives the feed.
+        let url = UpstreamUrl::parse("http://127.0.0.1:9").expect("url");
+        let mut config = Config::new(url, vec![FeedConfig::new("t", "/t")]);
+        config.sse.history = 1;
+        let shutdown = CancellationToken::new();
+        let metrics = Arc::new(Metrics::new());
+        let registry = Registry::new(
+            &config,
+            Upstream::new(&config.upstream),
+            shutdown.clone(),
+            metrics.clone(),
+        );
+        let sub = registry
+            .subscribe(FeedKey::new(0, String::new(), None, None))
+            .expect("no limits configured");
+        let feed = sub.feed.clone();
+        let mut s = Subscriber::new(sub, None, &config.sse, shutdown.clone());
+        let list = |body: &'static str| {
+            let (l, _) = extract(
+                Bytes::from_static(body.as_bytes()),
+                &Pointer::default(),
+                &Pointer::parse("/id").expect("p"),
+            )
+            .expect("list");
+            Arc::new(l)
+        };
+        feed.publish(list("[]"), vec![], true);
+        s.next().await.expect("retry"); // retry:
+        s.next().await.expect("id"); // first snapshot
+        s.next().await.expect("body");
+        // Three events while the subscriber does not read: history holds one.
+        for _ in 0..3 {
+            let seq = feed.next_seq();
+            let e = encode::event(&feed.id(seq), "added", b"{}");
+            feed.publish(list("[]"), vec![(seq, e)], false);
+        }
+        s.next().await.expect("id");
+        let body = s.next().await.expect("snapshot body");
+        assert!(String::from_utf8_lossy(&body).contains("event: snapshot"));
+        let text = metrics.render(&registry);
+        assert!(
+            text.contains("pollcast_subscribers_resynced_total{feed=\"t\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pollcast_snapshots_sent_total{feed=\"t\"} 2\n"),
+            "{text}"
+        );
+        shutdown.cancel();
+        drop(s);
+        registry.closed().await;
     }
 }

@@ -1,0 +1,323 @@
+//! `/metrics`: pollcast's counters, gauges and histograms in the Prometheus
+//! (OpenMetrics) text format, via `prometheus-client`.
+//!
+//! This module owns every metric name and label. Labels are bounded by the
+//! config: a feed *definition* name (`feed="jobs"`), an outcome, an event
+//! name, a status class. It must never label by user, token, query string or
+//! client address: those are unbounded and some are secrets.
+//!
+//! Counters are updated where things happen (poller, subscriber, router);
+//! the gauges of live feeds and subscribers are read from the feed registry
+//! at scrape time, so they can never drift from the truth.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use http::StatusCode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::feed::registry::Registry as Feeds;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeedLabel {
+    feed: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PollLabels {
+    feed: String,
+    outcome: PollOutcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    feed: String,
+    event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: StatusClass,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
+/// How one poll ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum PollOutcome {
+    /// 2xx with a usable body (changed or not).
+    ok,
+    /// 304: the upstream confirmed nothing changed (conditional polling).
+    not_modified,
+    /// No complete answer within `[upstream] timeout`.
+    timeout,
+    /// Connection refused, reset or not established.
+    unreachable,
+    /// A non-2xx status.
+    bad_status,
+    /// The body exceeded `[upstream] max_body`.
+    too_large,
+    /// 2xx, but the body was not the configured list shape.
+    invalid_body,
+    /// Anything else (the body broke off, ...).
+    error,
+}
+
+/// `2xx`, `3xx`, ... of a pass-through response.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct StatusClass(u8);
+
+impl EncodeLabelValue for StatusClass {
+    fn encode(&self, e: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        write!(e, "{}xx", self.0)
+    }
+}
+
+impl StatusClass {
+    fn of(s: StatusCode) -> Self {
+        // StatusCode is always 100..=999; classes above 5 are not HTTP's.
+        Self((s.as_u16() / 100).min(5) as u8)
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 1ms .. ~16s
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// All of pollcast's metrics; one per running instance, shared by `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    /// Serialises scrapes: the gauges are rebuilt from the feed registry.
+    scrape: Mutex<()>,
+    subscribers: Family<FeedLabel, Gauge>,
+    feeds: Family<FeedLabel, Gauge>,
+    poll_loops: Gauge,
+    polls: Family<PollLabels, Counter>,
+    poll_duration: Family<FeedLabel, Histogram, fn() -> Histogram>,
+    upstream_bytes: Family<FeedLabel, Counter>,
+    not_modified: Family<FeedLabel, Counter>,
+    events: Family<EventLabels, Counter>,
+    snapshots_sent: Family<FeedLabel, Counter>,
+    resynced: Family<FeedLabel, Counter>,
+    cut_off: Family<FeedLabel, Counter>,
+    proxy_requests: Family<StatusLabel, Counter>,
+    proxy_duration: Family<StatusLabel, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("pollcast");
+        let m = Self {
+            registry: Registry::default(),
+            scrape: Mutex::new(()),
+            subscribers: Family::default(),
+            feeds: Family::default(),
+            poll_loops: Gauge::default(),
+            polls: Family::default(),
+            poll_duration: Family::new_with_constructor(latency_histogram),
+            upstream_bytes: Family::default(),
+            not_modified: Family::default(),
+            events: Family::default(),
+            snapshots_sent: Family::default(),
+            resynced: Family::default(),
+            cut_off: Family::default(),
+            proxy_requests: Family::default(),
+            proxy_duration: Family::new_with_constructor(latency_histogram),
+        };
+        let info = Family::<VersionLabel, Gauge>::default();
+        info.get_or_create(&VersionLabel {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+        .set(1);
+        r.register("build_info", "pollcast's version (value is always 1)", info);
+        r.register(
+            "subscribers",
+            "Open SSE streams, per feed definition",
+            m.subscribers.clone(),
+        );
+        r.register(
+            "feeds",
+            "Live feed instances (distinct query and credentials), per feed definition",
+            m.feeds.clone(),
+        );
+        r.register(
+            "poll_loops",
+            "Running poll loops over all feeds",
+            m.poll_loops.clone(),
+        );
+        r.register(
+            "polls",
+            "Upstream polls, per feed definition and outcome",
+            m.polls.clone(),
+        );
+        r.register_with_unit(
+            "poll_duration",
+            "Time from sending a poll to having its whole body (or failing)",
+            Unit::Seconds,
+            m.poll_duration.clone(),
+        );
+        r.register_with_unit(
+            "upstream",
+            "Poll response body bytes received from the upstream",
+            Unit::Bytes,
+            m.upstream_bytes.clone(),
+        );
+        r.register(
+            "upstream_not_modified",
+            "Polls the upstream answered with 304 Not Modified",
+            m.not_modified.clone(),
+        );
+        r.register(
+            "events",
+            "Events published by feeds, each encoded once and shared by all subscribers, per event name",
+            m.events.clone(),
+        );
+        r.register(
+            "snapshots_sent",
+            "Snapshots written to subscribers (stream start, failed resume, resync)",
+            m.snapshots_sent.clone(),
+        );
+        r.register(
+            "subscribers_resynced",
+            "Subscribers that fell behind the event history and got a fresh snapshot",
+            m.resynced.clone(),
+        );
+        r.register(
+            "subscribers_cut_off",
+            "Subscriber streams ended by pollcast (too slow, revoked, definition removed)",
+            m.cut_off.clone(),
+        );
+        r.register(
+            "proxy_requests",
+            "Pass-through requests, per response status class",
+            m.proxy_requests.clone(),
+        );
+        r.register_with_unit(
+            "proxy_duration",
+            "Pass-through time until the response head (bodies stream afterwards)",
+            Unit::Seconds,
+            m.proxy_duration.clone(),
+        );
+        Self { registry: r, ..m }
+    }
+
+    /// One poll of feed definition `feed` ended with `outcome` after `took`,
+    /// having received `bytes` of body.
+    pub fn poll(&self, feed: &str, outcome: PollOutcome, took: Duration, bytes: u64) {
+        let f = FeedLabel { feed: feed.into() };
+        self.polls
+            .get_or_create(&PollLabels {
+                feed: feed.into(),
+                outcome,
+            })
+            .inc();
+        self.poll_duration
+            .get_or_create(&f)
+            .observe(took.as_secs_f64());
+        if bytes > 0 {
+            self.upstream_bytes.get_or_create(&f).inc_by(bytes);
+        }
+        if outcome == PollOutcome::not_modified {
+            self.not_modified.get_or_create(&f).inc();
+        }
+    }
+
+    /// `n` events named `event` published by a feed of definition `feed`.
+    pub fn events(&self, feed: &str, event: &str, n: u64) {
+        self.events
+            .get_or_create(&EventLabels {
+                feed: feed.into(),
+                event: event.into(),
+            })
+            .inc_by(n);
+    }
+
+    pub fn snapshot_sent(&self, feed: &str) {
+        self.snapshots_sent
+            .get_or_create(&FeedLabel { feed: feed.into() })
+            .inc();
+    }
+
+    pub fn resynced(&self, feed: &str) {
+        self.resynced
+            .get_or_create(&FeedLabel { feed: feed.into() })
+            .inc();
+    }
+
+    pub fn cut_off(&self, feed: &str) {
+        self.cut_off
+            .get_or_create(&FeedLabel { feed: feed.into() })
+            .inc();
+    }
+
+    /// One pass-through request answered with `status` after `took`.
+    pub fn proxied(&self, status: StatusCode, took: Duration) {
+        let l = StatusLabel {
+            status: StatusClass::of(status),
+        };
+        self.proxy_requests.get_or_create(&l).inc();
+        self.proxy_duration
+            .get_or_create(&l)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Make a feed definition's series exist (at zero) before its first use,
+    /// so dashboards and alerts see it from the start.
+    pub fn declare_feed(&self, feed: &str) {
+        let f = FeedLabel { feed: feed.into() };
+        let _ = self.upstream_bytes.get_or_create(&f);
+        let _ = self.not_modified.get_or_create(&f);
+        let _ = self.snapshots_sent.get_or_create(&f);
+        let _ = self.resynced.get_or_create(&f);
+        let _ = self.cut_off.get_or_create(&f);
+    }
+
+    /// The text exposition, with the live gauges read from `feeds` now.
+    pub fn render(&self, feeds: &Feeds) -> String {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        self.subscribers.clear();
+        self.feeds.clear();
+        for (name, live, subs) in feeds.live_by_definition() {
+            let f = FeedLabel { feed: name };
+            self.feeds.get_or_create(&f).set(live as i64);
+            self.subscribers.get_or_create(&f).set(subs as i64);
+        }
+        self.poll_loops.set(feeds.live_pollers() as i64);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(StatusClass::of(StatusCode::OK), StatusClass(2));
+        assert_eq!(StatusClass::of(StatusCode::NOT_FOUND), StatusClass(4));
+        assert_eq!(StatusClass::of(StatusCode::BAD_GATEWAY), StatusClass(5));
+    }
+}

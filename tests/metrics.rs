@@ -1,0 +1,157 @@
+//! `/metrics`: names and values after real traffic through a real pollcast.
+
+mod common;
+
+use common::{config, wait_until, Mode, Sse, TestUpstream};
+use serde_json::json;
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let r = common::within(
+        "scrape",
+        reqwest::get(format!("http://{addr}/_pollcast/metrics")),
+    )
+    .await
+    .expect("scrape");
+    assert_eq!(r.status().as_u16(), 200);
+    let ct = r.headers()["content-type"].to_str().expect("ct").to_owned();
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    r.text().await.expect("body")
+}
+
+/// The value of one series, e.g. `pollcast_polls_total{feed="jobs",outcome="ok"}`.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split(' ').next()?.parse().ok())
+}
+
+fn must(text: &str, series: &str) -> f64 {
+    value(text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn metrics_count_feeds_polls_events_and_pass_through() {
+    let up = TestUpstream::start().await;
+    up.set("/api/jobs", json!([{"id": 1, "owner": "{{token}}"}]));
+    let p = pollcast::start(config(&up)).await.expect("start");
+    let sse = format!("http://{}/sse/jobs", p.addr);
+
+    // Never exported, before any traffic: the definition's series exist at 0.
+    let m = scrape(p.addr).await;
+    assert_eq!(must(&m, r#"pollcast_feeds{feed="jobs"}"#), 0.0);
+    assert_eq!(must(&m, r#"pollcast_subscribers{feed="jobs"}"#), 0.0);
+    assert_eq!(
+        must(&m, r#"pollcast_upstream_not_modified_total{feed="jobs"}"#),
+        0.0
+    );
+    assert_eq!(
+        must(&m, r#"pollcast_subscribers_cut_off_total{feed="jobs"}"#),
+        0.0
+    );
+    let info = format!(
+        "pollcast_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(must(&m, &info), 1.0);
+
+    // Two users: two feed instances of one definition, three subscribers.
+    let mut a1 = Sse::connect_with(&sse, &[("authorization", "Bearer tok-alice")]).await;
+    let mut a2 = Sse::connect_with(&sse, &[("authorization", "Bearer tok-alice")]).await;
+    let mut b = Sse::connect_with(&sse, &[("authorization", "Bearer tok-bob")]).await;
+    for s in [&mut a1, &mut a2, &mut b] {
+        s.next_named("snapshot").await;
+    }
+    let m = scrape(p.addr).await;
+    assert_eq!(must(&m, r#"pollcast_feeds{feed="jobs"}"#), 2.0);
+    assert_eq!(must(&m, r#"pollcast_subscribers{feed="jobs"}"#), 3.0);
+    assert_eq!(
+        must(&m, r#"pollcast_snapshots_sent_total{feed="jobs"}"#),
+        3.0
+    );
+    assert!(must(&m, r#"pollcast_polls_total{feed="jobs",outcome="ok"}"#) >= 2.0);
+    assert!(must(&m, r#"pollcast_poll_duration_seconds_count{feed="jobs"}"#) >= 2.0);
+    assert!(must(&m, r#"pollcast_upstream_bytes_total{feed="jobs"}"#) > 0.0);
+    // Per definition, never per user: no token or identity in any label.
+    assert!(!m.contains("tok-alice") && !m.contains("tok-bob"), "{m}");
+
+    // A change: one `added` per feed instance, however many subscribers.
+    up.set(
+        "/api/jobs",
+        json!([{"id": 1, "owner": "{{token}}"}, {"id": 2, "owner": "{{token}}"}]),
+    );
+    for s in [&mut a1, &mut a2, &mut b] {
+        s.next_named("added").await;
+    }
+    let m = scrape(p.addr).await;
+    assert_eq!(
+        must(&m, r#"pollcast_events_total{feed="jobs",event="added"}"#),
+        2.0
+    );
+
+    // An outage: failed polls by outcome, one `stale` per instance, then `recovered`.
+    up.mode(Mode::Status(500));
+    for s in [&mut a1, &mut a2, &mut b] {
+        s.next_named("stale").await;
+    }
+    let m = scrape(p.addr).await;
+    assert!(
+        must(
+            &m,
+            r#"pollcast_polls_total{feed="jobs",outcome="bad_status"}"#
+        ) >= 2.0
+    );
+    assert_eq!(
+        must(&m, r#"pollcast_events_total{feed="jobs",event="stale"}"#),
+        2.0
+    );
+    up.mode(Mode::Ok);
+    for s in [&mut a1, &mut a2, &mut b] {
+        s.next_named("recovered").await;
+    }
+    let m = scrape(p.addr).await;
+    assert_eq!(
+        must(
+            &m,
+            r#"pollcast_events_total{feed="jobs",event="recovered"}"#
+        ),
+        2.0
+    );
+
+    // Pass-through, by status class, with a latency histogram.
+    for q in ["", "?status=201", "?status=404"] {
+        let r = reqwest::get(format!("http://{}/echo{q}", p.addr))
+            .await
+            .expect("echo");
+        r.bytes().await.expect("body");
+    }
+    let m = scrape(p.addr).await;
+    assert_eq!(
+        must(&m, r#"pollcast_proxy_requests_total{status="2xx"}"#),
+        2.0
+    );
+    assert_eq!(
+        must(&m, r#"pollcast_proxy_requests_total{status="4xx"}"#),
+        1.0
+    );
+    assert_eq!(
+        must(&m, r#"pollcast_proxy_duration_seconds_count{status="2xx"}"#),
+        2.0
+    );
+    assert_eq!(
+        must(&m, r#"pollcast_proxy_duration_seconds_count{status="4xx"}"#),
+        1.0
+    );
+    // Scrapes are not pass-through requests.
+    assert_eq!(
+        value(&m, r#"pollcast_proxy_requests_total{status="5xx"}"#),
+        None
+    );
+
+    // Everyone leaves: the gauges go back to zero once the feeds linger out.
+    drop((a1, a2, b));
+    wait_until("feeds to linger out", || p.registry.live_feeds() == 0).await;
+    let m = scrape(p.addr).await;
+    assert_eq!(must(&m, r#"pollcast_feeds{feed="jobs"}"#), 0.0);
+    assert_eq!(must(&m, r#"pollcast_subscribers{feed="jobs"}"#), 0.0);
+    p.stop().await;
+}
