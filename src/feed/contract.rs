@@ -39,7 +39,7 @@ pub fn change(change: &Change<'_>) -> (&'static str, Vec<u8>) {
     match change {
         Change::Added(item) => (
             ADDED,
-            splice(&[b"{\"id\":", &item.id, b",\"item\":", &item.raw, b"}"]),
+            splice(&[b"{\"id\":", item.id(), b",\"item\":", &item.raw, b"}"]),
         ),
         Change::Updated { item, patch } => {
             let patch = serde_json::to_vec(patch).unwrap_or_else(|_| b"[]".to_vec());
@@ -47,7 +47,7 @@ pub fn change(change: &Change<'_>) -> (&'static str, Vec<u8>) {
                 UPDATED,
                 splice(&[
                     b"{\"id\":",
-                    &item.id,
+                    item.id(),
                     b",\"item\":",
                     &item.raw,
                     b",\"patch\":",
@@ -56,7 +56,7 @@ pub fn change(change: &Change<'_>) -> (&'static str, Vec<u8>) {
                 ]),
             )
         }
-        Change::Removed(item) => (REMOVED, splice(&[b"{\"id\":", &item.id, b"}"])),
+        Change::Removed(item) => (REMOVED, splice(&[b"{\"id\":", item.id(), b"}"])),
     }
 }
 

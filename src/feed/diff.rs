@@ -31,12 +31,12 @@ pub enum Change<'a> {
 pub fn diff<'a>(old: &'a ItemList, new: &'a ItemList, ignore: &[Pointer]) -> Vec<Change<'a>> {
     let mut out = Vec::new();
     for item in &old.items {
-        if !new.index.contains_key(&item.key) {
+        if !new.contains(item.key()) {
             out.push(Change::Removed(item));
         }
     }
     for item in &new.items {
-        match old.get(&item.key) {
+        match old.get(item.key()) {
             None => out.push(Change::Added(item)),
             Some(prev) if prev.raw == item.raw => {}
             Some(prev) => {
@@ -92,9 +92,9 @@ mod tests {
     fn kinds(c: &[Change]) -> Vec<String> {
         c.iter()
             .map(|c| match c {
-                Change::Added(i) => format!("+{}", i.key),
-                Change::Updated { item, .. } => format!("~{}", item.key),
-                Change::Removed(i) => format!("-{}", i.key),
+                Change::Added(i) => format!("+{}", String::from_utf8_lossy(i.key())),
+                Change::Updated { item, .. } => format!("~{}", String::from_utf8_lossy(item.key())),
+                Change::Removed(i) => format!("-{}", String::from_utf8_lossy(i.key())),
             })
             .collect()
     }

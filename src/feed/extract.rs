@@ -6,42 +6,91 @@
 //! `serde_json::Value`: unchanged items are recognised by their bytes alone.
 //! It must never panic on any body, and never decide what changed (that is `diff`).
 
-use std::collections::HashMap;
-use std::fmt;
+use std::hash::BuildHasher;
+use std::ops::Range;
 
 use bytes::Bytes;
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
+use hashbrown::hash_table::{Entry, HashTable};
+use hashbrown::DefaultHashBuilder as RandomState;
 
+use super::scan::scan;
 use crate::pointer::Pointer;
 
 /// One item of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
-    /// Canonical form of the id, for matching: numbers as written, strings re-escaped.
-    pub key: Box<str>,
-    /// The id exactly as the upstream wrote it (compact JSON).
-    pub id: Bytes,
-    /// The whole item, compact JSON.
+    /// The whole item, compact JSON: a slice of the poll body, no copy.
     pub raw: Bytes,
+    /// Where the id is in `raw`, exactly as the upstream wrote it.
+    id: Range<usize>,
+    /// The canonical key, only when it differs from the id's bytes (a string
+    /// id with escapes); usually the id's bytes are the key.
+    canonical: Option<Box<[u8]>>,
+}
+
+impl Item {
+    /// The id exactly as the upstream wrote it (compact JSON).
+    pub fn id(&self) -> &[u8] {
+        &self.raw[self.id.clone()]
+    }
+
+    /// Canonical form of the id, for matching: numbers as written, strings
+    /// re-escaped, so `"\u0061"` and `"a"` are one id and `1` and `"1"` two.
+    pub fn key(&self) -> &[u8] {
+        self.canonical.as_deref().unwrap_or_else(|| self.id())
+    }
 }
 
 /// The items of one successful poll, in upstream order, unique by id.
-#[derive(Debug, Default, Clone)]
+///
+/// The index holds positions into `items`, hashed by key: no key is copied.
+#[derive(Default, Clone)]
 pub struct ItemList {
     pub items: Vec<Item>,
-    pub index: HashMap<Box<str>, usize>,
+    index: HashTable<usize>,
+    hasher: RandomState,
+}
+
+impl std::fmt::Debug for ItemList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.items).finish()
+    }
 }
 
 impl ItemList {
-    pub fn get(&self, key: &str) -> Option<&Item> {
-        self.index.get(key).map(|&i| &self.items[i])
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Option<&Item> {
+        let key = key.as_ref();
+        self.index
+            .find(self.hasher.hash_one(key), |&i| self.items[i].key() == key)
+            .map(|&i| &self.items[i])
+    }
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.get(key).is_some()
     }
     pub fn len(&self) -> usize {
         self.items.len()
     }
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    /// Append `item` unless its id is already present (then `false`).
+    fn push(&mut self, item: Item) -> bool {
+        let items = &self.items;
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(item.key());
+        match self.index.entry(
+            hash,
+            |&i| items[i].key() == item.key(),
+            |&i| hasher.hash_one(items[i].key()),
+        ) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(v) => {
+                v.insert(self.items.len());
+                self.items.push(item);
+                true
+            }
+        }
     }
 }
 
@@ -71,164 +120,64 @@ pub struct Skipped {
 ///
 /// Outcomes, all deterministic: items without a usable id (missing, or not a
 /// string/number) are skipped; of items sharing an id the first is kept.
+/// The body is read once by [`scan`], which validates it and finds the spans;
+/// items then become slices of the body without any copy.
 pub fn extract(
     body: Bytes,
     items: &Pointer,
     id: &Pointer,
 ) -> Result<(ItemList, Skipped), ExtractError> {
     let body = compact(body);
-    let text = std::str::from_utf8(&body).map_err(|_| ExtractError::NotUtf8)?;
-    let root: &RawValue =
-        serde_json::from_str(text).map_err(|e| ExtractError::InvalidJson(e.to_string()))?;
-    let array = find(root, items.tokens())
-        .map_err(|e| ExtractError::InvalidJson(e.to_string()))?
-        .ok_or_else(|| ExtractError::ItemsMissing(items.as_str().to_owned()))?;
-    let elements: Vec<&RawValue> = if array.get().starts_with('[') {
-        serde_json::from_str(array.get()).map_err(|e| ExtractError::InvalidJson(e.to_string()))?
-    } else {
+    std::str::from_utf8(&body).map_err(|_| ExtractError::NotUtf8)?;
+    let found = scan(&body, items.tokens(), id.tokens())
+        .map_err(|e| ExtractError::InvalidJson(e.to_string()))?;
+    if !found.items_present {
+        return Err(ExtractError::ItemsMissing(items.as_str().to_owned()));
+    }
+    if !found.items_is_array {
         return Err(ExtractError::NotAnArray(items.as_str().to_owned()));
-    };
+    }
 
     let mut list = ItemList {
-        items: Vec::with_capacity(elements.len()),
-        index: HashMap::with_capacity(elements.len()),
+        items: Vec::with_capacity(found.elements.len()),
+        index: HashTable::with_capacity(found.elements.len()),
+        hasher: RandomState::default(),
     };
     let mut skipped = Skipped::default();
-    for el in elements {
-        let Some(id_raw) = find(el, id.tokens()).ok().flatten() else {
+    for (el, id_span) in found.elements {
+        let Some(id_span) = id_span else {
             skipped.missing_id += 1;
             continue;
         };
-        let Some(key) = id_key(id_raw) else {
+        let Ok(canonical) = canonical_key(&body[id_span.clone()]) else {
             skipped.missing_id += 1;
             continue;
         };
-        if list.index.contains_key(&key) {
+        let item = Item {
+            id: id_span.start - el.start..id_span.end - el.start,
+            raw: body.slice(el),
+            canonical,
+        };
+        if !list.push(item) {
             skipped.duplicate_id += 1;
-            continue;
         }
-        list.index.insert(key.clone(), list.items.len());
-        list.items.push(Item {
-            key,
-            id: body.slice_ref(id_raw.get().as_bytes()),
-            raw: body.slice_ref(el.get().as_bytes()),
-        });
     }
     Ok((list, skipped))
 }
 
-/// The matching key of an id: numbers by their text, strings by their value.
-fn id_key(raw: &RawValue) -> Option<Box<str>> {
-    let s = raw.get();
-    match s.as_bytes().first()? {
-        b'"' => {
-            let v: String = serde_json::from_str(s).ok()?;
-            serde_json::to_string(&v).ok().map(String::into_boxed_str)
+/// The canonical key of an id when it is not the id's own bytes: numbers
+/// match by their text, strings by their value (re-escaped). `Err`: the id is
+/// neither a string nor a number.
+fn canonical_key(id: &[u8]) -> Result<Option<Box<[u8]>>, ()> {
+    match id.first() {
+        Some(b'"') if !id.contains(&b'\\') => Ok(None),
+        Some(b'"') => {
+            let v: String = serde_json::from_slice(id).map_err(|_| ())?;
+            let canon = serde_json::to_vec(&v).map_err(|_| ())?;
+            Ok((canon != id).then(|| canon.into_boxed_slice()))
         }
-        b'-' | b'0'..=b'9' => Some(s.into()),
-        _ => None,
-    }
-}
-
-/// Follow pointer tokens through raw JSON without building values.
-fn find<'a>(
-    mut cur: &'a RawValue,
-    tokens: &[String],
-) -> Result<Option<&'a RawValue>, serde_json::Error> {
-    for t in tokens {
-        let mut de = serde_json::Deserializer::from_str(cur.get());
-        let next = match cur.get().as_bytes().first() {
-            Some(b'{') => FindKey(t).deserialize(&mut de)?,
-            Some(b'[') => match t.parse::<usize>() {
-                Ok(i) => FindIndex(i).deserialize(&mut de)?,
-                Err(_) => None,
-            },
-            _ => None,
-        };
-        match next {
-            Some(v) => cur = v,
-            None => return Ok(None),
-        }
-    }
-    Ok(Some(cur))
-}
-
-struct FindKey<'t>(&'t str);
-
-impl<'de> DeserializeSeed<'de> for FindKey<'_> {
-    type Value = Option<&'de RawValue>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for FindKey<'_> {
-    type Value = Option<&'de RawValue>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = None;
-        while let Some(hit) = map.next_key_seed(KeyIs(self.0))? {
-            if hit && found.is_none() {
-                found = Some(map.next_value::<&'de RawValue>()?);
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(found)
-    }
-}
-
-/// Compares a map key with the wanted token without allocating for plain keys.
-struct KeyIs<'t>(&'t str);
-
-impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
-    type Value = bool;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl Visitor<'_> for KeyIs<'_> {
-    type Value = bool;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a key")
-    }
-    fn visit_str<E>(self, v: &str) -> Result<bool, E> {
-        Ok(v == self.0)
-    }
-}
-
-struct FindIndex(usize);
-
-impl<'de> DeserializeSeed<'de> for FindIndex {
-    type Value = Option<&'de RawValue>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for FindIndex {
-    type Value = Option<&'de RawValue>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut found = None;
-        let mut i = 0;
-        loop {
-            if i == self.0 {
-                match seq.next_element::<&'de RawValue>()? {
-                    Some(v) => found = Some(v),
-                    None => break,
-                }
-            } else if seq.next_element::<IgnoredAny>()?.is_none() {
-                break;
-            }
-            i += 1;
-        }
-        Ok(found)
+        Some(b'-' | b'0'..=b'9') => Ok(None),
+        _ => Err(()),
     }
 }
 
@@ -236,7 +185,7 @@ impl<'de> Visitor<'de> for FindIndex {
 /// bytes are single-line JSON and can be embedded in SSE `data:` lines as they are.
 /// Bodies without line breaks are returned untouched (no copy).
 pub fn compact(body: Bytes) -> Bytes {
-    if !body.iter().any(|&b| b == b'\n' || b == b'\r') {
+    if memchr::memchr2(b'\n', b'\r', &body).is_none() {
         return body;
     }
     let mut out = Vec::with_capacity(body.len());
@@ -284,7 +233,7 @@ mod tests {
         assert_eq!(s, Skipped::default());
         assert_eq!(l.items.len(), 2);
         assert_eq!(&l.items[0].raw[..], br#"{"id":1,"a":"x"}"#);
-        assert_eq!(&l.items[1].id[..], br#""b""#);
+        assert_eq!(l.items[1].id(), br#""b""#);
         assert!(l.get("1").is_some() && l.get("\"b\"").is_some());
     }
 
@@ -300,7 +249,7 @@ mod tests {
         let (l, s) = ex(r#"[{"id":1},{"id":"1"},{"id":"\u0061"},{"id":"a"}]"#, "").expect("ok");
         assert_eq!(l.len(), 3);
         assert_eq!(s.duplicate_id, 1);
-        assert_eq!(&l.items[2].id[..], br#""\u0061""#);
+        assert_eq!(l.items[2].id(), br#""\u0061""#);
     }
 
     #[test]

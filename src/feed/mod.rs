@@ -13,7 +13,8 @@
 //!
 //! Submodules: [`registry`] (which feeds exist), [`poller`] (the loop that polls
 //! one feed), [`extract`] (body to items), [`diff`] (what changed), [`contract`]
-//! (event names and payloads), [`key`] (what makes two subscribers share a feed).
+//! (event names and payloads), [`key`] (what makes two subscribers share a feed),
+//! [`scan`] (the one validating pass over a body).
 
 pub mod contract;
 pub mod diff;
@@ -21,6 +22,7 @@ pub mod extract;
 pub mod key;
 pub mod poller;
 pub mod registry;
+pub mod scan;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};

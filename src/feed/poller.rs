@@ -13,10 +13,10 @@ use bytes::Bytes;
 use http::{header, HeaderMap};
 
 use super::diff::diff;
-use super::extract::{extract, ItemList};
+use super::extract::{extract, ExtractError, ItemList, Skipped};
 use super::registry::Inner;
 use super::{contract, Feed};
-use crate::config::AuthMode;
+use crate::config::{AuthMode, FeedConfig};
 use crate::metrics::{Metrics, PollOutcome};
 use crate::sse::encode;
 use crate::upstream::{PollError, UpstreamError};
@@ -64,7 +64,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
         let bytes = polled.as_ref().map_or(0, |b| b.len() as u64);
         // `Err((reason, Retry-After))`
         let (counted, outcome) = match polled {
-            Ok(body) => match prepare(&feed, &prev, body) {
+            Ok(body) => match prepare(&def, prev.as_ref(), body) {
                 Ok(update) => (PollOutcome::ok, Ok(update)),
                 Err(e) => (PollOutcome::invalid_body, Err((e.to_string(), None))),
             },
@@ -85,6 +85,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
                 }
                 failures = 0;
                 if let Some(update) = update {
+                    warn_skipped(&feed, &update.skipped);
                     prev = Some(update.publish(&feed, &ctx.metrics));
                 }
             }
@@ -122,37 +123,31 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
 }
 
 /// A good poll, ready to publish.
-struct Update {
+pub struct Update {
     body: Bytes,
     list: Arc<ItemList>,
     first: bool,
     /// `(event name, data)` per change, in order.
     changes: Vec<(&'static str, Vec<u8>)>,
+    /// Items extraction skipped (no usable id, or a repeated one).
+    pub skipped: Skipped,
 }
 
-/// Parse and diff a body against the previous one. `Ok(None)`: the body is
-/// byte-identical to the last one. An error leaves everything untouched.
-fn prepare(
-    feed: &Feed,
-    prev: &Option<(Bytes, Arc<ItemList>)>,
+/// Parse and diff a body against the previous one: the whole of poll
+/// processing short of publishing. `Ok(None)`: the body is byte-identical to
+/// the last one. An error leaves everything untouched.
+pub fn prepare(
+    def: &FeedConfig,
+    prev: Option<&(Bytes, Arc<ItemList>)>,
     body: Bytes,
-) -> Result<Option<Update>, super::extract::ExtractError> {
-    if prev.as_ref().is_some_and(|(b, _)| *b == body) {
+) -> Result<Option<Update>, ExtractError> {
+    if prev.is_some_and(|(b, _)| *b == body) {
         return Ok(None);
     }
-    let (list, skipped) = extract(body.clone(), &feed.def.items, &feed.def.id)?;
-    if skipped.missing_id > 0 || skipped.duplicate_id > 0 {
-        tracing::warn!(
-            feed = %feed.label(),
-            missing_id = skipped.missing_id,
-            duplicate_id = skipped.duplicate_id,
-            "items skipped: without a string or number id at `{}`, or repeating an earlier id",
-            feed.def.id
-        );
-    }
+    let (list, skipped) = extract(body.clone(), &def.items, &def.id)?;
     let changes = match prev {
         None => Vec::new(),
-        Some((_, old)) => diff(old, &list, &feed.def.ignore)
+        Some((_, old)) => diff(old, &list, &def.ignore)
             .iter()
             .map(contract::change)
             .collect(),
@@ -162,10 +157,29 @@ fn prepare(
         list: Arc::new(list),
         first: prev.is_none(),
         changes,
+        skipped,
     }))
 }
 
 impl Update {
+    /// How many events this update publishes.
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Encode each event once, with the id `id(seq)` for consecutive seqs from `first_seq`.
+    pub fn encode(&self, first_seq: u64, id: impl Fn(u64) -> String) -> Vec<(u64, Bytes)> {
+        self.changes
+            .iter()
+            .zip(first_seq..)
+            .map(|((name, data), seq)| (seq, encode::event(&id(seq), name, data)))
+            .collect()
+    }
+
     /// Encode each event once, with its id, and hand everything to the feed.
     fn publish(self, feed: &Feed, metrics: &Metrics) -> (Bytes, Arc<ItemList>) {
         for (name, _) in &self.changes {
@@ -174,13 +188,7 @@ impl Update {
         if !self.first && self.changes.is_empty() {
             feed.replace_list(self.list.clone());
         } else {
-            let first_seq = feed.next_seq();
-            let events = self
-                .changes
-                .iter()
-                .zip(first_seq..)
-                .map(|((name, data), seq)| (seq, encode::event(&feed.id(seq), name, data)))
-                .collect();
+            let events = self.encode(feed.next_seq(), |seq| feed.id(seq));
             feed.publish(self.list.clone(), events, self.first);
         }
         (self.body, self.list)
@@ -195,6 +203,18 @@ fn outcome_of(e: &PollError) -> PollOutcome {
         PollError::Status(_) | PollError::RetryAfter(..) => PollOutcome::bad_status,
         PollError::TooLarge(_) => PollOutcome::too_large,
         _ => PollOutcome::error,
+    }
+}
+
+fn warn_skipped(feed: &Feed, skipped: &Skipped) {
+    if skipped.missing_id > 0 || skipped.duplicate_id > 0 {
+        tracing::warn!(
+            feed = %feed.label(),
+            missing_id = skipped.missing_id,
+            duplicate_id = skipped.duplicate_id,
+            "items skipped: without a string or number id at `{}`, or repeating an earlier id",
+            feed.def.id
+        );
     }
 }
 
