@@ -81,8 +81,16 @@ async fn upstream_sse_arrives_through_pollcast_as_fast_as_direct_and_outlives_th
     lags.sort();
     let (median, max) = (lags[lags.len() / 2], lags[lags.len() - 1]);
     eprintln!("through pollcast vs direct, per event: median {median:?}, max {max:?}");
+    // "A few ms" is the typical case; a single event may be delayed by the
+    // scheduler on a loaded 2-core machine (up to ~40 ms seen under a load
+    // average of 13), so the per-event bound is generous. Buffering is caught
+    // above regardless: every event had to arrive before the next was sent.
     assert!(
-        max <= Duration::from_millis(50),
+        median <= Duration::from_millis(5),
+        "through pollcast, events arrive a median {median:?} after the direct read"
+    );
+    assert!(
+        max <= Duration::from_millis(100),
         "an event reached the client through pollcast {max:?} after the direct read (median {median:?})"
     );
 
