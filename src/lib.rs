@@ -172,7 +172,10 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     ));
     tracing::info!(%addr, tls = config.server.tls.is_some(), upstream = %config.upstream.url, feeds = config.feeds.len(), "pollcast listening");
     for f in &config.feeds {
-        tracing::info!(feed = %f.name, sse = %f.sse_path(), poll = %f.poll, interval = ?f.interval, "feed");
+        tracing::info!(feed = %f.name, sse = %f.sse_path(), poll = %f.poll, interval = ?f.interval, auth = ?f.auth, "feed");
+        if f.query.is_none() {
+            tracing::warn!(feed = %f.name, "any query parameter is forwarded and makes its own feed (bounded only by [limits]); list the accepted ones in `query`");
+        }
     }
     Ok(Running {
         addr,
