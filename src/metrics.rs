@@ -46,6 +46,12 @@ struct StatusLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    /// The `[limits]` key that refused (`max_subscribers_per_client`, ...).
+    limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: String,
 }
@@ -113,6 +119,7 @@ pub struct Metrics {
     cut_off: Family<FeedLabel, Counter>,
     proxy_requests: Family<StatusLabel, Counter>,
     proxy_duration: Family<StatusLabel, Histogram, fn() -> Histogram>,
+    limit_refusals: Family<LimitLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -140,7 +147,13 @@ impl Metrics {
             cut_off: Family::default(),
             proxy_requests: Family::default(),
             proxy_duration: Family::new_with_constructor(latency_histogram),
+            limit_refusals: Family::default(),
         };
+        for limit in crate::limits::LimitError::KINDS {
+            let _ = m.limit_refusals.get_or_create(&LimitLabel {
+                limit: limit.into(),
+            });
+        }
         let info = Family::<VersionLabel, Gauge>::default();
         info.get_or_create(&VersionLabel {
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -214,6 +227,11 @@ impl Metrics {
             "Pass-through time until the response head (bodies stream afterwards)",
             Unit::Seconds,
             m.proxy_duration.clone(),
+        );
+        r.register(
+            "limit_refusals",
+            "SSE requests refused by a [limits] limit (429 per client, 503 server-wide), per limit key",
+            m.limit_refusals.clone(),
         );
         Self { registry: r, ..m }
     }
@@ -300,6 +318,13 @@ impl Metrics {
             self.subscribers.get_or_create(&f).set(subs as i64);
         }
         self.poll_loops.set(feeds.live_pollers() as i64);
+        // The limits keep their own counts; bring the counters up to them.
+        for (limit, total) in feeds.limits().refused() {
+            let c = self.limit_refusals.get_or_create(&LimitLabel {
+                limit: limit.into(),
+            });
+            c.inc_by(total.saturating_sub(c.get()));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -14,6 +14,23 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// One series' value from pollcast's `/metrics`, e.g. `pollcast_limit_refusals_total{limit="max_feeds"}`.
+async fn metric(pc: &pollcast::Running, series: &str) -> f64 {
+    let text = within(
+        "scrape",
+        reqwest::get(format!("http://{}/_pollcast/metrics", pc.addr)),
+    )
+    .await
+    .expect("scrape")
+    .text()
+    .await
+    .expect("body");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
 fn url(pc: &pollcast::Running, path: &str) -> String {
     format!("http://{}{}", pc.addr, path)
 }
@@ -437,6 +454,10 @@ async fn a_revoked_user_is_cut_off_at_the_next_recheck_while_others_continue() {
         "closed {:?} after the revocation",
         revoked_at.elapsed()
     );
+    assert_eq!(
+        metric(&pc, r#"pollcast_subscribers_cut_off_total{feed="jobs"}"#).await,
+        1.0
+    );
     // Her reconnect is refused with the upstream's 401.
     let r = get(&url(&pc, "/sse/jobs"), &[("authorization", "Bearer alice")]).await;
     assert_eq!(r.status(), 401);
@@ -511,6 +532,14 @@ async fn subscribers_per_client_is_429_and_total_subscribers_is_503() {
     let refused = pc.registry.limits().refused();
     assert_eq!(refused[2], ("max_subscribers", 1));
     assert_eq!(refused[3], ("max_subscribers_per_client", 1));
+    for (limit, n) in [
+        ("max_subscribers", 1.0),
+        ("max_subscribers_per_client", 1.0),
+        ("max_feeds", 0.0),
+    ] {
+        let series = format!("pollcast_limit_refusals_total{{limit=\"{limit}\"}}");
+        assert_eq!(metric(&pc, &series).await, n, "{series}");
+    }
     pc.stop().await;
 }
 
@@ -548,6 +577,10 @@ async fn feeds_per_definition_and_total_feeds_are_503() {
     held.push(s);
     let r = get(&url(&pc, "/sse/other?q=b"), &[]).await;
     assert_limited(r, 503, "limits.max_feeds = 3").await;
+    for limit in ["max_feeds", "max_feeds_per_definition"] {
+        let series = format!("pollcast_limit_refusals_total{{limit=\"{limit}\"}}");
+        assert_eq!(metric(&pc, &series).await, 1.0, "{series}");
+    }
     assert_eq!(pc.registry.live_feeds(), 3);
     assert_eq!(up.hits("/api/jobs?q=c"), 0);
     // A refused request releases the subscriber slot it took.

@@ -91,6 +91,7 @@ impl Subscriber {
                 })
                 .await;
                 if now {
+                    self.sub.metrics.cut_off(&self.sub.feed.def.name);
                     self.revoked = None;
                     self.pending.clear();
                     self.done = true;
@@ -130,6 +131,7 @@ impl Subscriber {
                 biased;
                 _ = revoked => {
                     // The reconnect that follows meets the refusal itself.
+                    self.sub.metrics.cut_off(&self.sub.feed.def.name);
                     self.revoked = None;
                     self.pending.clear();
                     self.done = true;
