@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Full};
 use crate::config::AdminConfig;
 use crate::readiness::Readiness;
 use crate::router::App;
+use crate::status::StatusFeed;
 use crate::BoxBody;
 
 /// Which listener a request arrived on.
@@ -36,6 +37,8 @@ pub struct Admin {
     /// Whether a separate admin listener exists.
     pub separate: bool,
     pub readiness: Readiness,
+    /// Live snapshots behind the status page.
+    pub status: StatusFeed,
 }
 
 impl Admin {
@@ -44,6 +47,7 @@ impl Admin {
             prefix: cfg.prefix.clone(),
             separate: cfg.listen.is_some(),
             readiness,
+            status: StatusFeed::default(),
         }
     }
 
@@ -73,6 +77,10 @@ enum Route {
     Readyz,
     /// Prometheus metrics (see [`crate::metrics`]).
     Metrics,
+    /// The status page (see [`crate::status`]).
+    Status,
+    /// The status page's SSE stream of JSON snapshots.
+    StatusEvents,
 }
 
 impl Route {
@@ -82,13 +90,18 @@ impl Route {
             "/healthz" => Self::Healthz,
             "/readyz" => Self::Readyz,
             "/metrics" => Self::Metrics,
+            "/status" => Self::Status,
+            "/status/events" => Self::StatusEvents,
             _ => return None,
         })
     }
 
     fn audience(self) -> Audience {
         match self {
-            Self::Healthz | Self::Readyz | Self::Metrics => Audience::Operator,
+            // The status page tells how the API is used: not for the public.
+            Self::Healthz | Self::Readyz | Self::Metrics | Self::Status | Self::StatusEvents => {
+                Audience::Operator
+            }
         }
     }
 
@@ -114,6 +127,8 @@ impl Route {
                 );
                 r
             }
+            Self::Status => app.admin.status.page(),
+            Self::StatusEvents => app.admin.status.events(&app.shutdown),
         }
     }
 }

@@ -19,6 +19,7 @@
 //! - [`auth`], [`limits`], [`cors`]: who may open a stream, how many, from where.
 //! - [`preface`]: a connection's first bytes, read under the header deadline.
 //! - [`tls`]: the optional TLS acceptor of the listener.
+//! - [`status`]: the live status page.
 //! - [`demo`]: a built-in upstream for `--demo`.
 //! - [`admin`]: pollcast's own endpoints under `[admin] prefix`; [`readiness`]: `/readyz`.
 //! - [`access`]: the access log line and metrics of each pass-through request.
@@ -45,6 +46,7 @@ pub mod readiness;
 pub mod router;
 pub mod server;
 pub mod sse;
+pub mod status;
 pub mod tls;
 pub mod upstream;
 
@@ -92,6 +94,7 @@ pub struct Running {
     shutdown: CancellationToken,
     server: JoinHandle<()>,
     admin_server: Option<JoinHandle<()>>,
+    sampler: JoinHandle<()>,
 }
 
 impl Running {
@@ -106,6 +109,7 @@ impl Running {
         if let Some(admin) = self.admin_server {
             let _ = admin.await;
         }
+        let _ = self.sampler.await;
         self.registry.closed().await;
     }
 
@@ -163,6 +167,12 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         }
         None => None,
     };
+    let sampler = tokio::spawn(status::sample(
+        app.admin.status.clone(),
+        registry.clone(),
+        config.upstream.url.clone(),
+        shutdown.clone(),
+    ));
     let server = tokio::spawn(server::serve(
         listener,
         app,
@@ -184,5 +194,6 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         shutdown,
         server,
         admin_server,
+        sampler,
     })
 }

@@ -14,7 +14,8 @@
 //! Submodules: [`registry`] (which feeds exist), [`poller`] (the loop that polls
 //! one feed), [`extract`] (body to items), [`diff`] (what changed), [`contract`]
 //! (event names and payloads), [`key`] (what makes two subscribers share a feed),
-//! [`scan`] (the one validating pass over a body).
+//! [`scan`] (the one validating pass over a body), [`stats`] (counters per
+//! definition for the status page).
 
 pub mod contract;
 pub mod diff;
@@ -23,6 +24,7 @@ pub mod key;
 pub mod poller;
 pub mod registry;
 pub mod scan;
+pub mod stats;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -24,6 +24,7 @@ use crate::upstream::{PollError, UpstreamError};
 /// Run until the feed is idle past its linger, or shutdown.
 pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
     let def = feed.def.clone();
+    let stats = ctx.stats.get(feed.key.def).cloned().unwrap_or_default();
     let path = if feed.key.query.is_empty() {
         def.poll.clone()
     } else {
@@ -72,10 +73,15 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
         };
         ctx.metrics.poll(&def.name, counted, took, bytes);
         let mut asked_to_wait = None;
+        stats.record_poll(
+            took,
+            outcome.as_ref().err().map(|(reason, _)| reason.as_str()),
+        );
         match outcome {
             Ok(update) => {
                 // Recovery is told before the events that follow it.
                 if failures > 0 {
+                    stats.record_events(1);
                     tracing::info!(feed = %feed.label(), failures, "upstream recovered");
                     ctx.metrics.events(&def.name, contract::RECOVERED, 1);
                     feed.set_recovered(encode::body(
@@ -86,6 +92,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
                 failures = 0;
                 if let Some(update) = update {
                     warn_skipped(&feed, &update.skipped);
+                    stats.record_events(update.changes.len());
                     prev = Some(update.publish(&feed, &ctx.metrics));
                 }
             }
@@ -93,6 +100,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
                 asked_to_wait = retry_after;
                 if failures == 0 {
                     stale_since = SystemTime::now();
+                    stats.record_events(1);
                 }
                 failures = failures.saturating_add(1);
                 if failures == 1 {

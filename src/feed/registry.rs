@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::stats::DefStats;
 use super::{poller, Feed, FeedKey};
 use crate::config::{Config, FeedConfig, SseConfig};
 use crate::limits::{LimitError, Limits};
@@ -28,6 +29,8 @@ pub struct Registry {
 pub(crate) struct Inner {
     feeds: Mutex<HashMap<FeedKey, Arc<Feed>>>,
     pub(crate) defs: Vec<Arc<FeedConfig>>,
+    /// Counters per definition, parallel to `defs`.
+    pub(crate) stats: Vec<Arc<DefStats>>,
     pub(crate) sse: SseConfig,
     pub(crate) upstream: Upstream,
     limits: Arc<Limits>,
@@ -62,6 +65,7 @@ impl Registry {
             inner: Arc::new(Inner {
                 feeds: Mutex::new(HashMap::new()),
                 defs: config.feeds.iter().cloned().map(Arc::new).collect(),
+                stats: config.feeds.iter().map(|_| Arc::default()).collect(),
                 sse: config.sse.clone(),
                 upstream,
                 limits: Limits::new(&config.limits),
@@ -147,6 +151,25 @@ impl Registry {
             }
         }
         out
+    }
+
+    /// Counters of feed definition `def` (an index into [`Registry::defs`]).
+    pub fn stats(&self, def: usize) -> Option<&DefStats> {
+        self.inner.stats.get(def).map(|s| &**s)
+    }
+
+    /// Per definition: (live instances, subscribers, instances whose upstream is failing).
+    pub fn def_usage(&self) -> Vec<(usize, usize, usize)> {
+        let feeds: Vec<Arc<Feed>> = self.inner.feeds().values().cloned().collect();
+        let mut usage = vec![(0, 0, 0); self.inner.defs.len()];
+        for f in feeds {
+            if let Some(u) = usage.get_mut(f.key.def) {
+                u.0 += 1;
+                u.1 += f.subscribers();
+                u.2 += usize::from(f.is_stale());
+            }
+        }
+        usage
     }
 
     /// Live feed instances.

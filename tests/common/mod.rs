@@ -676,3 +676,39 @@ pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
         .await
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
+
+/// What a browser test needs: Debian's chromium, node, and the Node driver
+/// installed by `npm ci --prefix tests/browser` (as `.ci/run` does).
+///
+/// `None` (the test skips, saying why) when something is missing on a
+/// developer machine; a panic naming the missing piece when `CI=true`.
+pub fn browser_tools() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let node_ok = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let missing = if !std::path::Path::new(&chromium).exists() {
+        Some(format!("{chromium} (apt-get install -y chromium)"))
+    } else if !node_ok {
+        Some("node (apt-get install -y nodejs npm)".to_owned())
+    } else if !dir.join("node_modules/playwright-core").exists() {
+        Some(format!(
+            "playwright-core (npm ci --prefix {})",
+            dir.display()
+        ))
+    } else {
+        None
+    };
+    match missing {
+        None => Some(dir),
+        Some(what) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("browser test cannot run: missing {what}; .ci/run installs it")
+        }
+        Some(what) => {
+            eprintln!("skipped: missing {what}");
+            None
+        }
+    }
+}
