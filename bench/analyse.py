@@ -1,0 +1,346 @@
+#!/usr/bin/env python3
+"""Turns the raw files of bench/run.sh into results and BENCHMARKS.md.
+
+Subcommands (each prints one JSON line for results.jsonl, except report/check/rss):
+  rss PID                       RSS in KiB of PID and all its descendants
+  fanout --system S --n N ...   deliveries files of the load generators
+  upstream --mode M --n N ...   upstream counters and deliveries
+  wrk --target T --body B ...   one wrk output
+  criterion FILE                cargo bench output
+  check RESULTS                 fail unless every subscriber got every event
+  report RESULTS ...            write the benchmark section of BENCHMARKS.md and the SVG
+
+Standard library only, so it runs anywhere python3 does.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+
+BEGIN = "<!-- bench/run.sh: begin (generated; the soak section lives outside these markers) -->"
+END = "<!-- bench/run.sh: end -->"
+
+
+def pct(sorted_vals, p):
+    if not sorted_vals:
+        return None
+    k = min(len(sorted_vals) - 1, max(0, int(round(p / 100.0 * len(sorted_vals) + 0.5)) - 1))
+    return sorted_vals[k]
+
+
+def rss(pid):
+    children, rss_of = {}, {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+            ppid = int(st[st.rindex(")") + 2:].split()[1])
+            with open(f"/proc/{d}/status") as f:
+                m = re.search(r"VmRSS:\s+(\d+)", f.read())
+            rss_of[int(d)] = int(m.group(1)) if m else 0
+            children.setdefault(ppid, []).append(int(d))
+        except (OSError, ValueError):
+            continue
+    total, todo = 0, [int(pid)]
+    while todo:
+        p = todo.pop()
+        total += rss_of.get(p, 0)
+        todo.extend(children.get(p, []))
+    print(total)
+
+
+def read_deliveries(files):
+    rows, conns, failed, min_ev, per_file = [], 0, 0, None, []
+    for fn in files:
+        try:
+            with open(fn) as f:
+                for line in f:
+                    if line.startswith("#"):
+                        m = re.search(r"conns (\d+) failed (\d+) min_events (\d+) max_events (\d+) reporting (\d+)", line)
+                        if m:
+                            conns += int(m.group(1))
+                            failed += int(m.group(2))
+                            mn = int(m.group(3)) if int(m.group(5)) > 0 else 0
+                            min_ev = mn if min_ev is None else min(min_ev, mn)
+                        continue
+                    s, c, r = line.split()
+                    rows.append((int(s), int(c), int(r)))
+        except FileNotFoundError:
+            per_file.append(fn)
+    return rows, conns, failed, (min_ev or 0), per_file
+
+
+def fanout(a):
+    rows, conns, failed, min_ev, missing_files = read_deliveries(a.files)
+    events = sorted({(s, c) for s, c, _ in rows})
+    lat = sorted((r - s) / 1000.0 for s, _, r in rows)
+    # Per event: time from the server having it to the last subscriber having it.
+    last = {}
+    for s, c, r in rows:
+        last[(s, c)] = max(last.get((s, c), 0), r - s)
+    spans = sorted(v / 1000.0 for v in last.values())
+    expected = len(events) * a.n
+    out = {
+        "kind": "fanout", "system": a.system, "n": a.n, "rep": a.rep,
+        "connected": conns, "failed": failed, "events": len(events),
+        "deliveries": len(rows), "expected": expected,
+        "all_received": conns == a.n and len(rows) == expected and min_ev == len(events) and len(events) > 0,
+        "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "max_ms": lat[-1] if lat else None,
+        "deliveries_per_s": (a.n / (statistics.median(spans) / 1000.0)) if spans and statistics.median(spans) > 0 else None,
+        "rss_per_sub_kib": (a.rssn - a.rss0) / a.n if a.n else None,
+        "rss0_kib": a.rss0, "rssn_kib": a.rssn,
+    }
+    print(json.dumps(out))
+
+
+def upstream(a):
+    rows, conns, failed, _, _ = read_deliveries(a.files)
+    lat = sorted((r - c) / 1000.0 for _, c, r in rows)
+    s0, s1 = json.loads(a.stats0), json.loads(a.stats1)
+    out = {
+        "kind": "upstream", "mode": a.mode, "n": a.n, "rep": a.rep, "connected": conns, "failed": failed,
+        "req_per_s": (s1["requests"] - s0["requests"]) / a.window,
+        "bytes_per_s": (s1["bytes"] - s0["bytes"]) / a.window,
+        "not_modified_per_s": (s1["not_modified"] - s0["not_modified"]) / a.window,
+        "cpu_pct": a.cpu_ticks / os.sysconf("SC_CLK_TCK") / a.window * 100.0,
+        "visible_p50_ms": pct(lat, 50), "visible_p99_ms": pct(lat, 99), "deliveries": len(rows),
+    }
+    print(json.dumps(out))
+
+
+def wrk(a):
+    text = open(a.file).read()
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", text)
+    ms = None
+    if p99:
+        ms = float(p99.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    print(json.dumps({"kind": "passthrough", "target": a.target, "body": a.body, "rep": a.rep,
+                      "rps": float(rps.group(1)) if rps else None, "p99_ms": ms,
+                      "non_2xx": int(errors.group(1)) if errors else 0}))
+
+
+def criterion(a):
+    text = open(a.file).read()
+    out = []
+    for m in re.finditer(r"(poll/[^\n]+?)\s*\n?\s*time:\s+\[[^\]]+\]\s*\n\s*thrpt:\s+\[\S+ \S+ ([\d.]+) (\w+)/s", text):
+        val = float(m.group(2)) * {"B": 1e-6, "KB": 1e-3, "MB": 1.0, "GB": 1e3}.get(m.group(3), 1.0)
+        out.append({"bench": m.group(1).strip(), "mb_per_s": val})
+    for m in re.finditer(r"(poll/identical body/\d+)\s*\n\s*time:[^\n]*\n\s*thrpt:\s+\[\S+ \S+ ([\d.]+) (\w+)/s", text):
+        if not any(o["bench"] == m.group(1) for o in out):
+            val = float(m.group(2)) * {"MB": 1.0, "GB": 1e3}.get(m.group(3), 1.0)
+            out.append({"bench": m.group(1), "mb_per_s": val})
+    print(json.dumps({"kind": "criterion", "results": out}))
+
+
+def load(path):
+    with open(path) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def check(a):
+    bad = []
+    for r in load(a.results):
+        if r["kind"] == "fanout" and not r["all_received"]:
+            bad.append(f"fan-out {r['system']} N={r['n']}: {r['deliveries']}/{r['expected']} deliveries, "
+                       f"{r['connected']} connected, {r['events']} events")
+        if r["kind"] == "upstream" and (r["connected"] != r["n"] or r["deliveries"] == 0):
+            bad.append(f"upstream {r['mode']} N={r['n']}: {r['connected']} connected, {r['deliveries']} deliveries")
+        if r["kind"] == "upstream" and r["mode"] == "pollcast" and r["req_per_s"] > 1.0:
+            bad.append(f"pollcast polled the upstream {r['req_per_s']}/s with interval 2s")
+    for r in load(a.results):
+        print(json.dumps(r))
+    if bad:
+        print("SMOKE FAILED:\n  " + "\n  ".join(bad), file=sys.stderr)
+        sys.exit(1)
+
+
+def med(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def spread(vals):
+    vals = [v for v in vals if v is not None]
+    return (min(vals), max(vals)) if vals else (None, None)
+
+
+def fmt(v, d=1):
+    if v is None:
+        return "n/a"
+    if abs(v) >= 1000 and d <= 1:
+        return f"{v:,.0f}"
+    return f"{v:.{d}f}"
+
+
+def cell(vals, d=1):
+    m = med(vals)
+    lo, hi = spread(vals)
+    if m is None:
+        return "n/a"
+    if lo == hi:
+        return fmt(m, d)
+    return f"{fmt(m, d)} ({fmt(lo, d)}–{fmt(hi, d)})"
+
+
+def svg(results, path):
+    fan = [r for r in results if r["kind"] == "fanout"]
+    systems = sorted({r["system"] for r in fan})
+    ns = sorted({r["n"] for r in fan})
+    colors = {"pollcast": "#d62728", "nchan": "#1f77b4", "pushpin": "#2ca02c", "pushpin-default": "#98df8a"}
+    pts = {}
+    for s in systems:
+        for n in ns:
+            v = med([r["p99_ms"] for r in fan if r["system"] == s and r["n"] == n])
+            v50 = med([r["p50_ms"] for r in fan if r["system"] == s and r["n"] == n])
+            if v is not None:
+                pts.setdefault(s, []).append((n, v, v50))
+    ymax = max([p[1] for ps in pts.values() for p in ps] + [1.0])
+    W, H, L, B, T, R = 720, 420, 70, 50, 40, 170
+    xmax = max(ns + [1])
+    X = lambda n: L + (W - L - R) * n / xmax
+    Y = lambda v: H - B - (H - B - T) * v / (ymax * 1.1)
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
+         f'<rect width="{W}" height="{H}" fill="white"/>',
+         f'<text x="{W/2}" y="22" text-anchor="middle" font-size="14">Fan-out delivery latency vs subscribers (p99 solid, p50 dashed; median of runs)</text>',
+         f'<line x1="{L}" y1="{H-B}" x2="{W-R}" y2="{H-B}" stroke="black"/>',
+         f'<line x1="{L}" y1="{T}" x2="{L}" y2="{H-B}" stroke="black"/>',
+         f'<text x="{(L+W-R)/2}" y="{H-12}" text-anchor="middle">subscribers (N)</text>',
+         f'<text x="16" y="{(T+H-B)/2}" transform="rotate(-90 16 {(T+H-B)/2})" text-anchor="middle">latency (ms)</text>']
+    for i in range(6):
+        v = ymax * 1.1 * i / 5
+        o.append(f'<line x1="{L-4}" y1="{Y(v):.1f}" x2="{W-R}" y2="{Y(v):.1f}" stroke="#ddd"/>')
+        o.append(f'<text x="{L-8}" y="{Y(v)+4:.1f}" text-anchor="end">{v:.0f}</text>')
+    for n in ns:
+        o.append(f'<text x="{X(n):.1f}" y="{H-B+16}" text-anchor="middle">{n:,}</text>')
+    for k, (s, ps) in enumerate(sorted(pts.items())):
+        c = colors.get(s, "#555")
+        o.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="{" ".join(f"{X(n):.1f},{Y(v):.1f}" for n, v, _ in ps)}"/>')
+        o.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" stroke-dasharray="5,4" points="{" ".join(f"{X(n):.1f},{Y(v):.1f}" for n, _, v in ps if v is not None)}"/>')
+        for n, v, _ in ps:
+            o.append(f'<circle cx="{X(n):.1f}" cy="{Y(v):.1f}" r="3" fill="{c}"/>')
+        o.append(f'<rect x="{W-R+15}" y="{T+20*k}" width="14" height="4" fill="{c}"/>')
+        o.append(f'<text x="{W-R+35}" y="{T+20*k+6}">{s}</text>')
+    o.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(o) + "\n")
+
+
+def report(a):
+    rs = load(a.results)
+    L = [BEGIN, "", "# Benchmarks", "",
+         f"Produced by `bench/run.sh` in {a.duration // 60} min {a.duration % 60} s. Medians of {max([r.get('rep', 1) for r in rs] + [1])} "
+         "repetitions, with the spread (min–max) in parentheses.", "",
+         f"- Machine: {a.machine}", f"- Versions: {a.versions}",
+         "- Pinning: every server on CPU 0, every load generator, publisher and synthetic upstream on CPU 1 (`taskset`).",
+         "- Load generator: `bench/harness` (`loadgen`, hand-written HTTP/1.1 + SSE over tokio, one process per 5,000 "
+         "connections, each from its own 127.0.0.x); synthetic upstream, GRIP origin and publisher: `synth`.",
+         "- Commands: `bench/run.sh` (full), `bench/run.sh --smoke` (CI), `cargo bench --bench diff`.", ""]
+
+    fan = [r for r in rs if r["kind"] == "fanout"]
+    if fan:
+        L += ["## Fan-out: one change to N subscribers", "",
+              "One 1 KiB event per second, 6 per run. Latency runs from the moment the server has the event "
+              "(pollcast: its poll of the upstream answered, stamped by the upstream as `served_at`; Nchan and "
+              "Pushpin: the publish) to the moment a subscriber has read it. Deliveries/s = N / (time for one "
+              "event to reach the last subscriber). RSS per subscriber = (RSS at N − RSS at 0) / N, all "
+              "processes of the server (nginx master+worker; Pushpin's condure, proxy, handler).", "",
+              "| system | N | all received | p50 ms | p99 ms | max ms | deliveries/s | RSS/subscriber KiB |",
+              "|---|---:|---|---:|---:|---:|---:|---:|"]
+        for s in ["pollcast", "nchan", "pushpin", "pushpin-default"]:
+            for n in sorted({r["n"] for r in fan}):
+                g = [r for r in fan if r["system"] == s and r["n"] == n]
+                if not g:
+                    continue
+                ok = sum(1 for r in g if r["all_received"])
+                L.append(f"| {s} | {n:,} | {ok}/{len(g)} runs | {cell([r['p50_ms'] for r in g])} | "
+                         f"{cell([r['p99_ms'] for r in g])} | {cell([r['max_ms'] for r in g])} | "
+                         f"{cell([r['deliveries_per_s'] for r in g], 0)} | {cell([r['rss_per_sub_kib'] for r in g])} |")
+        L += ["", "`pushpin` runs with `message_rate=100000` (raised); `pushpin-default` with Pushpin's default "
+              "`message_rate=2500`, which caps deliveries at 2,500/s.", "",
+              "![fan-out latency](bench/fanout-latency.svg)", ""]
+        svg(rs, a.svg)
+
+    up = [r for r in rs if r["kind"] == "upstream"]
+    if up:
+        L += ["## Upstream load: N clients polling directly vs N EventSource clients through pollcast", "",
+              "Interval 2 s for both; 20 items of 1 KiB, one changing every second. Change-visible latency runs "
+              "from the change on the upstream to a client seeing it.", "",
+              "| mode | N | upstream req/s | upstream KB/s | upstream CPU % | visible p50 ms | visible p99 ms |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+        for n in sorted({r["n"] for r in up}):
+            for m in ["direct", "pollcast"]:
+                g = [r for r in up if r["mode"] == m and r["n"] == n]
+                if g:
+                    L.append(f"| {m} | {n:,} | {cell([r['req_per_s'] for r in g])} | "
+                             f"{cell([r['bytes_per_s'] / 1000 for r in g], 0)} | {cell([r['cpu_pct'] for r in g])} | "
+                             f"{cell([r['visible_p50_ms'] for r in g])} | {cell([r['visible_p99_ms'] for r in g])} |")
+        L.append("")
+
+    crit = [r for r in rs if r["kind"] == "criterion"]
+    if crit and crit[-1]["results"]:
+        L += ["## Poll processing (extract + diff + encode), `cargo bench --bench diff`", "",
+              "Items of about 1 KiB; churn = share of items whose content changed. At 0% the envelope still "
+              "changes, so the whole body is read; \"identical body\" is the byte-identical short cut.", "",
+              "| benchmark | MB/s of upstream body |", "|---|---:|"]
+        for r in crit[-1]["results"]:
+            L.append(f"| {r['bench']} | {fmt(r['mb_per_s'], 0)} |")
+        L.append("")
+
+    pt = [r for r in rs if r["kind"] == "passthrough"]
+    if pt:
+        L += ["## Pass-through: wrk (1 thread, 32 connections, 5 s)", "",
+              "| body | target | requests/s | p99 ms |", "|---|---|---:|---:|"]
+        for b in ["small", "big"]:
+            for t in ["direct", "nginx", "pollcast"]:
+                g = [r for r in pt if r["target"] == t and r["body"] == b]
+                if g:
+                    L.append(f"| {b} | {t} | {cell([r['rps'] for r in g], 0)} | {cell([r['p99_ms'] for r in g], 2)} |")
+        L.append("")
+    L.append(END)
+    section = "\n".join(L) + "\n"
+    old = open(a.out).read() if os.path.exists(a.out) else ""
+    if BEGIN in old and END in old:
+        new = old[:old.index(BEGIN)] + section.rstrip("\n") + old[old.index(END) + len(END):]
+    else:
+        new = section + ("\n" + old if old else "")
+    with open(a.out, "w") as f:
+        f.write(new)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("rss"); s.add_argument("pid")
+    s = sub.add_parser("fanout")
+    for k in ["--system"]:
+        s.add_argument(k)
+    for k in ["--n", "--rep", "--rss0", "--rssn", "--window"]:
+        s.add_argument(k, type=int)
+    s.add_argument("files", nargs="*")
+    s = sub.add_parser("upstream")
+    s.add_argument("--mode"); s.add_argument("--stats0"); s.add_argument("--stats1")
+    for k in ["--n", "--rep", "--window", "--cpu-ticks"]:
+        s.add_argument(k, type=int)
+    s.add_argument("files", nargs="*")
+    s = sub.add_parser("wrk")
+    s.add_argument("--target"); s.add_argument("--body"); s.add_argument("--rep", type=int); s.add_argument("file")
+    s = sub.add_parser("criterion"); s.add_argument("file")
+    s = sub.add_parser("check"); s.add_argument("results")
+    s = sub.add_parser("report")
+    s.add_argument("results"); s.add_argument("--machine"); s.add_argument("--versions")
+    s.add_argument("--duration", type=int); s.add_argument("--out"); s.add_argument("--svg")
+    a = p.parse_args()
+    {"rss": lambda: rss(a.pid), "fanout": lambda: fanout(a), "upstream": lambda: upstream(a),
+     "wrk": lambda: wrk(a), "criterion": lambda: criterion(a), "check": lambda: check(a),
+     "report": lambda: report(a)}[a.cmd]()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,415 @@
+//! The load generator: many SSE subscribers (or many direct pollers) from one
+//! process, bound to one source address, recording every event's receive time.
+//!
+//! ```text
+//! loadgen sse  --url http://127.0.0.1:8080/sse/jobs --conns 5000 --src 127.0.0.2 \
+//!              --start-at <unix µs> --stop-at <unix µs> --out deliveries.txt
+//! loadgen poll --url http://127.0.0.1:9001/api/jobs --conns 1000 --every 2s ... (same)
+//! ```
+//! It prints `ready <connected> <failed>` once every connection has its
+//! response head, and at `--stop-at` writes, per delivery inside the window,
+//! `<served_at> <changed_at> <received_at>` (µs since the Unix epoch; stamps
+//! are read from the event data), then a summary line per process:
+//! `# conns <ok> failed <n> min_events <a> max_events <b>`.
+//!
+//! HTTP/1.1 is spoken by hand (chunked decoding, SSE line parsing): the tool
+//! must hold 19,000 connections in a few megabytes, not measure a client library.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// Events stamped in the last 3 s before `--stop-at` are not counted: they
+/// may still be on their way when reading stops.
+const GRACE_US: u64 = 3_000_000;
+
+#[derive(Clone)]
+struct Opts {
+    server: SocketAddr,
+    host: String,
+    path: String,
+    src: IpAddr,
+    start_at: u64,
+    stop_at: u64,
+    every: Duration,
+}
+
+/// What all connections of this process collected.
+#[derive(Default)]
+struct Record {
+    deliveries: Vec<(u64, u64, u64)>,
+    per_conn: Vec<usize>,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).cloned().unwrap_or_default();
+    let url = arg(&args, "--url", "http://127.0.0.1:8080/sse/jobs");
+    let rest = url.strip_prefix("http://").expect("http:// url");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let opts = Opts {
+        server: authority.parse().expect("url authority must be ip:port"),
+        host: authority.to_owned(),
+        path: if path.is_empty() {
+            "/".into()
+        } else {
+            path.into()
+        },
+        src: arg(&args, "--src", "127.0.0.1").parse().expect("src"),
+        start_at: arg(&args, "--start-at", "0").parse().expect("start-at"),
+        stop_at: arg(&args, "--stop-at", "0").parse().expect("stop-at"),
+        every: Duration::from_millis(arg(&args, "--every-ms", "2000").parse().expect("every")),
+    };
+    let conns: usize = arg(&args, "--conns", "100").parse().expect("conns");
+    let out = arg(&args, "--out", "deliveries.txt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let record = Arc::new(Mutex::new(Record::default()));
+        let ready = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        // Connect at most this many at once, so listen backlogs are not flooded.
+        let gate = Arc::new(Semaphore::new(256));
+        let mut tasks = Vec::with_capacity(conns);
+        for i in 0..conns {
+            let (o, rec, rdy, fl, gate) = (
+                opts.clone(),
+                record.clone(),
+                ready.clone(),
+                failed.clone(),
+                gate.clone(),
+            );
+            let poll = mode == "poll";
+            tasks.push(tokio::spawn(async move {
+                let permit = gate.acquire_owned().await.ok();
+                let r = if poll {
+                    poller(&o, i, permit, &rdy, &rec).await
+                } else {
+                    subscriber(&o, permit, &rdy, &rec).await
+                };
+                if let Err(e) = r {
+                    if fl.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("connection failed: {e}");
+                    }
+                }
+            }));
+        }
+        // Report readiness once every connection has its head or failed.
+        let (rdy, fl) = (ready.clone(), failed.clone());
+        tokio::spawn(async move {
+            loop {
+                let (r, f) = (rdy.load(Ordering::Relaxed), fl.load(Ordering::Relaxed));
+                if r + f >= conns {
+                    println!("ready {r} {f}");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        // Every connection stops reading at `stop_at` and records what it got.
+        let wait = opts.stop_at.saturating_sub(now_us()) + 3_000_000;
+        let _ = tokio::time::timeout(Duration::from_micros(wait), async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        })
+        .await;
+        let rec = record.lock().unwrap_or_else(|e| e.into_inner());
+        let mut text = String::with_capacity(rec.deliveries.len() * 48);
+        for (s, c, r) in &rec.deliveries {
+            text.push_str(&format!("{s} {c} {r}\n"));
+        }
+        let ok = ready.load(Ordering::Relaxed);
+        let min = rec.per_conn.iter().min().copied().unwrap_or(0);
+        let max = rec.per_conn.iter().max().copied().unwrap_or(0);
+        text.push_str(&format!(
+            "# conns {ok} failed {} min_events {min} max_events {max} reporting {}\n",
+            failed.load(Ordering::Relaxed),
+            rec.per_conn.len()
+        ));
+        std::fs::write(&out, text).expect("write results");
+        std::process::exit(0);
+    });
+}
+
+async fn connect(o: &Opts) -> std::io::Result<TcpStream> {
+    let sock = TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::new(o.src, 0))?;
+    let s = sock.connect(o.server).await?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// Read until the end of the response head; returns (head, bytes after it).
+async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(String, Vec<u8>)> {
+    loop {
+        if let Some(i) = memchr::memmem::find(buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+            let rest = buf[i + 4..].to_vec();
+            return Ok((head, rest));
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::other("closed before the response head"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The number after `key` in `data` (e.g. `"served_at":`).
+fn stamp(data: &[u8], key: &[u8]) -> Option<u64> {
+    let i = memchr::memmem::find(data, key)? + key.len();
+    let digits = data[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+    std::str::from_utf8(&data[i..i + digits]).ok()?.parse().ok()
+}
+
+/// Incremental SSE parser over a (de-chunked) byte stream.
+#[derive(Default)]
+struct SseParser {
+    line: Vec<u8>,
+    event: Vec<u8>,
+    data: Vec<u8>,
+}
+
+impl SseParser {
+    /// Feed bytes; calls `on_event(name, data)` for every complete event.
+    fn feed(&mut self, bytes: &[u8], on_event: &mut impl FnMut(&[u8], &[u8])) {
+        for &b in bytes {
+            if b != b'\n' {
+                self.line.push(b);
+                continue;
+            }
+            if self.line.last() == Some(&b'\r') {
+                self.line.pop();
+            }
+            if self.line.is_empty() {
+                if !self.data.is_empty() {
+                    on_event(&self.event, &self.data);
+                }
+                self.event.clear();
+                self.data.clear();
+            } else if let Some(v) = self.line.strip_prefix(b"data:") {
+                self.data
+                    .extend_from_slice(v.strip_prefix(b" ").unwrap_or(v));
+            } else if let Some(v) = self.line.strip_prefix(b"event:") {
+                self.event = v.strip_prefix(b" ").unwrap_or(v).to_vec();
+            }
+            self.line.clear();
+        }
+    }
+}
+
+/// Chunked transfer decoding, incremental.
+#[derive(Default)]
+struct Dechunk {
+    /// Bytes left in the current chunk; `None` while reading a size line.
+    left: Option<usize>,
+    size_line: Vec<u8>,
+    /// CRLF after a chunk still to skip.
+    skip: usize,
+}
+
+impl Dechunk {
+    fn feed(&mut self, mut bytes: &[u8], out: &mut impl FnMut(&[u8])) {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            match self.left {
+                Some(left) => {
+                    let n = left.min(bytes.len());
+                    out(&bytes[..n]);
+                    bytes = &bytes[n..];
+                    if n == left {
+                        self.left = None;
+                        self.skip = 2;
+                    } else {
+                        self.left = Some(left - n);
+                    }
+                }
+                None => {
+                    let b = bytes[0];
+                    bytes = &bytes[1..];
+                    if b == b'\n' {
+                        let line = String::from_utf8_lossy(&self.size_line);
+                        let hex = line.trim().split(';').next().unwrap_or("0").to_owned();
+                        self.size_line.clear();
+                        let size = usize::from_str_radix(hex.trim(), 16).unwrap_or(0);
+                        if size > 0 {
+                            self.left = Some(size);
+                        }
+                    } else {
+                        self.size_line.push(b);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn subscriber(
+    o: &Opts,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ready: &AtomicUsize,
+    record: &Mutex<Record>,
+) -> std::io::Result<()> {
+    let mut s = connect(o).await?;
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n",
+        o.path, o.host
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    let (head, rest) = read_head(&mut s, &mut buf).await?;
+    if !head.starts_with("http/1.1 200") {
+        return Err(std::io::Error::other(format!(
+            "status: {}",
+            head.lines().next().unwrap_or("")
+        )));
+    }
+    drop(buf);
+    ready.fetch_add(1, Ordering::Relaxed);
+    drop(permit);
+    let chunked = head.contains("transfer-encoding: chunked");
+    let mut parser = SseParser::default();
+    let mut dechunk = Dechunk::default();
+    let mut mine: Vec<(u64, u64, u64)> = Vec::new();
+    let (start, stop) = (o.start_at, o.stop_at);
+    let mut on_event = |name: &[u8], data: &[u8]| {
+        if name == b"snapshot" {
+            return;
+        }
+        let recv = now_us();
+        if let (Some(served), Some(changed)) = (
+            stamp(data, b"\"served_at\":"),
+            stamp(data, b"\"changed_at\":"),
+        ) {
+            if served >= start && served < stop - GRACE_US {
+                mine.push((served, changed, recv));
+            }
+        }
+    };
+    let mut feed = |bytes: &[u8], parser: &mut SseParser, dechunk: &mut Dechunk| {
+        if chunked {
+            dechunk.feed(bytes, &mut |b| parser.feed(b, &mut on_event));
+        } else {
+            parser.feed(bytes, &mut on_event);
+        }
+    };
+    feed(&rest, &mut parser, &mut dechunk);
+    let mut chunk = vec![0u8; 2048];
+    loop {
+        let remaining = o.stop_at.saturating_sub(now_us());
+        if remaining == 0 {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_micros(remaining), s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => feed(&chunk[..n], &mut parser, &mut dechunk),
+        }
+    }
+    let mut r = record.lock().unwrap_or_else(|e| e.into_inner());
+    r.per_conn.push(mine.len());
+    r.deliveries.extend(mine);
+    Ok(())
+}
+
+/// A client polling the list directly every `every` over one keep-alive
+/// connection; a delivery is the first poll that shows a newer `changed_at`.
+async fn poller(
+    o: &Opts,
+    i: usize,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ready: &AtomicUsize,
+    record: &Mutex<Record>,
+) -> std::io::Result<()> {
+    let mut s = connect(o).await?;
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\r\n",
+        o.path, o.host
+    );
+    let mut seen_max = 0u64;
+    let mut mine = Vec::new();
+    let mut first = true;
+    let mut permit = permit;
+    // Spread the clients over the interval, as independent browsers would be.
+    let phase = o.every.as_micros() as u64 * (i as u64 % 997) / 997;
+    tokio::time::sleep(Duration::from_micros(phase)).await;
+    let mut tick = tokio::time::interval(o.every);
+    let mut buf = Vec::with_capacity(32 * 1024);
+    while now_us() < o.stop_at {
+        let remaining = Duration::from_micros(o.stop_at.saturating_sub(now_us()));
+        if tokio::time::timeout(remaining, tick.tick()).await.is_err() {
+            break;
+        }
+        s.write_all(req.as_bytes()).await?;
+        buf.clear();
+        let (head, mut body) = read_head(&mut s, &mut buf).await?;
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while body.len() < len {
+            let mut chunk = [0u8; 16384];
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::Error::other("closed mid-body"));
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        let recv = now_us();
+        if first {
+            ready.fetch_add(1, Ordering::Relaxed);
+            permit.take();
+            first = false;
+        }
+        // Every change newer than the last poll's is seen now.
+        let key = b"\"changed_at\":";
+        let mut at = 0;
+        let mut newest = seen_max;
+        while let Some(i) = memchr::memmem::find(&body[at..], key) {
+            at += i + key.len();
+            let Some(c) = stamp(&body[at - key.len()..], key) else {
+                break;
+            };
+            if c > seen_max {
+                if seen_max != 0 && c >= o.start_at && c < o.stop_at - GRACE_US {
+                    mine.push((c, c, recv));
+                }
+                newest = newest.max(c);
+            }
+        }
+        seen_max = newest;
+    }
+    let mut r = record.lock().unwrap_or_else(|e| e.into_inner());
+    r.per_conn.push(mine.len());
+    r.deliveries.extend(mine);
+    Ok(())
+}

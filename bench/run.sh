@@ -1,0 +1,310 @@
+#!/usr/bin/env bash
+# pollcast side by side with direct polling, Nchan, Pushpin and nginx.
+#
+#   bench/run.sh            full run (about 25 minutes on 2 cores), writes BENCHMARKS.md
+#                           and bench/fanout-latency.svg
+#   bench/run.sh --smoke    one small repetition of each pollcast scenario (about a
+#                           minute, no peers, nothing installed); fails if a subscriber
+#                           misses an event. CI runs this.
+#
+# Environment: REPS (default 3), OUT (results folder, default target/bench-run),
+# CARGO_TARGET_DIR as usual. Needs root for apt in the full run. Every server is
+# pinned to CPU 0 and every load/upstream process to CPU 1 (taskset), so each
+# system is measured the same way.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+SMOKE=0
+[ "${1:-}" = "--smoke" ] && SMOKE=1
+REPS=${REPS:-3}
+[ $SMOKE = 1 ] && REPS=1
+OUT=${OUT:-$ROOT/target/bench-run}
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+NICE=""
+[ $SMOKE = 1 ] && NICE="nice -n 10"
+rm -rf "$OUT"
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+: > "$RESULTS"
+PIDS=()
+
+log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+cleanup() {
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+    [ -f "$OUT/nginx.pid" ] && kill -QUIT "$(cat "$OUT/nginx.pid")" 2>/dev/null || true
+}
+trap cleanup EXIT
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# ---------------------------------------------------------------- install and build
+if [ $SMOKE = 0 ]; then
+    need=()
+    command -v nginx >/dev/null || need+=(nginx)
+    [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || need+=(libnginx-mod-nchan)
+    command -v pushpin >/dev/null || need+=(pushpin)
+    command -v wrk >/dev/null || need+=(wrk)
+    if [ ${#need[@]} -gt 0 ]; then
+        log "installing ${need[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+fi
+log "building pollcast and the harness (release)"
+$NICE cargo build --release --locked --quiet
+(cd bench/harness && CARGO_TARGET_DIR="$TARGET" $NICE cargo build --release --locked --quiet)
+POLLCAST="$TARGET/release/pollcast"
+LOADGEN="$TARGET/release/loadgen"
+SYNTH="$TARGET/release/synth"
+PY="python3 $ROOT/bench/analyse.py"
+
+SERVER_CPU="taskset -c 0"
+LOAD_CPU="taskset -c 1"
+if ! taskset -c 1 true 2>/dev/null; then SERVER_CPU=""; LOAD_CPU=""; fi
+
+now_us() { date +%s%6N; }
+wait_port() { # host:port
+    for _ in $(seq 1 200); do
+        (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    log "nothing listening on $1"; return 1
+}
+rss_kib() { $PY rss "$1"; }
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+
+# Start N subscribers (or pollers) spread over processes of at most 5,000
+# connections, each from its own 127.0.0.x; sets LG_PIDS and LG_FILES.
+start_load() { # mode url n start_us stop_us tag [every_ms]
+    local mode=$1 url=$2 n=$3 start=$4 stop=$5 tag=$6 every=${7:-2000}
+    local procs=$(( (n + 4999) / 5000 )) i per
+    LG_PIDS=(); LG_FILES=()
+    for i in $(seq 0 $((procs - 1))); do
+        per=$(( n / procs )); [ "$i" -lt $(( n % procs )) ] && per=$((per + 1))
+        local f="$OUT/$tag.$i"
+        $NICE $LOAD_CPU "$LOADGEN" "$mode" --url "$url" --conns "$per" --src "127.0.0.$((i + 2))" \
+            --start-at "$start" --stop-at "$stop" --every-ms "$every" --out "$f.txt" > "$f.ready" 2> "$f.err" &
+        LG_PIDS+=($!); LG_FILES+=("$f.txt")
+    done
+}
+wait_ready() { # deadline_us
+    local f
+    while [ "$(now_us)" -lt "$1" ]; do
+        local all=1
+        for f in "${LG_FILES[@]}"; do grep -q '^ready' "${f%.txt}.ready" 2>/dev/null || all=0; done
+        [ $all = 1 ] && return 0
+        sleep 0.1
+    done
+    log "not every subscriber connected before the window opened"
+}
+wait_load() { for p in "${LG_PIDS[@]}"; do wait "$p" || true; done; }
+
+start_synth() { # port items change_every
+    $NICE $LOAD_CPU "$SYNTH" upstream --listen "127.0.0.1:$1" --items "$2" --item-size 1024 --change-every "$3" > "$OUT/synth.log" 2>&1 &
+    SYNTH_PID=$!; PIDS+=($SYNTH_PID)
+    wait_port "127.0.0.1:$1"
+}
+
+start_pollcast() { # interval
+    cat > "$OUT/pollcast.toml" <<EOF
+[server]
+listen = "127.0.0.1:8080"
+[upstream]
+url = "http://127.0.0.1:9001"
+[sse]
+keepalive = "15s"
+[log]
+level = "warn"
+[limits]
+max_subscribers = 20000
+max_subscribers_per_client = 20000
+[[feeds]]
+name = "jobs"
+poll = "/api/jobs"
+interval = "$1"
+linger = "1s"
+EOF
+    $NICE $SERVER_CPU "$POLLCAST" --config "$OUT/pollcast.toml" > "$OUT/pollcast.log" 2>&1 &
+    SERVER_PID=$!; PIDS+=($SERVER_PID)
+    wait_port 127.0.0.1:8080
+}
+
+stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+start_nginx() { # extra server blocks
+    mkdir -p "$OUT/nginx"
+    cat > "$OUT/nginx.conf" <<EOF
+load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+pid $OUT/nginx.pid;
+error_log $OUT/nginx/error.log warn;
+events { worker_connections 19900; }
+http {
+    access_log off;
+    client_body_temp_path $OUT/nginx/body;
+    proxy_temp_path $OUT/nginx/proxy;
+    fastcgi_temp_path $OUT/nginx/fastcgi;
+    uwsgi_temp_path $OUT/nginx/uwsgi;
+    scgi_temp_path $OUT/nginx/scgi;
+    upstream synth { server 127.0.0.1:9001; keepalive 64; }
+    server {
+        listen 127.0.0.1:8081;
+        location = /sub { nchan_subscriber eventsource; nchan_channel_id bench; }
+        location = /pub { nchan_publisher; nchan_channel_id bench; nchan_message_buffer_length 100; }
+    }
+    server {
+        listen 127.0.0.1:8082;
+        location / { proxy_pass http://synth; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+    }
+}
+EOF
+    $SERVER_CPU nginx -c "$OUT/nginx.conf"
+    wait_port 127.0.0.1:8081
+}
+stop_nginx() { kill -QUIT "$(cat "$OUT/nginx.pid")" 2>/dev/null || true; sleep 1; rm -f "$OUT/nginx.pid"; }
+
+start_pushpin() { # message_rate
+    mkdir -p "$OUT/pushpin/run" "$OUT/pushpin/log" /var/run/zurl
+    if ! pgrep -x zurl >/dev/null; then zurl --config=/etc/zurl.conf > "$OUT/zurl.log" 2>&1 & PIDS+=($!); fi
+    echo "* 127.0.0.1:9002" > "$OUT/pushpin/routes"
+    sed -e "s|^rundir=.*|rundir=$OUT/pushpin/run|" -e "s|^logdir=.*|logdir=$OUT/pushpin/log|" \
+        -e "s|^http_port=.*|http_port=8083|" -e "s|^push_in_http_port=.*|push_in_http_port=5561|" \
+        -e "s|^routesfile=.*|routesfile=$OUT/pushpin/routes|" -e "s|^message_rate=.*|message_rate=$1|" \
+        -e "s|^message_hwm=.*|message_hwm=$(( $1 * 10 ))|" /etc/pushpin/pushpin.conf > "$OUT/pushpin/pushpin.conf"
+    $NICE $LOAD_CPU "$SYNTH" grip --listen 127.0.0.1:9002 > "$OUT/grip.log" 2>&1 &
+    GRIP_PID=$!; PIDS+=($GRIP_PID)
+    $SERVER_CPU pushpin --config "$OUT/pushpin/pushpin.conf" > "$OUT/pushpin.log" 2>&1 &
+    SERVER_PID=$!; PIDS+=($SERVER_PID)
+    wait_port 127.0.0.1:8083; wait_port 127.0.0.1:5561
+    sleep 1
+}
+
+# ---------------------------------------------------------------- scenario 2: fan-out
+# One change every second; the window holds WINDOW of them; every subscriber
+# must receive every one. Latency is measured from the moment the server has
+# the event: pollcast's poll answered (served_at), Nchan/Pushpin's publish.
+WINDOW=6
+fanout_run() { # system n rep
+    local sys=$1 n=$2 rep=$3 url rss0 rssn
+    local budget=$(( 3000000 + n * 600 ))
+    case $sys in
+        pollcast)
+            start_synth 9001 10 1s; start_pollcast 1s; url=http://127.0.0.1:8080/sse/jobs ;;
+        nchan)
+            start_nginx; SERVER_PID=$(cat "$OUT/nginx.pid"); url=http://127.0.0.1:8081/sub ;;
+        pushpin*)
+            local rate=100000; [ "$sys" = pushpin-default ] && rate=2500
+            start_pushpin $rate; url=http://127.0.0.1:8083/stream ;;
+    esac
+    sleep 0.5
+    rss0=$(rss_kib "$SERVER_PID")
+    local start=$(( $(now_us) + budget )) stop
+    stop=$(( start + (WINDOW + 3) * 1000000 ))
+    [ "$sys" = pushpin-default ] && stop=$(( stop + n * 400 ))
+    start_load sse "$url" "$n" "$start" "$stop" "fanout-$sys-$n-$rep"
+    case $sys in
+        nchan) $NICE $LOAD_CPU "$SYNTH" publish --kind nchan --url http://127.0.0.1:8081/pub --every 1s \
+                   --count $(( budget / 1000000 + WINDOW + 4 )) > "$OUT/pub.log" 2>&1 & PIDS+=($!) ;;
+        pushpin*) $NICE $LOAD_CPU "$SYNTH" publish --kind pushpin --url http://127.0.0.1:5561/publish/ --every 1s \
+                   --count $(( budget / 1000000 + WINDOW + 4 )) > "$OUT/pub.log" 2>&1 & PIDS+=($!) ;;
+    esac
+    wait_ready "$start"
+    rssn=$(rss_kib "$SERVER_PID")
+    wait_load
+    $PY fanout --system "$sys" --n "$n" --rep "$rep" --rss0 "$rss0" --rssn "$rssn" \
+        --window "$WINDOW" "${LG_FILES[@]}" >> "$RESULTS"
+    tail -n1 "$RESULTS" >&2
+    case $sys in
+        pollcast) stop_pid "$SERVER_PID"; stop_pid "$SYNTH_PID" ;;
+        nchan) stop_nginx ;;
+        pushpin*) stop_pid "$SERVER_PID"; stop_pid "$GRIP_PID"; pkill -P "$SERVER_PID" 2>/dev/null || true; sleep 1 ;;
+    esac
+}
+
+# ---------------------------------------------------------------- scenario 1: upstream load
+# N clients polling the upstream directly every 2s, against N EventSource
+# clients through pollcast (interval 2s). One item of 20 changes every second.
+upstream_run() { # mode n rep
+    local mode=$1 n=$2 rep=$3 url lgmode
+    start_synth 9001 20 1s
+    if [ "$mode" = pollcast ]; then
+        start_pollcast 2s; url=http://127.0.0.1:8080/sse/jobs; lgmode=sse
+    else
+        url=http://127.0.0.1:9001/api/jobs; lgmode=poll
+    fi
+    local budget=$(( 3000000 + n * 600 )) window=10
+    local start=$(( $(now_us) + budget )) stop
+    stop=$(( start + (window + 3) * 1000000 ))
+    start_load "$lgmode" "$url" "$n" "$start" "$stop" "upstream-$mode-$n-$rep" 2000
+    wait_ready "$start"
+    while [ "$(now_us)" -lt "$start" ]; do sleep 0.05; done
+    local s0 t0 s1 t1
+    s0=$(curl -s http://127.0.0.1:9001/stats); t0=$(cpu_ticks "$SYNTH_PID")
+    sleep "$window"
+    s1=$(curl -s http://127.0.0.1:9001/stats); t1=$(cpu_ticks "$SYNTH_PID")
+    wait_load
+    $PY upstream --mode "$mode" --n "$n" --rep "$rep" --window "$window" --stats0 "$s0" --stats1 "$s1" \
+        --cpu-ticks $(( t1 - t0 )) "${LG_FILES[@]}" >> "$RESULTS"
+    tail -n1 "$RESULTS" >&2
+    [ "$mode" = pollcast ] && stop_pid "$SERVER_PID"
+    stop_pid "$SYNTH_PID"
+}
+
+# ---------------------------------------------------------------- scenario 4: pass-through
+passthrough_run() { # rep
+    start_synth 9001 1 1000s
+    start_pollcast 1000s
+    start_nginx
+    local target path label
+    for target in direct:127.0.0.1:9001 pollcast:127.0.0.1:8080 nginx:127.0.0.1:8082; do
+        for path in small:/small big:/big; do
+            label=${target%%:*}
+            $LOAD_CPU wrk -t1 -c32 -d5s --latency "http://${target#*:}${path#*:}" > "$OUT/wrk-$label-${path%%:*}-$1.txt" 2>&1 || true
+            $PY wrk --target "$label" --body "${path%%:*}" --rep "$1" "$OUT/wrk-$label-${path%%:*}-$1.txt" >> "$RESULTS"
+            tail -n1 "$RESULTS" >&2
+        done
+    done
+    stop_nginx; stop_pid "$SERVER_PID"; stop_pid "$SYNTH_PID"
+}
+
+# ---------------------------------------------------------------- the runs
+T0=$(date +%s)
+if [ $SMOKE = 1 ]; then
+    log "smoke: fan-out to 200 subscribers"
+    WINDOW=4
+    fanout_run pollcast 200 1
+    log "smoke: upstream load, 100 clients"
+    upstream_run pollcast 100 1
+    upstream_run direct 100 1
+    $PY check "$RESULTS"
+    log "smoke passed in $(( $(date +%s) - T0 ))s"
+    exit 0
+fi
+
+log "scenario 3: cargo bench --bench diff"
+cargo bench --locked --bench diff -- --noplot > "$OUT/criterion.txt" 2>&1 || true
+$PY criterion "$OUT/criterion.txt" >> "$RESULTS"
+
+for rep in $(seq 1 "$REPS"); do
+    for n in 1000 10000 19000; do
+        for sys in pollcast nchan pushpin; do
+            log "fan-out $sys N=$n rep $rep"
+            fanout_run "$sys" "$n" "$rep"
+        done
+    done
+    log "fan-out pushpin-default N=1000 rep $rep"
+    fanout_run pushpin-default 1000 "$rep"
+    for n in 100 1000 10000; do
+        for mode in direct pollcast; do
+            log "upstream load $mode N=$n rep $rep"
+            upstream_run "$mode" "$n" "$rep"
+        done
+    done
+    log "pass-through rep $rep"
+    passthrough_run "$rep"
+done
+
+$PY report "$RESULTS" --machine "$(nproc) cores, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem/{print $2}') GiB RAM, $(uname -sr)" \
+    --versions "pollcast $(git rev-parse --short HEAD), $(nginx -v 2>&1 | cut -d' ' -f3), nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null), $(pushpin --version 2>&1 | head -1), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $(rustc --version)" \
+    --duration $(( $(date +%s) - T0 )) --out BENCHMARKS.md --svg bench/fanout-latency.svg
+log "done in $(( $(date +%s) - T0 ))s: BENCHMARKS.md, bench/fanout-latency.svg"
