@@ -38,8 +38,13 @@ impl Cidr {
 }
 
 impl std::fmt::Display for Cidr {
+    /// A block of one address prints as the address, as it is usually written.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        if self.0.prefix_len() == self.0.max_prefix_len() {
+            self.0.addr().fmt(f)
+        } else {
+            self.0.fmt(f)
+        }
     }
 }
 
@@ -70,6 +75,8 @@ mod tests {
         assert!(net.contains(ip("10.200.1.1")));
         assert!(!net.contains(ip("11.0.0.1")));
         let one = Cidr::parse("192.168.1.7").expect("one");
+        assert_eq!(one.to_string(), "192.168.1.7");
+        assert_eq!(net.to_string(), "10.0.0.0/8");
         assert!(one.contains(ip("192.168.1.7")));
         assert!(!one.contains(ip("192.168.1.8")));
         let v6 = Cidr::parse("fd00::/8").expect("v6");

@@ -224,3 +224,52 @@ async fn h2c_upgrade_is_not_forwarded_and_connect_is_refused() {
     assert_eq!(up.hits("/"), 1, "only the h2c request reached the upstream");
     pc.stop().await;
 }
+
+#[tokio::test]
+async fn websockets_work_over_pollcasts_tls_listener() {
+    use std::sync::Arc;
+    use tokio_rustls::rustls::crypto::ring;
+    use tokio_rustls::rustls::pki_types::ServerName;
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("rcgen");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).expect("write cert");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write key");
+    let up = TestUpstream::start().await;
+    let mut cfg = config(&up);
+    cfg.server.tls = Some(pollcast::config::TlsConfig { cert, key });
+    let pc = pollcast::start(cfg).await.expect("start");
+
+    let mut roots = RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).expect("root");
+    let mut tls_cfg = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // Browsers open WebSockets over HTTP/1.1.
+    tls_cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(pc.addr)
+        .await
+        .expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(tls_cfg))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake");
+    let url = format!("wss://localhost:{}/pt/ws", pc.addr.port());
+    let (mut ws, resp) = within("wss handshake", tokio_tungstenite::client_async(url, tls))
+        .await
+        .expect("handshake through pollcast's TLS listener");
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("over tls")).await.expect("send");
+    match within("echo", ws.next()).await {
+        Some(Ok(m)) => assert_eq!(m, Message::text("over tls")),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+    let seen = up.pass.head("/pt/ws").expect("upstream saw the handshake");
+    assert_eq!(seen["x-forwarded-proto"], "https");
+    ws.close(None).await.expect("close");
+    pc.stop().await;
+}
