@@ -24,6 +24,7 @@
 //! - [`admin`]: pollcast's own endpoints under `[admin] prefix`; [`readiness`]: `/readyz`.
 //! - [`access`]: the access log line and metrics of each pass-through request.
 //! - [`metrics`]: the Prometheus metrics behind `<prefix>/metrics`.
+//! - [`reload`]: what a SIGHUP applies to a running pollcast.
 //! - [`check`]: `--check`'s rendering of the effective config, secrets redacted.
 //! - [`logging`]: the tracing subscriber, text or JSON, reloadable level.
 
@@ -43,6 +44,7 @@ pub mod pointer;
 pub mod preface;
 pub mod proxy;
 pub mod readiness;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod sse;

@@ -1,5 +1,6 @@
 //! The `pollcast` binary: parse the command line, load the config, start,
-//! and stop gracefully on SIGTERM or SIGINT. All logic lives in the library.
+//! reload on SIGHUP, and stop gracefully on SIGTERM or SIGINT. All logic
+//! lives in the library.
 
 use std::path::PathBuf;
 
@@ -15,7 +16,8 @@ use tokio_util::sync::CancellationToken;
     version,
     about = "Turns polling of REST list endpoints into Server-Sent Events",
     after_help = "Environment overrides: POLLCAST_SERVER_LISTEN, POLLCAST_UPSTREAM_URL, \
-POLLCAST_UPSTREAM_TIMEOUT, POLLCAST_LOG_LEVEL, POLLCAST_LOG_FORMAT, POLLCAST_ADMIN_LISTEN."
+POLLCAST_UPSTREAM_TIMEOUT, POLLCAST_LOG_LEVEL, POLLCAST_LOG_FORMAT, POLLCAST_ADMIN_LISTEN.\n\
+SIGHUP reloads the config file: feeds and [log] level take effect at once."
 )]
 struct Cli {
     /// Config file.
@@ -91,7 +93,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let _log = pollcast::logging::init(config.log.format, config.log.level);
+    let log = pollcast::logging::init(config.log.format, config.log.level);
+    // Before anything says "listening": a signal that arrives from then on
+    // must find its handler, not the default action (which terminates).
+    let mut signals = Signals::new()?;
     if cli.demo {
         tracing::info!(upstream = %config.upstream.url, "demo upstream running");
     }
@@ -101,31 +106,69 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.demo {
         tracing::info!("watch it: curl -N http://{}/sse/jobs", running.addr);
     }
-    wait_for_signal().await;
+    let mut current = config;
+    while signals.next().await == Signal::Reload {
+        if cli.demo {
+            tracing::warn!("SIGHUP: --demo has no config file to reload");
+            continue;
+        }
+        match Config::load(&cli.config) {
+            Ok(mut new) => {
+                cli.apply(&mut new);
+                pollcast::reload::apply(&running, &mut current, new, Some(&log));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "config reload rejected; the running config stays in force");
+            }
+        }
+    }
     tracing::info!("shutting down");
     running.stop().await;
     demo_stop.cancel();
     Ok(())
 }
 
-async fn wait_for_signal() {
+#[derive(Debug, PartialEq, Eq)]
+enum Signal {
+    Stop,
+    Reload,
+}
+
+/// SIGTERM/SIGINT stop, SIGHUP reloads.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+                hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => Signal::Stop,
+                _ = tokio::signal::ctrl_c() => Signal::Stop,
+                _ = self.hup.recv() => Signal::Reload,
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop
+        }
     }
 }

@@ -4,7 +4,6 @@
 //!
 //! This module owns routing only; it must never touch bodies or feeds itself.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,8 +28,6 @@ pub struct App {
     pub upstream: Upstream,
     /// Pass-through: forwarding rules and open tunnels.
     pub proxy: Proxy,
-    /// SSE path -> feed definition index.
-    pub routes: HashMap<String, usize>,
     pub shutdown: CancellationToken,
     pub admin: Arc<Admin>,
     /// The listener this `App` serves.
@@ -48,17 +45,10 @@ impl App {
         admin: Arc<Admin>,
         cors: Cors,
     ) -> Self {
-        let routes = registry
-            .defs()
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.sse_path(), i))
-            .collect();
         Self {
             registry,
             upstream,
             proxy,
-            routes,
             shutdown,
             admin,
             side: Side::Main,
@@ -72,7 +62,6 @@ impl App {
             registry: self.registry.clone(),
             upstream: self.upstream.clone(),
             proxy: self.proxy.clone(),
-            routes: HashMap::new(),
             shutdown: self.shutdown.clone(),
             admin: self.admin.clone(),
             side: Side::Admin,
@@ -134,7 +123,9 @@ where
             return Box::pin(async move { Ok(admin::not_found()) });
         }
         let path = req.uri().path();
-        if let Some(&def) = app.routes.get(path) {
+        // SSE routes are read per request from the registry's current
+        // definitions, so a reload takes effect for the next request.
+        if let Some(def) = app.registry.route(path) {
             let (head, _body) = req.into_parts();
             return Box::pin(async move {
                 let ctx = sse::SseContext {

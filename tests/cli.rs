@@ -124,6 +124,7 @@ fn version_and_help_describe_the_binary() {
         "--help",
         "POLLCAST_UPSTREAM_URL",
         "POLLCAST_ADMIN_LISTEN",
+        "SIGHUP",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }

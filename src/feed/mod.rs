@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::FeedConfig;
 use crate::sse::encode;
@@ -49,6 +50,10 @@ pub struct Feed {
     /// Bumped after every change of `state` that subscribers must see.
     changed: watch::Sender<u64>,
     subscribers: AtomicUsize,
+    /// Cancelled when a config reload removes or changes this feed's
+    /// definition: the poll loop stops and subscribers are sent away with a
+    /// `retry:` hint, to reconnect to the new definition.
+    retired: CancellationToken,
 }
 
 struct State {
@@ -108,7 +113,22 @@ impl Feed {
             }),
             changed: watch::channel(0).0,
             subscribers: AtomicUsize::new(0),
+            retired: CancellationToken::new(),
         }
+    }
+
+    /// End this instance: its definition was removed or changed by a reload.
+    pub fn retire(&self) {
+        self.retired.cancel();
+    }
+
+    /// Resolves once [`Feed::retire`] was called.
+    pub fn retired(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.retired.cancelled()
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.is_cancelled()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

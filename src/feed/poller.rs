@@ -24,7 +24,7 @@ use crate::upstream::{PollError, UpstreamError};
 /// Run until the feed is idle past its linger, or shutdown.
 pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
     let def = feed.def.clone();
-    let stats = ctx.stats.get(feed.key.def).cloned().unwrap_or_default();
+    let stats = ctx.stats(feed.key.def);
     let path = if feed.key.query.is_empty() {
         def.poll.clone()
     } else {
@@ -124,6 +124,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
         }
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
+            _ = feed.retired() => break,
             _ = tokio::time::sleep(delay) => {}
         }
     }

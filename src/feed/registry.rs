@@ -6,9 +6,17 @@
 //! and enforces the feed-count limits (`max_feeds`,
 //! `max_feeds_per_definition`) at the one place feeds are created.
 //! Its map lock is held only for lookups and inserts, never across an await.
+//!
+//! It also owns the feed *definitions* in force ([`Defs`]: definitions and
+//! the SSE routes to them), swapped whole by a config reload and read by
+//! each request without a lock (`arc-swap`). Indices into the definitions
+//! are stable: a reload appends new and changed definitions and retires the
+//! old ones, so a [`FeedKey`] never silently points at another definition.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,15 +36,95 @@ pub struct Registry {
 
 pub(crate) struct Inner {
     feeds: Mutex<HashMap<FeedKey, Arc<Feed>>>,
-    pub(crate) defs: Vec<Arc<FeedConfig>>,
-    /// Counters per definition, parallel to `defs`.
-    pub(crate) stats: Vec<Arc<DefStats>>,
+    /// Replaced only under the `feeds` lock (see [`Registry::reload`]).
+    defs: ArcSwap<Defs>,
     pub(crate) sse: SseConfig,
     pub(crate) upstream: Upstream,
     limits: Arc<Limits>,
     pub(crate) metrics: Arc<Metrics>,
     tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
+}
+
+/// The feed definitions in force and the SSE paths that lead to them.
+#[derive(Default)]
+pub struct Defs {
+    /// Every definition loaded since start, by stable index.
+    all: Vec<Arc<FeedConfig>>,
+    /// Whether a reload removed or replaced the definition at that index.
+    retired: Vec<bool>,
+    /// Counters per definition (for the status page), by the same index.
+    stats: Vec<Arc<DefStats>>,
+    /// SSE path -> index of a definition in force.
+    routes: HashMap<String, usize>,
+}
+
+impl Defs {
+    fn new(feeds: &[FeedConfig]) -> Self {
+        let mut d = Self::default();
+        for f in feeds {
+            d.push(f);
+        }
+        d
+    }
+
+    fn push(&mut self, f: &FeedConfig) -> usize {
+        let i = self.all.len();
+        self.all.push(Arc::new(f.clone()));
+        self.retired.push(false);
+        self.stats.push(Arc::default());
+        self.routes.insert(f.sse_path(), i);
+        i
+    }
+
+    /// The definition in force at index `i`.
+    pub fn get(&self, i: usize) -> Option<&Arc<FeedConfig>> {
+        self.all.get(i).filter(|_| !self.retired[i])
+    }
+
+    /// The definitions in force, with their indices, in config order.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Arc<FeedConfig>)> {
+        self.all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.retired[*i])
+    }
+
+    /// The size of the index space: every definition loaded since start,
+    /// retired ones included (see [`Defs::iter`] for those in force).
+    pub fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    /// The definition whose SSE path is `path`.
+    pub fn route(&self, path: &str) -> Option<usize> {
+        self.routes.get(path).copied()
+    }
+}
+
+/// What a reload changed, by feed definition name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+    /// Subscribers sent away (with a `retry:` hint) because their
+    /// definition was removed or changed.
+    pub ended_subscribers: usize,
+}
+
+/// Two definitions are the same when every key is (serde is the one place
+/// that knows all of them, including keys added later).
+fn same(a: &FeedConfig, b: &FeedConfig) -> bool {
+    match (serde_json::to_value(a), serde_json::to_value(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// A subscriber's claim on a feed; the feed may stop once all are dropped.
@@ -64,8 +152,7 @@ impl Registry {
         Self {
             inner: Arc::new(Inner {
                 feeds: Mutex::new(HashMap::new()),
-                defs: config.feeds.iter().cloned().map(Arc::new).collect(),
-                stats: config.feeds.iter().map(|_| Arc::default()).collect(),
+                defs: ArcSwap::from_pointee(Defs::new(&config.feeds)),
                 sse: config.sse.clone(),
                 upstream,
                 limits: Limits::new(&config.limits),
@@ -76,8 +163,73 @@ impl Registry {
         }
     }
 
-    pub fn defs(&self) -> &[Arc<FeedConfig>] {
-        &self.inner.defs
+    /// The definitions in force now (a snapshot: a reload does not change it).
+    pub fn defs(&self) -> Arc<Defs> {
+        self.inner.defs.load_full()
+    }
+
+    /// The definition index for an SSE request path.
+    pub fn route(&self, path: &str) -> Option<usize> {
+        self.inner.defs.load().route(path)
+    }
+
+    /// Put the feed definitions of a new, already validated config in force.
+    ///
+    /// Unchanged definitions keep their live feeds and subscribers. Live
+    /// feeds of removed or changed definitions are retired: their poll loops
+    /// stop and their subscribers get a `retry:` hint and an end of stream,
+    /// so EventSource reconnects to the new definition (or to the upstream,
+    /// if the path is no longer a feed). New definitions are routed at once.
+    pub fn reload(&self, feeds: &[FeedConfig]) -> Reloaded {
+        // Under the map lock, so no subscribe can join a feed of a
+        // definition between its retirement and the sweep below.
+        let mut map = self.inner.feeds();
+        let old = self.inner.defs.load_full();
+        let by_name: HashMap<&str, usize> = old.iter().map(|(i, d)| (d.name.as_str(), i)).collect();
+        let mut next = Defs {
+            all: old.all.clone(),
+            retired: vec![true; old.all.len()],
+            stats: old.stats.clone(),
+            routes: HashMap::new(),
+        };
+        let mut r = Reloaded::default();
+        let mut seen = HashSet::new();
+        for f in feeds {
+            self.inner.metrics.declare_feed(&f.name);
+            seen.insert(f.name.as_str());
+            match by_name.get(f.name.as_str()) {
+                Some(&i) if same(&old.all[i], f) => {
+                    next.retired[i] = false;
+                    next.routes.insert(f.sse_path(), i);
+                    r.unchanged.push(f.name.clone());
+                }
+                Some(_) => {
+                    next.push(f);
+                    r.changed.push(f.name.clone());
+                }
+                None => {
+                    next.push(f);
+                    r.added.push(f.name.clone());
+                }
+            }
+        }
+        r.removed = old
+            .iter()
+            .filter(|(_, d)| !seen.contains(d.name.as_str()))
+            .map(|(_, d)| d.name.clone())
+            .collect();
+        let retired = next.retired.clone();
+        self.inner.defs.store(Arc::new(next));
+        map.retain(|key, feed| {
+            if retired[key.def] {
+                r.ended_subscribers += feed.subscribers();
+                feed.retire();
+                false
+            } else {
+                true
+            }
+        });
+        r
     }
 
     pub fn sse(&self) -> &SseConfig {
@@ -115,8 +267,19 @@ impl Registry {
         {
             return Err(LimitError::FeedsPerDefinition(cfg.max_feeds_per_definition));
         }
-        let def = self.inner.defs[key.def].clone();
+        let defs = self.inner.defs.load();
+        let def = defs.all[key.def].clone();
         let feed = Arc::new(Feed::new(key.clone(), def, self.inner.sse.history));
+        if defs.retired[key.def] {
+            // Routed just before a reload retired the definition: send this
+            // subscriber to the new one too, without starting a poll loop.
+            feed.retire();
+            feed.add_subscriber();
+            return Ok(Subscription {
+                feed,
+                metrics: self.inner.metrics.clone(),
+            });
+        }
         feed.add_subscriber();
         feeds.insert(key, feed.clone());
         drop(feeds);
@@ -137,8 +300,11 @@ impl Registry {
     /// `(definition name, live feed instances, subscribers)` for every feed
     /// definition, including those with nothing live.
     pub fn live_by_definition(&self) -> Vec<(String, usize, usize)> {
-        let mut out: Vec<(String, usize, usize)> =
-            self.defs().iter().map(|d| (d.name.clone(), 0, 0)).collect();
+        let mut out: Vec<(String, usize, usize)> = self
+            .defs()
+            .iter()
+            .map(|(_, d)| (d.name.clone(), 0, 0))
+            .collect();
         let feeds = self.inner.feeds();
         for f in feeds.values() {
             let subs = f.subscribers();
@@ -154,14 +320,14 @@ impl Registry {
     }
 
     /// Counters of feed definition `def` (an index into [`Registry::defs`]).
-    pub fn stats(&self, def: usize) -> Option<&DefStats> {
-        self.inner.stats.get(def).map(|s| &**s)
+    pub fn stats(&self, def: usize) -> Option<Arc<DefStats>> {
+        self.inner.defs.load().stats.get(def).cloned()
     }
 
     /// Per definition: (live instances, subscribers, instances whose upstream is failing).
     pub fn def_usage(&self) -> Vec<(usize, usize, usize)> {
         let feeds: Vec<Arc<Feed>> = self.inner.feeds().values().cloned().collect();
-        let mut usage = vec![(0, 0, 0); self.inner.defs.len()];
+        let mut usage = vec![(0, 0, 0); self.inner.defs.load().len()];
         for f in feeds {
             if let Some(u) = usage.get_mut(f.key.def) {
                 u.0 += 1;
@@ -195,6 +361,11 @@ impl Registry {
 }
 
 impl Inner {
+    /// Counters of definition `def`, kept across reloads while it is unchanged.
+    pub(crate) fn stats(&self, def: usize) -> Arc<DefStats> {
+        self.defs.load().stats.get(def).cloned().unwrap_or_default()
+    }
+
     fn feeds(&self) -> MutexGuard<'_, HashMap<FeedKey, Arc<Feed>>> {
         self.feeds.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -136,6 +136,13 @@ impl Subscriber {
                     self.pending.clear();
                     self.done = true;
                 }
+                _ = self.sub.feed.retired() => {
+                    // A reload removed or changed the definition: come back
+                    // soon, to whatever now serves this path.
+                    self.sub.metrics.cut_off(&self.sub.feed.def.name);
+                    self.pending.push_back(Out::Bytes(encode::retry(self.retry)));
+                    self.done = true;
+                }
                 _ = self.shutdown.cancelled() => {
                     // Come back soon, to this replica or another one.
                     self.pending.push_back(Out::Bytes(encode::retry(self.retry)));

@@ -155,6 +155,10 @@ impl Sampler {
     fn snapshot(&mut self, registry: &Registry) -> Value {
         let now = Instant::now();
         let defs = registry.defs();
+        // Indices are stable across reloads; new definitions extend them.
+        if self.history.len() < defs.len() {
+            self.history.resize(defs.len(), VecDeque::new());
+        }
         let samples: Vec<StatsSample> = (0..defs.len())
             .map(|i| registry.stats(i).map(|s| s.sample()).unwrap_or_default())
             .collect();
@@ -171,7 +175,7 @@ impl Sampler {
 
         let mut feeds = Vec::with_capacity(defs.len());
         let (mut total_subs, mut total_polls, mut total_events) = (0, 0.0, 0.0);
-        for (i, def) in defs.iter().enumerate() {
+        for (i, def) in defs.iter() {
             let s = &samples[i];
             let p = prev.and_then(|p| p.get(i));
             let polls_per_s = rate(
