@@ -20,6 +20,7 @@
 //! - [`preface`]: a connection's first bytes, read under the header deadline.
 //! - [`tls`]: the optional TLS acceptor of the listener.
 //! - [`status`]: the live status page.
+//! - [`healthcheck`]: the client behind `pollcast --healthcheck`.
 //! - [`demo`]: a built-in upstream for `--demo`.
 //! - [`admin`]: pollcast's own endpoints under `[admin] prefix`; [`readiness`]: `/readyz`.
 //! - [`access`]: the access log line and metrics of each pass-through request.
@@ -37,6 +38,7 @@ pub mod config;
 pub mod cors;
 pub mod demo;
 pub mod feed;
+pub mod healthcheck;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

@@ -30,6 +30,11 @@ struct Cli {
     /// exit: 0 when valid, 1 when not.
     #[arg(long)]
     check: bool,
+    /// Ask the running pollcast's health endpoint and exit 0 when it answers
+    /// 2xx, else 1 (the container HEALTHCHECK; no shell or curl needed).
+    /// Without URL: `<admin prefix>/healthz` on the listener the config names.
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    healthcheck: Option<String>,
     /// Log format [default: [log] format, else text].
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
@@ -63,6 +68,17 @@ fn main() -> std::process::ExitCode {
 
 #[tokio::main]
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(url) = &cli.healthcheck {
+        let url = match url.as_str() {
+            "" => pollcast::healthcheck::url_for(&Config::load(&cli.config)?)?,
+            url => url.to_owned(),
+        };
+        let status = pollcast::healthcheck::probe(&url)
+            .await
+            .with_context(|| format!("health check of {url} failed"))?;
+        println!("{url}: {status}");
+        return Ok(());
+    }
     let demo_stop = CancellationToken::new();
     let mut config = if cli.demo {
         let addr = pollcast::demo::start(demo_stop.clone())
