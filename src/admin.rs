@@ -81,6 +81,8 @@ enum Route {
     Status,
     /// The status page's SSE stream of JSON snapshots.
     StatusEvents,
+    /// Live counts as JSON (see [`crate::stats`]).
+    Stats,
 }
 
 impl Route {
@@ -92,6 +94,7 @@ impl Route {
             "/metrics" => Self::Metrics,
             "/status" => Self::Status,
             "/status/events" => Self::StatusEvents,
+            "/stats" => Self::Stats,
             _ => return None,
         })
     }
@@ -99,15 +102,19 @@ impl Route {
     fn audience(self) -> Audience {
         match self {
             // The status page tells how the API is used: not for the public.
-            Self::Healthz | Self::Readyz | Self::Metrics | Self::Status | Self::StatusEvents => {
-                Audience::Operator
-            }
+            Self::Healthz
+            | Self::Readyz
+            | Self::Metrics
+            | Self::Status
+            | Self::StatusEvents
+            | Self::Stats => Audience::Operator,
         }
     }
 
     async fn serve(self, app: Arc<App>) -> Response<BoxBody> {
         match self {
             Self::Healthz => text(StatusCode::OK, "ok\n".into()),
+            Self::Stats => crate::stats::Stats::response(&app.registry),
             Self::Readyz => {
                 let v = app.admin.readiness.check().await;
                 let status = if v.ready {

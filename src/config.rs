@@ -269,6 +269,10 @@ pub struct SseConfig {
     pub retry: Duration,
     /// Events kept per feed for `Last-Event-ID` resume.
     pub history: usize,
+    /// A client connection whose writes make no progress for this long (it
+    /// stopped reading, or vanished without a FIN) is closed.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
 }
 
 impl Default for SseConfig {
@@ -277,6 +281,7 @@ impl Default for SseConfig {
             keepalive: Duration::from_secs(15),
             retry: Duration::from_secs(2),
             history: 1024,
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -807,6 +812,13 @@ impl Config {
                 "sse",
                 "history",
                 "must be at least 1 event".into(),
+            ));
+        }
+        if self.sse.write_timeout < Duration::from_millis(10) {
+            return Err(Problem::in_table(
+                "sse",
+                "write_timeout",
+                "must be at least 10ms".into(),
             ));
         }
         if !positive(self.sse.keepalive) {

@@ -18,6 +18,8 @@
 //! - [`upstream`]: the pooled client shared by proxy and feeds.
 //! - [`auth`], [`limits`], [`cors`]: who may open a stream, how many, from where.
 //! - [`preface`]: a connection's first bytes, read under the header deadline.
+//! - [`stall`]: write deadlines that close connections of dead or stalled clients.
+//! - [`stats`]: live counts (feeds, subscribers, tasks, fds) for `/_pollcast/stats`.
 //! - [`tls`]: the optional TLS acceptor of the listener.
 //! - [`status`]: the live status page.
 //! - [`healthcheck`]: the client behind `pollcast --healthcheck`.
@@ -50,6 +52,8 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod sse;
+pub mod stall;
+pub mod stats;
 pub mod status;
 pub mod tls;
 pub mod upstream;

@@ -97,6 +97,10 @@ impl Router {
     pub fn remote(&self) -> SocketAddr {
         self.remote
     }
+
+    pub fn counters(&self) -> std::sync::Arc<crate::stats::Counters> {
+        self.app.registry.counters().clone()
+    }
 }
 
 impl<B> tower::Service<Request<B>> for Router

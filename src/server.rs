@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServerConfig;
 use crate::preface;
 use crate::router::{App, Router};
+use crate::stall::WriteTimeout;
 
 /// A client that has not finished its TLS handshake by then is dropped, so
 /// half-open connections cannot pile up.
@@ -51,6 +52,9 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout)
+        // Also hyper's write-buffer limit: what a connection may hold unsent
+        // before hyper stops pulling from the body, so a client that stopped
+        // reading pins little and soon counts as behind (then resynced).
         .max_buf_size(cfg.max_header_size);
     builder
         .http2()
@@ -71,6 +75,9 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let write_timeout = app.registry.sse().write_timeout;
+        crate::stall::tune(&stream, write_timeout);
+        let stream = WriteTimeout::new(stream, write_timeout);
         let router = Router::new(app.clone(), remote).over_tls(tls.is_some());
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         let conn = Conn {
@@ -129,6 +136,7 @@ where
         shutdown,
     } = c;
     let remote = router.remote();
+    let counters = router.counters();
     let io = tokio::select! {
         _ = shutdown.cancelled() => return,
         r = preface::read(io, head_timeout) => match r {
@@ -143,6 +151,9 @@ where
         .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(router))
         .into_owned();
     if let Err(e) = watcher.watch(conn).await {
+        if crate::stall::is_write_stall(&*e) {
+            counters.add_write_timeout();
+        }
         tracing::debug!(error = %e, %remote, "connection ended with an error");
     }
 }
@@ -150,10 +161,10 @@ where
 /// The TLS handshake, bounded in time and abandoned on shutdown.
 async fn handshake(
     acceptor: &TlsAcceptor,
-    stream: TcpStream,
+    stream: WriteTimeout<TcpStream>,
     shutdown: &CancellationToken,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    let remote = stream.peer_addr().ok();
+) -> Option<tokio_rustls::server::TlsStream<WriteTimeout<TcpStream>>> {
+    let remote = stream.get_ref().peer_addr().ok();
     tokio::select! {
         _ = shutdown.cancelled() => None,
         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => match r {

@@ -26,6 +26,7 @@ use super::{poller, Feed, FeedKey};
 use crate::config::{Config, FeedConfig, SseConfig};
 use crate::limits::{LimitError, Limits};
 use crate::metrics::Metrics;
+use crate::stats::Counters;
 use crate::upstream::Upstream;
 
 /// Shared handle to all live feeds.
@@ -44,6 +45,7 @@ pub(crate) struct Inner {
     pub(crate) metrics: Arc<Metrics>,
     tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
+    counters: Arc<Counters>,
 }
 
 /// The feed definitions in force and the SSE paths that lead to them.
@@ -131,6 +133,7 @@ fn same(a: &FeedConfig, b: &FeedConfig) -> bool {
 pub struct Subscription {
     pub feed: Arc<Feed>,
     pub metrics: Arc<Metrics>,
+    pub counters: Arc<Counters>,
 }
 
 impl Drop for Subscription {
@@ -159,6 +162,7 @@ impl Registry {
                 metrics,
                 tasks: TaskTracker::new(),
                 shutdown,
+                counters: Arc::default(),
             }),
         }
     }
@@ -255,6 +259,7 @@ impl Registry {
             return Ok(Subscription {
                 feed: feed.clone(),
                 metrics: self.inner.metrics.clone(),
+                counters: self.inner.counters.clone(),
             });
         }
         let cfg = self.inner.limits.config();
@@ -290,7 +295,13 @@ impl Registry {
         Ok(Subscription {
             feed,
             metrics: self.inner.metrics.clone(),
+            counters: self.inner.counters.clone(),
         })
+    }
+
+    /// Resync and cut-off counters, for `/_pollcast/stats`.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.inner.counters
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -116,6 +116,7 @@ impl Subscriber {
             self.sub.feed.pull(&mut self.cursor, &mut self.pending);
             if self.cursor.resyncs != resyncs {
                 self.sub.metrics.resynced(&self.sub.feed.def.name);
+                self.sub.counters.add_resync();
             }
             if !self.pending.is_empty() {
                 continue;

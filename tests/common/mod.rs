@@ -9,6 +9,7 @@
 
 pub mod child;
 pub mod passthrough;
+pub mod procstat;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;

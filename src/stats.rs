@@ -1,0 +1,94 @@
+//! Live counts of what pollcast holds: feeds, poll loops, subscribers, tasks,
+//! open file descriptors, and how often slow clients were resynced or cut off.
+//! Served as JSON at `/_pollcast/stats`; the leak and soak tests read them.
+//!
+//! This module owns counting only. It must never change behaviour, and it
+//! must stay cheap: everything is an atomic or a count taken on request.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde::Serialize;
+
+use crate::feed::registry::Registry;
+use crate::BoxBody;
+
+/// Event counters shared by the registry, the subscribers and the listener.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Subscribers that fell out of the history and got a fresh snapshot.
+    pub resyncs: AtomicU64,
+    /// Client connections closed because a write made no progress for `sse.write_timeout`.
+    pub write_timeouts: AtomicU64,
+}
+
+impl Counters {
+    pub fn add_resync(&self) {
+        self.resyncs.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add_write_timeout(&self) {
+        self.write_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What `/_pollcast/stats` answers.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Stats {
+    /// Live feed instances.
+    pub feeds: usize,
+    /// Running poll loops (one per feed; briefly more while one exits).
+    pub pollers: usize,
+    /// Connected SSE subscribers over all feeds.
+    pub subscribers: usize,
+    /// Tasks alive in the runtime (connections, poll loops, pool background tasks).
+    pub tasks: usize,
+    /// Open file descriptors of the process (`/proc/self/fd`); `null` where unavailable.
+    pub open_fds: Option<usize>,
+    /// Resyncs since start (see [`Counters::resyncs`]).
+    pub resyncs: u64,
+    /// Connections cut by the write timeout since start.
+    pub write_timeouts: u64,
+}
+
+impl Stats {
+    pub fn collect(registry: &Registry) -> Self {
+        let c = registry.counters();
+        Self {
+            feeds: registry.live_feeds(),
+            pollers: registry.live_pollers(),
+            subscribers: registry.subscribers(),
+            tasks: tokio::runtime::Handle::try_current()
+                .map(|h| h.metrics().num_alive_tasks())
+                .unwrap_or(0),
+            open_fds: open_fds(),
+            resyncs: c.resyncs.load(Ordering::Relaxed),
+            write_timeouts: c.write_timeouts.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The JSON response for `/_pollcast/stats`.
+    pub fn response(registry: &Registry) -> Response<BoxBody> {
+        let body = serde_json::to_vec(&Self::collect(registry)).unwrap_or_default();
+        let mut r = Response::new(
+            Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
+        *r.status_mut() = StatusCode::OK;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    }
+}
+
+/// Open file descriptors of this process, not counting the one used to count them.
+pub fn open_fds() -> Option<usize> {
+    let n = std::fs::read_dir("/proc/self/fd").ok()?.count();
+    Some(n.saturating_sub(1))
+}
