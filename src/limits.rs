@@ -8,6 +8,11 @@
 //! [`Permit`] is the only way to hold a subscriber slot: it is released when
 //! dropped, so no path can leak one. It must never decide who may see what
 //! (that is `auth`), and holds its lock only to bump a counter.
+//!
+//! "A client" is an IP address: the TCP peer, or, when the peer is one of
+//! `[upstream] trusted_proxies`, the address that proxy (and any trusted
+//! proxies before it) put in `X-Forwarded-For`. From anyone else that header
+//! is ignored, so no client can forge its way into another's share.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,8 +20,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
+use crate::cidr::Cidr;
 use crate::config::LimitsConfig;
 use crate::BoxBody;
 
@@ -68,6 +74,7 @@ impl LimitError {
 /// Shared counters; one per server.
 pub struct Limits {
     cfg: LimitsConfig,
+    trusted: Vec<Cidr>,
     subscribers: AtomicUsize,
     per_client: Mutex<HashMap<IpAddr, usize>>,
     refused: [AtomicU64; 4],
@@ -96,9 +103,10 @@ impl Drop for Permit {
 }
 
 impl Limits {
-    pub fn new(cfg: &LimitsConfig) -> Arc<Self> {
+    pub fn new(cfg: &LimitsConfig, trusted_proxies: &[Cidr]) -> Arc<Self> {
         Arc::new(Self {
             cfg: cfg.clone(),
+            trusted: trusted_proxies.to_vec(),
             subscribers: AtomicUsize::new(0),
             per_client: Mutex::new(HashMap::new()),
             refused: Default::default(),
@@ -109,6 +117,36 @@ impl Limits {
 
     pub fn config(&self) -> &LimitsConfig {
         &self.cfg
+    }
+
+    /// The client a request counts against: the peer, unless the peer is a
+    /// trusted proxy, then the nearest untrusted address in `X-Forwarded-For`
+    /// (read right to left, the way the proxies appended it).
+    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let trusts = |ip: IpAddr| self.trusted.iter().any(|c| c.contains(ip));
+        if !trusts(peer) {
+            return peer;
+        }
+        let chain: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        let mut client = peer;
+        for hop in chain.iter().rev() {
+            if !trusts(client) {
+                break;
+            }
+            match hop.parse::<IpAddr>() {
+                Ok(ip) => client = ip,
+                // Garbage from behind the proxy: count it against the proxy's
+                // last known hop rather than trusting anything further.
+                Err(_) => break,
+            }
+        }
+        client
     }
 
     fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
@@ -190,11 +228,37 @@ mod tests {
     use super::*;
 
     fn limits(total: usize, per: usize) -> Arc<Limits> {
-        Limits::new(&LimitsConfig {
-            max_subscribers: total,
-            max_subscribers_per_client: per,
-            ..LimitsConfig::default()
-        })
+        Limits::new(
+            &LimitsConfig {
+                max_subscribers: total,
+                max_subscribers_per_client: per,
+                ..LimitsConfig::default()
+            },
+            &[Cidr::parse("10.0.0.0/8").expect("cidr")],
+        )
+    }
+
+    #[test]
+    fn the_client_is_found_behind_trusted_proxies_only() {
+        let l = limits(0, 0);
+        let xff = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", HeaderValue::from_static(v));
+            h
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        // Untrusted peers cannot claim another address.
+        assert_eq!(l.client(ip("1.2.3.4"), &xff("9.9.9.9")), ip("1.2.3.4"));
+        // Behind one trusted proxy: the address it saw.
+        assert_eq!(l.client(ip("10.0.0.1"), &xff("5.6.7.8")), ip("5.6.7.8"));
+        // A client-supplied prefix before the real hop is ignored.
+        assert_eq!(
+            l.client(ip("10.0.0.1"), &xff("9.9.9.9, 5.6.7.8, 10.0.0.2")),
+            ip("5.6.7.8")
+        );
+        // No header, or garbage: the proxy itself.
+        assert_eq!(l.client(ip("10.0.0.1"), &HeaderMap::new()), ip("10.0.0.1"));
+        assert_eq!(l.client(ip("10.0.0.1"), &xff("nonsense")), ip("10.0.0.1"));
     }
 
     #[test]

@@ -544,6 +544,50 @@ async fn subscribers_per_client_is_429_and_total_subscribers_is_503() {
 }
 
 #[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_counts_and_nobody_else_can_forge_it() {
+    let up = TestUpstream::start().await;
+    up.set("/api/jobs", json!([]));
+    let mut cfg = config(&up);
+    cfg.limits.max_subscribers_per_client = 1;
+    cfg.limits.retry_after = Duration::from_secs(7);
+    cfg.upstream.trusted_proxies = vec![pollcast::cidr::Cidr::parse("127.0.0.1").expect("cidr")];
+    let pc = pollcast::start(cfg).await.expect("start");
+    let u = url(&pc, "/sse/jobs");
+    let proxy = client_from("127.0.0.1");
+    let stranger = client_from("127.0.0.2");
+
+    // Two users behind the trusted proxy each get their own share.
+    let mut held = Vec::new();
+    for user in ["10.0.0.1", "10.0.0.2"] {
+        let mut s = Sse::connect_using(&proxy, &u, &[("x-forwarded-for", user)]).await;
+        assert_eq!(s.status, 200, "{user}");
+        assert_eq!(s.next().await.event, "snapshot");
+        held.push(s);
+    }
+    let r = proxy
+        .get(&u)
+        .header("x-forwarded-for", "10.0.0.1")
+        .send()
+        .await
+        .expect("request");
+    assert_limited(r, 429, "max_subscribers_per_client").await;
+
+    // An untrusted peer's X-Forwarded-For is ignored: it is one client.
+    let mut s = Sse::connect_using(&stranger, &u, &[("x-forwarded-for", "10.0.0.3")]).await;
+    assert_eq!(s.status, 200);
+    assert_eq!(s.next().await.event, "snapshot");
+    held.push(s);
+    let r = stranger
+        .get(&u)
+        .header("x-forwarded-for", "10.0.0.4")
+        .send()
+        .await
+        .expect("request");
+    assert_limited(r, 429, "max_subscribers_per_client").await;
+    pc.stop().await;
+}
+
+#[tokio::test]
 async fn feeds_per_definition_and_total_feeds_are_503() {
     let up = TestUpstream::start().await;
     up.set("/api/jobs", json!([]));

@@ -158,7 +158,7 @@ impl Registry {
                 defs: ArcSwap::from_pointee(Defs::new(&config.feeds)),
                 sse: config.sse.clone(),
                 upstream,
-                limits: Limits::new(&config.limits),
+                limits: Limits::new(&config.limits, &config.upstream.trusted_proxies),
                 metrics,
                 tasks: TaskTracker::new(),
                 shutdown,

@@ -92,10 +92,11 @@ async fn admit(
         .or(id.last_event_id);
 
     let limits = registry.limits();
+    let client = limits.client(client.ip(), &head.headers);
     let permit = if head.method == Method::HEAD {
         None
     } else {
-        match limits.admit(client.ip()) {
+        match limits.admit(client) {
             Ok(p) => Some(p),
             Err(e) => return limits.response(e),
         }
@@ -108,16 +109,16 @@ async fn admit(
             cfg.clone(),
             &id.key.query,
             id.credentials,
-            client.ip(),
+            client,
         );
         match check.run().await {
             CheckVerdict::Admit => revoked = Some(check.revoked()),
             CheckVerdict::Deny(resp) => {
-                tracing::debug!(feed = %cfg.name, client = %client.ip(), status = resp.status().as_u16(), "admission refused by the upstream");
+                tracing::debug!(feed = %cfg.name, client = %client, status = resp.status().as_u16(), "admission refused by the upstream");
                 return resp;
             }
             CheckVerdict::Failed(reason) => {
-                tracing::warn!(feed = %cfg.name, client = %client.ip(), %reason, "admission check failed: refusing");
+                tracing::warn!(feed = %cfg.name, client = %client, %reason, "admission check failed: refusing");
                 return text(
                     StatusCode::BAD_GATEWAY,
                     "the upstream could not confirm access to this event stream\n".into(),
@@ -133,7 +134,7 @@ async fn admit(
     };
     let sub = match registry.subscribe(id.key) {
         Ok(sub) => sub,
-        Err(e) => return limits.response(limits.refuse(e, client.ip())),
+        Err(e) => return limits.response(limits.refuse(e, client)),
     };
     let subscriber = stream::Subscriber::new(
         sub,
