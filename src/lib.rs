@@ -12,7 +12,8 @@
 //! - [`config`]: the typed, validated configuration.
 //! - [`server`]: the listener, connections, graceful shutdown.
 //! - [`router`]: the tower service choosing between pollcast and the upstream.
-//! - [`proxy`]: pass-through of every request pollcast does not own.
+//! - [`proxy`]: pass-through of every request pollcast does not own, WebSocket
+//!   tunnels included; [`cidr`]: the address blocks of `trusted_proxies`.
 //! - [`sse`]: the wire format and the subscriber streams.
 //! - [`feed`]: feeds, their poll loops, diffing and history.
 //! - [`upstream`]: the pooled client shared by proxy and feeds.
