@@ -291,6 +291,7 @@ impl Registry {
             return Ok(Subscription {
                 feed,
                 metrics: self.inner.metrics.clone(),
+                counters: self.inner.counters.clone(),
             });
         }
         feed.add_subscriber();
