@@ -197,3 +197,28 @@ async fn status_page_renders_live_in_chromium() {
     pc.stop().await;
     reader.await.expect("reader");
 }
+
+#[tokio::test]
+async fn with_an_admin_listener_the_status_page_is_served_there_only() {
+    let up = TestUpstream::start().await;
+    up.set("/api/jobs", items(1));
+    let mut cfg = config(&up);
+    cfg.admin.listen = Some("127.0.0.1:0".parse().expect("addr"));
+    let pc = pollcast::start(cfg).await.expect("start");
+    let admin = pc.admin_addr.expect("admin listener");
+    for path in ["/_pollcast/status", "/_pollcast/status/events"] {
+        let r = reqwest::get(format!("http://{}{path}", pc.addr))
+            .await
+            .expect("main");
+        assert_eq!(r.status(), 404, "{path} on the main listener");
+    }
+    assert_eq!(up.hits("/_pollcast"), 0, "never passed through");
+    let r = reqwest::get(format!("http://{admin}/_pollcast/status"))
+        .await
+        .expect("admin");
+    assert_eq!(r.status(), 200);
+    let mut st = Sse::connect(&format!("http://{admin}/_pollcast/status/events")).await;
+    let (snap, _) = status(&mut st).await;
+    assert_eq!(snap["feeds"][0]["name"], "jobs");
+    pc.stop().await;
+}
