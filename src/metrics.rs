@@ -117,6 +117,8 @@ pub struct Metrics {
     snapshots_sent: Family<FeedLabel, Counter>,
     resynced: Family<FeedLabel, Counter>,
     cut_off: Family<FeedLabel, Counter>,
+    /// Mirrors `stats::Counters::write_timeouts` (counted by the listener).
+    write_timeouts: Counter,
     proxy_requests: Family<StatusLabel, Counter>,
     proxy_duration: Family<StatusLabel, Histogram, fn() -> Histogram>,
     limit_refusals: Family<LimitLabel, Counter>,
@@ -145,6 +147,7 @@ impl Metrics {
             snapshots_sent: Family::default(),
             resynced: Family::default(),
             cut_off: Family::default(),
+            write_timeouts: Counter::default(),
             proxy_requests: Family::default(),
             proxy_duration: Family::new_with_constructor(latency_histogram),
             limit_refusals: Family::default(),
@@ -216,6 +219,11 @@ impl Metrics {
             "subscribers_cut_off",
             "Subscriber streams ended by pollcast (too slow, revoked, definition removed)",
             m.cut_off.clone(),
+        );
+        r.register(
+            "connections_write_timeout",
+            "Client connections closed because a write made no progress for [sse] write_timeout (stalled or vanished SSE clients)",
+            m.write_timeouts.clone(),
         );
         r.register(
             "proxy_requests",
@@ -318,6 +326,14 @@ impl Metrics {
             self.subscribers.get_or_create(&f).set(subs as i64);
         }
         self.poll_loops.set(feeds.live_pollers() as i64);
+        // The listener counts these without knowing a feed; mirror its
+        // monotonic count (the scrape lock makes the catch-up exact).
+        let seen = feeds
+            .counters()
+            .write_timeouts
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.write_timeouts
+            .inc_by(seen.saturating_sub(self.write_timeouts.get()));
         // The limits keep their own counts; bring the counters up to them.
         for (limit, total) in feeds.limits().refused() {
             let c = self.limit_refusals.get_or_create(&LimitLabel {

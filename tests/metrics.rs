@@ -48,6 +48,7 @@ async fn metrics_count_feeds_polls_events_and_pass_through() {
         must(&m, r#"pollcast_subscribers_cut_off_total{feed="jobs"}"#),
         0.0
     );
+    assert_eq!(must(&m, "pollcast_connections_write_timeout_total"), 0.0);
     let info = format!(
         "pollcast_build_info{{version=\"{}\"}}",
         env!("CARGO_PKG_VERSION")

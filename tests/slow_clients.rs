@@ -348,6 +348,11 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
     let stats = pollcast::stats::Stats::collect(&pc.registry);
     assert_eq!(stats.write_timeouts, 1, "{stats:?}");
     assert_eq!(stats.subscribers, 1);
+    let metrics = pc.registry.metrics().render(&pc.registry);
+    assert!(
+        metrics.contains("\npollcast_connections_write_timeout_total 1\n"),
+        "{metrics}"
+    );
 
     // Its socket was closed by pollcast: reading what is left ends in EOF or a reset.
     let mut stuck = stuck;
