@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pollcast::config::FeedConfig;
+use pollcast::feed::contract::{Contract, Render};
 use pollcast::feed::extract::extract;
 use pollcast::feed::poller::prepare;
 use pollcast::pointer::Pointer;
@@ -72,6 +73,12 @@ fn def() -> FeedConfig {
 
 fn poll_processing(c: &mut Criterion) {
     let def = def();
+    // The default contract, as a feed of this definition renders it.
+    let render = Render::new(
+        Contract::compile(&def).expect("the default contract compiles"),
+        &def.name,
+        &[],
+    );
     let mut g = c.benchmark_group("poll");
     for n in [1_000usize, 10_000] {
         let old = body(n, 0, 1);
@@ -79,7 +86,7 @@ fn poll_processing(c: &mut Criterion) {
         let prev = (old.clone(), Arc::new(old_list));
         for (label, changed) in [("0%", 0usize), ("1%", n / 100), ("100%", n)] {
             let new = body(n, changed, 2);
-            let events = prepare(&def, Some(&prev), new.clone())
+            let events = prepare(&def, &render, Some(&prev), new.clone())
                 .expect("ok")
                 .expect("changed body")
                 .len();
@@ -90,7 +97,7 @@ fn poll_processing(c: &mut Criterion) {
                 &new,
                 |b, new| {
                     b.iter(|| {
-                        let u = prepare(&def, Some(&prev), new.clone())
+                        let u = prepare(&def, &render, Some(&prev), new.clone())
                             .expect("ok")
                             .expect("changed");
                         black_box(u.encode(1, |seq| format!("0123456789ab:{seq}")))
@@ -102,7 +109,7 @@ fn poll_processing(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("identical body", n), &old, |b, same| {
             b.iter(|| {
                 black_box(
-                    prepare(&def, Some(&prev), same.clone())
+                    prepare(&def, &render, Some(&prev), same.clone())
                         .expect("ok")
                         .is_none(),
                 )

@@ -439,6 +439,69 @@ pub struct FeedConfig {
     /// The value of `credentials_env`, read once at startup.
     #[serde(skip)]
     pub credentials: Option<Secret>,
+    /// The event contract: per event kind a name and a data template.
+    #[serde(default)]
+    pub events: EventsConfig,
+    /// The body (at `items`) is one object, not a list: an object feed.
+    #[serde(default)]
+    pub object: bool,
+    /// Object feeds: JSON Pointer to an array whose new entries become `appended` events.
+    #[serde(default)]
+    pub append: Option<Pointer>,
+    /// Object feeds: a field whose values end the stream with a final event.
+    #[serde(default)]
+    pub terminal: Option<TerminalConfig>,
+}
+
+/// `[feeds.events]`: the event contract of one feed. Every kind left out
+/// keeps pollcast's default contract.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    pub connect: Option<EventSpec>,
+    pub snapshot: Option<EventSpec>,
+    pub added: Option<EventSpec>,
+    pub updated: Option<EventSpec>,
+    pub removed: Option<EventSpec>,
+    pub appended: Option<EventSpec>,
+    pub keepalive: Option<EventSpec>,
+    pub stale: Option<EventSpec>,
+    pub recovered: Option<EventSpec>,
+    pub chunk_start: Option<EventSpec>,
+    pub chunk: Option<EventSpec>,
+    pub chunk_end: Option<EventSpec>,
+    /// Send the snapshot as `chunk_start`, chunks of this many items, `chunk_end` (0 = one event).
+    #[serde(default)]
+    pub chunk_size: usize,
+    /// Events of one poll with the same name and data are sent once.
+    #[serde(default)]
+    pub coalesce: bool,
+    /// A poll that changed anything sends the whole snapshot again instead of
+    /// added/updated/removed events.
+    #[serde(default)]
+    pub resend: bool,
+}
+
+/// One event kind: `{ event = "job_added", data = { job = "{{item}}" }, send = true }`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSpec {
+    /// SSE event name; `""` sends unnamed events (`message` in EventSource).
+    pub event: Option<String>,
+    /// JSON data template (any TOML value) with `{{placeholders}}`.
+    pub data: Option<toml::Value>,
+    /// `false` never sends this kind.
+    pub send: Option<bool>,
+}
+
+/// `[feeds.terminal]`: when `field` reaches one of `values`, send that event and end.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerminalConfig {
+    /// JSON Pointer (inside the object) to the status field.
+    pub field: Pointer,
+    /// Field value -> event sent when it is reached.
+    pub values: std::collections::BTreeMap<String, EventSpec>,
 }
 
 fn default_interval() -> Duration {
@@ -478,6 +541,10 @@ impl FeedConfig {
             recheck: default_recheck(),
             credentials_env: None,
             credentials: None,
+            events: EventsConfig::default(),
+            object: false,
+            append: None,
+            terminal: None,
         }
     }
 
@@ -830,7 +897,7 @@ impl Config {
         }
         self.validate_admin()?;
         let mut names = std::collections::HashSet::new();
-        let mut paths = std::collections::HashSet::new();
+        let mut paths = std::collections::HashMap::new();
         for (i, f) in self.feeds.iter().enumerate() {
             if f.name.is_empty()
                 || !f
@@ -882,12 +949,21 @@ impl Config {
                     ),
                 ));
             }
-            if !paths.insert(sse.clone()) {
-                return Err(Problem::feed(
-                    i,
-                    "sse",
-                    format!("`{sse}` is used by an earlier feed"),
-                ));
+            // Feeds sharing an SSE path are followed together by one stream.
+            if let Some(&j) = paths.get(&sse) {
+                let other: &FeedConfig = &self.feeds[j];
+                if f.terminal.is_some() || other.terminal.is_some() {
+                    return Err(Problem::feed(
+                        i,
+                        "sse",
+                        format!("`{sse}` is shared with feeds[{j}]; a feed with `terminal` ends its stream and needs a path of its own"),
+                    ));
+                }
+            } else {
+                paths.insert(sse.clone(), i);
+            }
+            if let Err((key, message)) = crate::feed::contract::check(f) {
+                return Err(Problem::feed(i, &key, message));
             }
             if f.interval < Duration::from_millis(10) {
                 return Err(Problem::feed(i, "interval", "must be at least 10ms".into()));
@@ -1233,9 +1309,13 @@ items = ""
     }
 
     #[test]
-    fn duplicate_sse_path_is_located() {
-        let bad =
+    fn shared_sse_path_is_allowed_but_not_with_terminal() {
+        let shared =
             format!("{GOOD}\n[[feeds]]\nname = \"other\"\npoll = \"/x\"\nsse = \"/sse/jobs\"\n");
+        assert!(parse(&shared).is_ok());
+        let bad = format!(
+            "{shared}object = true\nterminal = {{ field = \"/status\", values = {{ done = {{}} }} }}\n"
+        );
         let e = Config::from_toml(&bad, Path::new("c.toml"))
             .unwrap_err()
             .to_string();

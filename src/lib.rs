@@ -50,12 +50,14 @@ pub mod preface;
 pub mod proxy;
 pub mod readiness;
 pub mod reload;
+pub mod route;
 pub mod router;
 pub mod server;
 pub mod sse;
 pub mod stall;
 pub mod stats;
 pub mod status;
+pub mod template;
 pub mod tls;
 pub mod upstream;
 

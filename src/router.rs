@@ -129,7 +129,7 @@ where
         let path = req.uri().path();
         // SSE routes are read per request from the registry's current
         // definitions, so a reload takes effect for the next request.
-        if let Some(def) = app.registry.route(path) {
+        if let Some((defs, params)) = app.registry.route(path) {
             let (head, _body) = req.into_parts();
             return Box::pin(async move {
                 let ctx = sse::SseContext {
@@ -137,7 +137,7 @@ where
                     cors: &app.cors,
                     shutdown: &app.shutdown,
                 };
-                Ok(sse::respond(ctx, def, head, remote).await)
+                Ok(sse::respond(ctx, &defs, params, head, remote).await)
             });
         }
         let method = req.method().clone();

@@ -1,17 +1,30 @@
-//! The default event contract: which event names pollcast sends and what JSON
-//! each carries.
+//! The event contract: which event names pollcast sends and what JSON each
+//! carries, per feed, from `[feeds.events]` (and `terminal`) in the config.
 //!
-//! This module owns the mapping from a change (or a feed status) to an event
-//! name and a JSON data document. It is the one place a different contract
-//! would plug in. It must never frame SSE (that is `sse::encode`) and never
-//! decide what changed (that is `diff`). Raw item bytes are spliced in as they
-//! are: they are valid compact JSON already, so no per-item serialisation happens.
+//! This module owns the mapping from a change (or a snapshot, a feed status, a
+//! terminal state) to an event name and a JSON data document. The default
+//! contract is a set of built-in templates that render exactly the historical
+//! payloads. It must never frame SSE ids (that is `sse::encode` and the feed)
+//! and never decide what changed (that is `diff`). Raw item bytes are spliced
+//! in as they are: they are valid compact JSON already, so no per-item
+//! serialisation happens. Everything here is rendered once per change by the
+//! poller (or once per feed for `connect`/`keepalive`), never per subscriber.
 
+use std::collections::BTreeSet;
 use std::time::SystemTime;
 
-use super::diff::Change;
-use super::extract::ItemList;
+use bytes::Bytes;
 
+use super::diff::Change;
+use super::extract::{Item, ItemList};
+use super::object::text_at;
+use crate::config::{EventSpec, FeedConfig};
+use crate::pointer::Pointer;
+use crate::route::Pattern;
+use crate::sse::encode;
+use crate::template::{Scope, Slot, Template, Vars};
+
+/// The default contract's event names.
 pub const SNAPSHOT: &str = "snapshot";
 pub const ADDED: &str = "added";
 pub const UPDATED: &str = "updated";
@@ -19,100 +32,658 @@ pub const REMOVED: &str = "removed";
 pub const STALE: &str = "stale";
 pub const RECOVERED: &str = "recovered";
 
-/// `{"items":[...]}` with the items in upstream order.
-pub fn snapshot(list: &ItemList) -> Vec<u8> {
-    let len: usize = list.items.iter().map(|i| i.raw.len() + 1).sum();
-    let mut out = Vec::with_capacity(len + 12);
-    out.extend_from_slice(b"{\"items\":[");
-    for (n, item) in list.items.iter().enumerate() {
-        if n > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(&item.raw);
-    }
-    out.extend_from_slice(b"]}");
-    out
+/// One configured event kind: its SSE name (`""` = unnamed) and data template.
+#[derive(Debug, Clone)]
+pub struct Kind {
+    pub name: String,
+    pub data: Template,
 }
 
-/// Event name and data for one change.
-pub fn change(change: &Change<'_>) -> (&'static str, Vec<u8>) {
-    match change {
-        Change::Added(item) => (
-            ADDED,
-            splice(&[b"{\"id\":", item.id(), b",\"item\":", &item.raw, b"}"]),
-        ),
-        Change::Updated { item, patch } => {
-            let patch = serde_json::to_vec(patch).unwrap_or_else(|_| b"[]".to_vec());
-            (
+/// A feed definition's compiled contract. `None` = that kind is not sent.
+#[derive(Debug, Clone)]
+pub struct Contract {
+    pub connect: Option<Kind>,
+    pub snapshot: Option<Kind>,
+    pub added: Option<Kind>,
+    pub updated: Option<Kind>,
+    pub removed: Option<Kind>,
+    pub appended: Option<Kind>,
+    /// `None`: keepalives are `:keepalive` comments.
+    pub keepalive: Option<Kind>,
+    pub stale: Option<Kind>,
+    pub recovered: Option<Kind>,
+    pub chunk_size: usize,
+    pub chunk_start: Option<Kind>,
+    pub chunk: Option<Kind>,
+    pub chunk_end: Option<Kind>,
+    pub terminal: Option<(Pointer, Vec<(String, Kind)>)>,
+    pub coalesce: bool,
+    pub resend: bool,
+}
+
+const COMMON: &[Slot] = &[Slot::Feed, Slot::Timestamp];
+
+/// Validate a feed's contract (and its object/path settings) for `config::validate`:
+/// `Err((key, message))` with the key relative to the feed.
+pub fn check(def: &FeedConfig) -> Result<(), (String, String)> {
+    Contract::compile(def).map(|_| ())
+}
+
+impl Contract {
+    /// A contract that sends nothing but comments; only a fallback.
+    pub fn silent() -> Self {
+        Self {
+            connect: None,
+            snapshot: None,
+            added: None,
+            updated: None,
+            removed: None,
+            appended: None,
+            keepalive: None,
+            stale: None,
+            recovered: None,
+            chunk_size: 0,
+            chunk_start: None,
+            chunk: None,
+            chunk_end: None,
+            terminal: None,
+            coalesce: false,
+            resend: false,
+        }
+    }
+
+    /// Compile `def`'s contract; errors name the config key.
+    pub fn compile(def: &FeedConfig) -> Result<Self, (String, String)> {
+        let sse = Pattern::parse(&def.sse_path()).map_err(|m| ("sse".to_owned(), m))?;
+        let poll = Pattern::parse(&def.poll).map_err(|m| ("poll".to_owned(), m))?;
+        let params = sse.params();
+        if let Some(p) = poll.params().into_iter().find(|p| !params.contains(p)) {
+            return Err((
+                "poll".into(),
+                format!(
+                    "`{{{p}}}` is not a parameter of the SSE path `{}`",
+                    def.sse_path()
+                ),
+            ));
+        }
+        if !def.object && (def.append.is_some() || def.terminal.is_some()) {
+            let key = if def.append.is_some() {
+                "append"
+            } else {
+                "terminal"
+            };
+            return Err((
+                key.into(),
+                "only object feeds (`object = true`) have this".into(),
+            ));
+        }
+        let e = &def.events;
+        let obj: &[Slot] = if def.object {
+            &[Slot::Item, Slot::Id]
+        } else {
+            &[]
+        };
+        let build = |key: &str,
+                     spec: &Option<EventSpec>,
+                     on: bool,
+                     name: &str,
+                     data: &str,
+                     slots: &[&[Slot]]|
+         -> Result<Option<Kind>, (String, String)> {
+            let slots: Vec<Slot> = slots.iter().flat_map(|s| s.iter().copied()).collect();
+            kind(key, spec.as_ref(), on, name, data, &slots, &params)
+        };
+        let item: &[Slot] = &[Slot::Item, Slot::Id];
+        let contract = Self {
+            connect: build(
+                "events.connect",
+                &e.connect,
+                false,
+                "connected",
+                "{}",
+                &[COMMON],
+            )?,
+            snapshot: build(
+                "events.snapshot",
+                &e.snapshot,
+                true,
+                SNAPSHOT,
+                r#"{"items":"{{items}}"}"#,
+                &[COMMON, &[Slot::Items, Slot::Total], obj],
+            )?,
+            added: build(
+                "events.added",
+                &e.added,
+                true,
+                ADDED,
+                r#"{"id":"{{id}}","item":"{{item}}"}"#,
+                &[COMMON, item],
+            )?,
+            updated: build(
+                "events.updated",
+                &e.updated,
+                true,
                 UPDATED,
-                splice(&[
-                    b"{\"id\":",
-                    item.id(),
-                    b",\"item\":",
-                    &item.raw,
-                    b",\"patch\":",
-                    &patch,
-                    b"}",
-                ]),
-            )
+                r#"{"id":"{{id}}","item":"{{item}}","patch":"{{patch}}"}"#,
+                &[COMMON, item, &[Slot::Patch, Slot::Changes]],
+            )?,
+            removed: build(
+                "events.removed",
+                &e.removed,
+                true,
+                REMOVED,
+                r#"{"id":"{{id}}"}"#,
+                &[COMMON, item],
+            )?,
+            appended: build(
+                "events.appended",
+                &e.appended,
+                true,
+                "appended",
+                r#"{"id":"{{id}}","new":"{{new}}"}"#,
+                &[COMMON, item, &[Slot::New]],
+            )?,
+            keepalive: build(
+                "events.keepalive",
+                &e.keepalive,
+                false,
+                "",
+                "{}",
+                &[&[Slot::Feed]],
+            )?,
+            stale: build(
+                "events.stale",
+                &e.stale,
+                true,
+                STALE,
+                r#"{"failures":"{{failures}}","reason":"{{reason}}","since":"{{since}}"}"#,
+                &[COMMON, &[Slot::Reason, Slot::Failures, Slot::Since]],
+            )?,
+            recovered: build(
+                "events.recovered",
+                &e.recovered,
+                true,
+                RECOVERED,
+                r#"{"failures":"{{failures}}","stale_since":"{{stale_since}}"}"#,
+                &[COMMON, &[Slot::StaleSince, Slot::Failures]],
+            )?,
+            chunk_size: e.chunk_size,
+            chunk_start: build(
+                "events.chunk_start",
+                &e.chunk_start,
+                true,
+                "snapshot_start",
+                r#"{"total":"{{total}}"}"#,
+                &[COMMON, &[Slot::Total]],
+            )?,
+            chunk: build(
+                "events.chunk",
+                &e.chunk,
+                true,
+                "snapshot_chunk",
+                r#"{"items":"{{chunk}}","sent":"{{sent}}","total":"{{total}}"}"#,
+                &[COMMON, &[Slot::Chunk, Slot::Sent, Slot::Total]],
+            )?,
+            chunk_end: build(
+                "events.chunk_end",
+                &e.chunk_end,
+                true,
+                "snapshot_end",
+                r#"{"total":"{{total}}"}"#,
+                &[COMMON, &[Slot::Total]],
+            )?,
+            terminal: match &def.terminal {
+                None => None,
+                Some(t) => {
+                    if t.values.is_empty() {
+                        return Err(("terminal".into(), "`values` names no terminal value".into()));
+                    }
+                    let mut values = Vec::new();
+                    for (value, spec) in &t.values {
+                        let k = kind(
+                            &format!("terminal.values.{value}"),
+                            Some(spec),
+                            true,
+                            value,
+                            r#""{{item}}""#,
+                            &[Slot::Feed, Slot::Timestamp, Slot::Item, Slot::Id],
+                            &params,
+                        )?;
+                        if let Some(k) = k {
+                            values.push((value.clone(), k));
+                        }
+                    }
+                    Some((t.field.clone(), values))
+                }
+            },
+            coalesce: e.coalesce,
+            resend: e.resend,
+        };
+        Ok(contract)
+    }
+}
+
+/// Resolve one kind from its spec and defaults, validating name and template.
+fn kind(
+    key: &str,
+    spec: Option<&EventSpec>,
+    on_by_default: bool,
+    name: &str,
+    data: &str,
+    slots: &[Slot],
+    params: &[String],
+) -> Result<Option<Kind>, (String, String)> {
+    let on = spec
+        .map(|s| s.send.unwrap_or(true))
+        .unwrap_or(on_by_default);
+    if !on {
+        return Ok(None);
+    }
+    let name = spec
+        .and_then(|s| s.event.clone())
+        .unwrap_or_else(|| name.to_owned());
+    // A line break would end the `event:` line early and corrupt framing;
+    // `""` is the one allowed non-name: unnamed events (`message`).
+    if !name.is_empty() && !crate::config::valid_event_name(&name) {
+        return Err((
+            key.into(),
+            format!(
+                "event name {name:?} is not usable: use printable ASCII without spaces, `:` or line breaks (at most 128 bytes), or \"\" for unnamed `message` events"
+            ),
+        ));
+    }
+    let scope = Scope { slots, params };
+    let data = match spec.and_then(|s| s.data.as_ref()) {
+        Some(v) => Template::compile(v, &scope),
+        None => Template::from_json(data, &scope),
+    }
+    .map_err(|e| (key.to_owned(), format!("data: {e}")))?;
+    Ok(Some(Kind { name, data }))
+}
+
+/// A contract bound to one feed instance (its name and path parameters).
+pub struct Render {
+    pub contract: Contract,
+    feed: String,
+    params: Vec<String>,
+}
+
+/// The values available to one rendering.
+#[derive(Default)]
+struct Ctx<'a> {
+    feed: &'a str,
+    params: &'a [String],
+    timestamp: &'a str,
+    items: Option<&'a [Item]>,
+    chunk: Option<&'a [Item]>,
+    item: Option<&'a [u8]>,
+    id: Option<&'a [u8]>,
+    patch: Option<&'a [u8]>,
+    changes: Option<&'a [u8]>,
+    new: Option<&'a [u8]>,
+    total: Option<usize>,
+    sent: Option<usize>,
+    reason: Option<&'a str>,
+    failures: Option<u32>,
+    since: Option<&'a str>,
+    stale_since: Option<&'a str>,
+}
+
+impl Vars for Ctx<'_> {
+    fn write(&self, slot: Slot, out: &mut Vec<u8>) -> bool {
+        let bytes =
+            |out: &mut Vec<u8>, b: Option<&[u8]>| b.map(|b| out.extend_from_slice(b)).is_some();
+        let number = |out: &mut Vec<u8>, n: Option<u64>| {
+            n.map(|n| out.extend_from_slice(n.to_string().as_bytes()))
+                .is_some()
+        };
+        let items = |out: &mut Vec<u8>, l: Option<&[Item]>| {
+            let Some(l) = l else { return false };
+            out.push(b'[');
+            for (n, i) in l.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&i.raw);
+            }
+            out.push(b']');
+            true
+        };
+        match slot {
+            Slot::Items => items(out, self.items),
+            Slot::Chunk => items(out, self.chunk),
+            Slot::Item => bytes(out, self.item),
+            Slot::Id => bytes(out, self.id),
+            Slot::Patch => bytes(out, self.patch),
+            Slot::Changes => bytes(out, self.changes),
+            Slot::New => bytes(out, self.new),
+            Slot::Total => number(out, self.total.map(|n| n as u64)),
+            Slot::Sent => number(out, self.sent.map(|n| n as u64)),
+            Slot::Failures => number(out, self.failures.map(u64::from)),
+            Slot::Timestamp => bytes(out, Some(self.timestamp.as_bytes())),
+            Slot::Feed => bytes(out, Some(self.feed.as_bytes())),
+            Slot::Reason => bytes(out, self.reason.map(str::as_bytes)),
+            Slot::Since => bytes(out, self.since.map(str::as_bytes)),
+            Slot::StaleSince => bytes(out, self.stale_since.map(str::as_bytes)),
+            Slot::Path(i) => bytes(out, self.params.get(i).map(|s| s.as_bytes())),
         }
-        Change::Removed(item) => (REMOVED, splice(&[b"{\"id\":", item.id(), b"}"])),
     }
 }
 
-/// `stale`: the upstream is failing; the last good snapshot still stands.
-pub fn stale(reason: &str, failures: u32, since: SystemTime) -> Vec<u8> {
-    serde_json::json!({
-        "reason": reason,
-        "failures": failures,
-        "since": humantime::format_rfc3339_millis(since).to_string(),
-    })
-    .to_string()
-    .into_bytes()
+/// An item's id, or none (an object without an id field renders `null`).
+fn id_of(item: &Item) -> Option<&[u8]> {
+    Some(item.id()).filter(|id| !id.is_empty())
 }
 
-/// `recovered`: polls succeed again.
-pub fn recovered(stale_since: SystemTime, failures: u32) -> Vec<u8> {
-    serde_json::json!({
-        "stale_since": humantime::format_rfc3339_millis(stale_since).to_string(),
-        "failures": failures,
-    })
-    .to_string()
-    .into_bytes()
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
-fn splice(parts: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for p in parts {
-        out.extend_from_slice(p);
+/// The current time as a JSON string, ISO 8601 / RFC 3339 in UTC with milliseconds.
+pub fn now() -> String {
+    timestamp(SystemTime::now())
+}
+
+fn timestamp(t: SystemTime) -> String {
+    json_str(&humantime::format_rfc3339_millis(t).to_string())
+}
+
+/// Events of one poll, `(name, data)` in order.
+pub type Events = Vec<(String, Vec<u8>)>;
+
+impl Render {
+    /// `params` are the path parameter values, in the SSE pattern's order.
+    pub fn new(contract: Contract, feed: &str, params: &[String]) -> Self {
+        Self {
+            contract,
+            feed: json_str(feed),
+            params: params.iter().map(|p| json_str(p)).collect(),
+        }
     }
-    out
+
+    fn ctx<'a>(&'a self, timestamp: &'a str) -> Ctx<'a> {
+        Ctx {
+            feed: &self.feed,
+            params: &self.params,
+            timestamp,
+            ..Ctx::default()
+        }
+    }
+
+    fn body(kind: &Kind, ctx: &Ctx<'_>) -> Bytes {
+        encode::body(&kind.name, &kind.data.render(ctx))
+    }
+
+    /// The `connect` event (no id), rendered once per feed instance.
+    pub fn connect(&self) -> Option<Bytes> {
+        let ts = now();
+        let kind = self.contract.connect.as_ref()?;
+        Some(Self::body(kind, &self.ctx(&ts)))
+    }
+
+    /// What a subscriber sends after a quiet `sse.keepalive`.
+    pub fn keepalive(&self) -> Bytes {
+        match &self.contract.keepalive {
+            Some(kind) => Self::body(kind, &self.ctx("null")),
+            None => encode::comment("keepalive"),
+        }
+    }
+
+    /// The snapshot as `(head, tail)`: the `id:` line goes between them, so it
+    /// lands on the LAST event (a client that loses a chunked snapshot midway
+    /// resumes from before it). Both empty when snapshots are not sent.
+    pub fn snapshot(&self, list: &ItemList) -> (Bytes, Bytes) {
+        let ts = now();
+        let c = &self.contract;
+        let total = list.items.len();
+        if c.chunk_size > 0 {
+            let mut head = Vec::new();
+            let mut ctx = self.ctx(&ts);
+            ctx.total = Some(total);
+            if let Some(k) = &c.chunk_start {
+                head.extend_from_slice(&Self::body(k, &ctx));
+            }
+            if let Some(k) = &c.chunk {
+                let mut sent = 0;
+                for chunk in list.items.chunks(c.chunk_size) {
+                    sent += chunk.len();
+                    let mut ctx = self.ctx(&ts);
+                    ctx.total = Some(total);
+                    ctx.chunk = Some(chunk);
+                    ctx.sent = Some(sent);
+                    head.extend_from_slice(&Self::body(k, &ctx));
+                }
+            }
+            return match &c.chunk_end {
+                Some(k) => (Bytes::from(head), Self::body(k, &ctx)),
+                None => {
+                    // The id goes on the last event there is.
+                    let head = Bytes::from(head);
+                    (Bytes::new(), head)
+                }
+            };
+        }
+        let Some(k) = &c.snapshot else {
+            return (Bytes::new(), Bytes::new());
+        };
+        let mut ctx = self.ctx(&ts);
+        ctx.items = Some(&list.items);
+        ctx.total = Some(total);
+        if let Some(first) = list.items.first() {
+            ctx.item = Some(&first.raw);
+            ctx.id = id_of(first);
+        }
+        (Bytes::new(), Self::body(k, &ctx))
+    }
+
+    /// Events for the changes of one poll (plus appended entries of an object
+    /// feed), in order; kinds that are not sent are left out.
+    pub fn changes(
+        &self,
+        changes: &[Change<'_>],
+        appended: Option<(&Item, &[u8])>,
+        ignore: &[Pointer],
+        timestamp: &str,
+    ) -> Events {
+        let c = &self.contract;
+        let mut out: Events = Vec::with_capacity(changes.len());
+        for change in changes {
+            let mut ctx = self.ctx(timestamp);
+            let (kind, item) = match change {
+                Change::Added(i) => (&c.added, *i),
+                Change::Removed(i) => (&c.removed, *i),
+                Change::Updated { item, .. } => (&c.updated, *item),
+            };
+            let Some(kind) = kind else { continue };
+            ctx.item = Some(&item.raw);
+            ctx.id = id_of(item);
+            let (patch, fields);
+            if let Change::Updated { patch: p, .. } = change {
+                if kind.data.uses(Slot::Patch) {
+                    patch = serde_json::to_vec(p).unwrap_or_else(|_| b"[]".to_vec());
+                    ctx.patch = Some(&patch);
+                }
+                if kind.data.uses(Slot::Changes) {
+                    fields = changed_fields(p, ignore);
+                    ctx.changes = Some(&fields);
+                }
+            }
+            out.push((kind.name.clone(), kind.data.render(&ctx)));
+        }
+        if let (Some(kind), Some((item, new))) = (&c.appended, appended) {
+            let mut ctx = self.ctx(timestamp);
+            ctx.item = Some(&item.raw);
+            ctx.id = id_of(item);
+            ctx.new = Some(new);
+            out.push((kind.name.clone(), kind.data.render(&ctx)));
+        }
+        if c.coalesce {
+            let mut seen = std::collections::HashSet::new();
+            out.retain(|e| seen.insert(e.clone()));
+        }
+        out
+    }
+
+    /// `stale`: the upstream is failing; the last good snapshot still stands.
+    /// Empty when not sent.
+    pub fn stale(&self, reason: &str, failures: u32, since: SystemTime) -> Bytes {
+        let Some(k) = &self.contract.stale else {
+            return Bytes::new();
+        };
+        let (ts, reason, since) = (now(), json_str(reason), timestamp(since));
+        let mut ctx = self.ctx(&ts);
+        ctx.reason = Some(&reason);
+        ctx.failures = Some(failures);
+        ctx.since = Some(&since);
+        Self::body(k, &ctx)
+    }
+
+    /// `recovered`: polls succeed again. Empty when not sent.
+    pub fn recovered(&self, stale_since: SystemTime, failures: u32) -> Bytes {
+        let Some(k) = &self.contract.recovered else {
+            return Bytes::new();
+        };
+        let (ts, since) = (now(), timestamp(stale_since));
+        let mut ctx = self.ctx(&ts);
+        ctx.stale_since = Some(&since);
+        ctx.failures = Some(failures);
+        Self::body(k, &ctx)
+    }
+
+    /// The terminal event when an object feed's status field holds a terminal value.
+    pub fn terminal(&self, list: &ItemList) -> Option<Bytes> {
+        let (field, values) = self.contract.terminal.as_ref()?;
+        let item = list.items.first()?;
+        let value = text_at(&item.raw, field)?;
+        let (_, kind) = values.iter().find(|(v, _)| *v == value)?;
+        let ts = now();
+        let mut ctx = self.ctx(&ts);
+        ctx.item = Some(&item.raw);
+        ctx.id = id_of(item);
+        Some(Self::body(kind, &ctx))
+    }
+}
+
+/// The top-level fields an RFC 6902 patch touches, as a sorted JSON array of
+/// names, leaving out fields whose changes are ignored as a whole.
+fn changed_fields(patch: &json_patch::Patch, ignore: &[Pointer]) -> Vec<u8> {
+    let mut names = BTreeSet::new();
+    for op in &patch.0 {
+        let path = match op {
+            json_patch::PatchOperation::Add(o) => &o.path,
+            json_patch::PatchOperation::Remove(o) => &o.path,
+            json_patch::PatchOperation::Replace(o) => &o.path,
+            json_patch::PatchOperation::Move(o) => &o.path,
+            json_patch::PatchOperation::Copy(o) => &o.path,
+            json_patch::PatchOperation::Test(o) => &o.path,
+        };
+        let text = path.to_string();
+        let Ok(p) = Pointer::parse(&text) else {
+            continue;
+        };
+        if let Some(first) = p.tokens().first() {
+            let whole_ignored = ignore
+                .iter()
+                .any(|i| i.tokens().len() == 1 && i.tokens()[0] == *first);
+            if !whole_ignored {
+                names.insert(first.clone());
+            }
+        }
+    }
+    serde_json::to_vec(&names).unwrap_or_else(|_| b"[]".to_vec())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::feed::extract::extract;
-    use crate::pointer::Pointer;
-    use bytes::Bytes;
     use serde_json::{json, Value};
 
+    fn default_render() -> Render {
+        let c = Contract::compile(&FeedConfig::new("t", "/t")).expect("default compiles");
+        Render::new(c, "t", &[])
+    }
+
     #[test]
-    fn payloads_are_valid_json_with_ids_as_given() {
+    fn default_payloads_are_the_historical_bytes() {
         let (list, _) = extract(
             Bytes::from_static(br#"[{"id":"a","v":1},{"id":2.50}]"#),
             &Pointer::default(),
             &Pointer::parse("/id").expect("p"),
         )
         .expect("list");
-        let snap: Value = serde_json::from_slice(&snapshot(&list)).expect("json");
-        assert_eq!(snap, json!({"items":[{"id":"a","v":1},{"id":2.5}]}));
-        let (name, data) = change(&Change::Removed(&list.items[1]));
-        assert_eq!(name, REMOVED);
-        assert_eq!(data, br#"{"id":2.50}"#);
-        let (name, data) = change(&Change::Added(&list.items[0]));
-        assert_eq!(name, ADDED);
-        let v: Value = serde_json::from_slice(&data).expect("json");
-        assert_eq!(v, json!({"id":"a","item":{"id":"a","v":1}}));
+        let r = default_render();
+        let (head, tail) = r.snapshot(&list);
+        assert!(head.is_empty());
+        assert_eq!(
+            &tail[..],
+            b"event: snapshot\ndata: {\"items\":[{\"id\":\"a\",\"v\":1},{\"id\":2.50}]}\n\n"
+        );
+        let ev = r.changes(
+            &[
+                Change::Removed(&list.items[1]),
+                Change::Added(&list.items[0]),
+            ],
+            None,
+            &[],
+            "\"t\"",
+        );
+        assert_eq!(ev[0].0, "removed");
+        assert_eq!(ev[0].1, br#"{"id":2.50}"#);
+        assert_eq!(ev[1].0, "added");
+        assert_eq!(ev[1].1, br#"{"id":"a","item":{"id":"a","v":1}}"#);
+        let since = SystemTime::UNIX_EPOCH;
+        assert_eq!(
+            &r.stale("x \"y\"", 3, since)[..],
+            b"event: stale\ndata: {\"failures\":3,\"reason\":\"x \\\"y\\\"\",\"since\":\"1970-01-01T00:00:00.000Z\"}\n\n"
+        );
+        let v: Value =
+            serde_json::from_slice(&r.recovered(since, 2)[b"event: recovered\ndata: ".len()..])
+                .expect("json");
+        assert_eq!(
+            v,
+            json!({"failures": 2, "stale_since": "1970-01-01T00:00:00.000Z"})
+        );
+        assert_eq!(&r.keepalive()[..], b":keepalive\n\n");
+        assert!(r.connect().is_none());
+    }
+
+    #[test]
+    fn changed_fields_are_top_level_sorted_and_skip_ignored() {
+        let patch = json_patch::diff(
+            &json!({"id":1,"ram_gb":8,"price_usd":5,"meta":{"a":1},"seen":1}),
+            &json!({"id":1,"ram_gb":16,"price_usd":6,"meta":{"a":2},"seen":2}),
+        );
+        let ignore = [Pointer::parse("/seen").expect("p")];
+        assert_eq!(
+            changed_fields(&patch, &ignore),
+            br#"["meta","price_usd","ram_gb"]"#
+        );
+    }
+
+    #[test]
+    fn bad_names_and_placeholders_name_the_key() {
+        let mut def = FeedConfig::new("t", "/t");
+        def.events.added = Some(EventSpec {
+            event: Some("a\nb".into()),
+            ..EventSpec::default()
+        });
+        let (key, msg) = Contract::compile(&def).unwrap_err();
+        assert_eq!(key, "events.added");
+        assert!(msg.contains("line break"), "{msg}");
+        def.events.added = Some(EventSpec {
+            data: Some(toml::Value::String("{{patch}}".into())),
+            ..EventSpec::default()
+        });
+        let (key, msg) = Contract::compile(&def).unwrap_err();
+        assert_eq!(key, "events.added");
+        assert!(
+            msg.contains("{{patch}}") && msg.contains("{{item}}"),
+            "{msg}"
+        );
+        let mut def = FeedConfig::new("t", "/api/{id}");
+        def.sse = Some("/sse/x".into());
+        assert_eq!(Contract::compile(&def).unwrap_err().0, "poll");
     }
 }

@@ -105,6 +105,8 @@ pub enum ExtractError {
     ItemsMissing(String),
     #[error("value at items pointer `{0}` is not an array")]
     NotAnArray(String),
+    #[error("value at items pointer `{0}` is not an object (the feed has `object = true`)")]
+    NotAnObject(String),
 }
 
 /// Items skipped while extracting: logged, never fatal.
@@ -163,6 +165,23 @@ pub fn extract(
         }
     }
     Ok((list, skipped))
+}
+
+/// An object feed's one-item list: `raw` is the object, `id` the span of its
+/// id in it (empty when it has none). Every version shares one fixed key, so
+/// successive polls always compare the same item.
+pub fn single(raw: Bytes, id: Range<usize>) -> ItemList {
+    let mut list = ItemList {
+        items: Vec::with_capacity(1),
+        index: HashTable::with_capacity(1),
+        hasher: RandomState::default(),
+    };
+    list.push(Item {
+        raw,
+        id,
+        canonical: Some(Box::new([])),
+    });
+    list
 }
 
 /// The canonical key of an id when it is not the id's own bytes: numbers

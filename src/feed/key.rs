@@ -25,6 +25,8 @@ pub struct FeedKey {
     pub query: String,
     pub authorization: Option<HeaderValue>,
     pub cookie: Option<HeaderValue>,
+    /// SSE path parameter values, in the pattern's order (empty without parameters).
+    pub params: Vec<String>,
 }
 
 impl FeedKey {
@@ -39,12 +41,24 @@ impl FeedKey {
             query,
             authorization,
             cookie,
+            params: Vec::new(),
         }
+    }
+
+    /// The same key for the path parameter values of one request.
+    pub fn with_params(mut self, params: Vec<String>) -> Self {
+        self.params = params;
+        self
     }
 
     /// `jobs?status=running [credentials]`, never the credentials themselves.
     pub fn label(&self, name: &str) -> String {
         let mut s = name.to_owned();
+        if !self.params.is_empty() {
+            s.push('(');
+            s.push_str(&self.params.join(","));
+            s.push(')');
+        }
         if !self.query.is_empty() {
             s.push('?');
             s.push_str(&self.printable_query());
@@ -100,6 +114,7 @@ impl fmt::Debug for FeedKey {
         f.debug_struct("FeedKey")
             .field("def", &self.def)
             .field("query", &self.printable_query())
+            .field("params", &self.params)
             .field(
                 "authorization",
                 &self.authorization.as_ref().map(|_| "<redacted>"),

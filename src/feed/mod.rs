@@ -14,6 +14,7 @@
 //! Submodules: [`registry`] (which feeds exist), [`poller`] (the loop that polls
 //! one feed), [`extract`] (body to items), [`diff`] (what changed), [`contract`]
 //! (event names and payloads), [`key`] (what makes two subscribers share a feed),
+//! [`object`] (object feeds: one object, appended entries, terminal field),
 //! [`scan`] (the one validating pass over a body), [`stats`] (counters per
 //! definition for the status page).
 
@@ -21,6 +22,7 @@ pub mod contract;
 pub mod diff;
 pub mod extract;
 pub mod key;
+pub mod object;
 pub mod poller;
 pub mod registry;
 pub mod scan;
@@ -35,7 +37,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::FeedConfig;
-use crate::sse::encode;
+use contract::{Contract, Render};
 use extract::ItemList;
 pub use key::FeedKey;
 
@@ -44,6 +46,12 @@ pub use key::FeedKey;
 pub struct Feed {
     pub key: FeedKey,
     pub def: Arc<FeedConfig>,
+    /// The contract bound to this instance's name and path parameters.
+    pub render: Arc<Render>,
+    /// The encoded `connect` event, sent (without id) first on every stream.
+    pub connect: Option<Bytes>,
+    /// What a quiet stream sends: a comment, or a configured data event.
+    pub keepalive: Bytes,
     /// Random per instance; the first half of every event id.
     epoch: String,
     state: Mutex<State>,
@@ -69,12 +77,17 @@ struct State {
     stale: Option<Bytes>,
     /// Encoded `recovered` body of the last recovery.
     recovered: Bytes,
+    /// Encoded terminal event once an object feed reached a terminal state:
+    /// the feed no longer changes and every stream ends after telling it.
+    end: Option<Bytes>,
 }
 
 /// One version of the item list, encoded lazily and at most once.
 pub struct Snapshot {
     pub list: Arc<ItemList>,
-    encoded: OnceLock<Bytes>,
+    render: Arc<Render>,
+    /// `(head, tail)`: the subscriber's `id:` line goes between them.
+    encoded: OnceLock<(Bytes, Bytes)>,
 }
 
 /// Where one subscriber stands in a feed.
@@ -84,22 +97,43 @@ pub struct Cursor {
     at: Option<u64>,
     status_gen: u64,
     told_stale: bool,
+    /// The terminal event was handed out; nothing follows it.
+    pub ended: bool,
     /// Times this subscriber fell out of the history and was resynced.
     pub resyncs: u64,
 }
 
-/// What a subscriber must send next, in order.
+/// What a subscriber must send next, in order. Ids are left to the
+/// subscriber (a stream following several feeds writes composite ids); the
+/// shared bytes are never copied.
 pub enum Out {
+    /// Bytes without an id (retry hint, keepalive, connect event).
     Bytes(Bytes),
-    /// `id:` line then the (lazily encoded) snapshot body.
-    Snapshot(Bytes, Arc<Snapshot>),
+    /// A history event, encoded once with this feed's own `id:` line first.
+    Event { seq: u64, bytes: Bytes },
+    /// A body that needs an `id:` line for state `seq` in front of it
+    /// (stale/recovered, and the terminal event when `end`).
+    Tagged { seq: u64, body: Bytes, end: bool },
+    /// The (lazily encoded) snapshot of state `seq`.
+    Snapshot(u64, Arc<Snapshot>),
 }
 
 impl Feed {
     pub fn new(key: FeedKey, def: Arc<FeedConfig>, history: usize) -> Self {
+        // A config that exists was validated, so compiling cannot fail; code
+        // that builds configs by hand gets the default contract rather than a panic.
+        let contract = Contract::compile(&def).unwrap_or_else(|(k, m)| {
+            tracing::error!(feed = %def.name, key = %k, "invalid contract, using the default: {m}");
+            Contract::compile(&FeedConfig::new(&def.name, "/"))
+                .unwrap_or_else(|_| Contract::silent())
+        });
+        let render = Arc::new(Render::new(contract, &def.name, &key.params));
         Self {
             key,
             def,
+            connect: render.connect(),
+            keepalive: render.keepalive(),
+            render,
             epoch: format!("{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff),
             state: Mutex::new(State {
                 seq: 0,
@@ -110,6 +144,7 @@ impl Feed {
                 status_gen: 0,
                 stale: None,
                 recovered: Bytes::new(),
+                end: None,
             }),
             changed: watch::channel(0).0,
             subscribers: AtomicUsize::new(0),
@@ -188,11 +223,10 @@ impl Feed {
             Some(c) if c == cur => {}
             Some(c) if st.can_replay_from(c) => {
                 let start = st.history.partition_point(|(s, _)| *s <= c);
-                out.extend(
-                    st.history
-                        .range(start..)
-                        .map(|(_, b)| Out::Bytes(b.clone())),
-                );
+                out.extend(st.history.range(start..).map(|(seq, b)| Out::Event {
+                    seq: *seq,
+                    bytes: b.clone(),
+                }));
                 cursor.at = Some(cur);
             }
             _ => {
@@ -200,13 +234,21 @@ impl Feed {
                     if cursor.at.is_some() {
                         cursor.resyncs += 1;
                     }
-                    out.push_back(Out::Snapshot(encode::id_line(&self.id(cur)), snap.clone()));
+                    out.push_back(Out::Snapshot(cur, snap.clone()));
                     cursor.at = Some(cur);
                 }
             }
         }
         if fresh {
             self.pull_status(&st, cursor, out);
+        }
+        if let (Some(end), false, Some(_)) = (&st.end, cursor.ended, cursor.at) {
+            out.push_back(Out::Tagged {
+                seq: st.seq,
+                body: end.clone(),
+                end: true,
+            });
+            cursor.ended = true;
         }
     }
 
@@ -215,19 +257,24 @@ impl Feed {
             return;
         }
         cursor.status_gen = st.status_gen;
-        let id = encode::id_line(&self.id(st.seq));
-        match (&st.stale, cursor.told_stale) {
+        let body = match (&st.stale, cursor.told_stale) {
             (Some(stale), false) => {
-                out.push_back(Out::Bytes(id));
-                out.push_back(Out::Bytes(stale.clone()));
                 cursor.told_stale = true;
+                stale.clone()
             }
             (None, true) => {
-                out.push_back(Out::Bytes(id));
-                out.push_back(Out::Bytes(st.recovered.clone()));
                 cursor.told_stale = false;
+                st.recovered.clone()
             }
-            _ => {}
+            _ => return,
+        };
+        // An empty body: this contract does not send the status kind.
+        if !body.is_empty() {
+            out.push_back(Out::Tagged {
+                seq: st.seq,
+                body,
+                end: false,
+            });
         }
     }
 
@@ -250,6 +297,7 @@ impl Feed {
             }
             st.snapshot = Some(Arc::new(Snapshot {
                 list,
+                render: self.render.clone(),
                 encoded: OnceLock::new(),
             }));
         }
@@ -260,6 +308,7 @@ impl Feed {
     pub(crate) fn replace_list(&self, list: Arc<ItemList>) {
         self.state().snapshot = Some(Arc::new(Snapshot {
             list,
+            render: self.render.clone(),
             encoded: OnceLock::new(),
         }));
     }
@@ -295,6 +344,16 @@ impl Feed {
         self.changed.send_modify(|g| *g = g.wrapping_add(1));
     }
 
+    /// Reach the terminal state: every stream tells `body` and ends.
+    pub(crate) fn finish(&self, body: Bytes) {
+        self.state().end = Some(body);
+        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.state().end.is_some()
+    }
+
     pub fn is_stale(&self) -> bool {
         self.state().stale.is_some()
     }
@@ -321,10 +380,11 @@ impl State {
 }
 
 impl Snapshot {
-    /// The encoded snapshot body, built by the first subscriber that needs it.
-    pub fn encoded(&self) -> Bytes {
+    /// The encoded snapshot as `(head, tail)`, built by the first subscriber
+    /// that needs it; the `id:` line goes between the two (on the last event).
+    pub fn encoded(&self) -> (Bytes, Bytes) {
         self.encoded
-            .get_or_init(|| encode::body(contract::SNAPSHOT, &contract::snapshot(&self.list)))
+            .get_or_init(|| self.render.snapshot(&self.list))
             .clone()
     }
 }
@@ -333,6 +393,7 @@ impl Snapshot {
 mod tests {
     use super::*;
     use crate::pointer::Pointer;
+    use crate::sse::encode;
 
     fn feed(history: usize) -> Feed {
         Feed::new(
@@ -357,12 +418,19 @@ mod tests {
         f.pull(c, &mut out);
         out.into_iter()
             .map(|o| match o {
-                Out::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
-                Out::Snapshot(id, s) => {
+                Out::Bytes(b) | Out::Event { bytes: b, .. } => {
+                    String::from_utf8_lossy(&b).into_owned()
+                }
+                Out::Tagged { seq, body, .. } => {
+                    format!("id: {}\n{}", f.id(seq), String::from_utf8_lossy(&body))
+                }
+                Out::Snapshot(seq, s) => {
+                    let (head, tail) = s.encoded();
                     format!(
-                        "{}{}",
-                        String::from_utf8_lossy(&id),
-                        String::from_utf8_lossy(&s.encoded())
+                        "{}id: {}\n{}",
+                        String::from_utf8_lossy(&head),
+                        f.id(seq),
+                        String::from_utf8_lossy(&tail)
                     )
                 }
             })

@@ -12,12 +12,15 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::{header, HeaderMap};
 
+use super::contract::{self, Events, Render};
 use super::diff::diff;
 use super::extract::{extract, ExtractError, ItemList, Skipped};
+use super::object::{appended, extract_object};
 use super::registry::Inner;
-use super::{contract, Feed};
+use super::Feed;
 use crate::config::{AuthMode, FeedConfig};
 use crate::metrics::{Metrics, PollOutcome};
+use crate::route::Pattern;
 use crate::sse::encode;
 use crate::upstream::{PollError, UpstreamError};
 
@@ -25,10 +28,15 @@ use crate::upstream::{PollError, UpstreamError};
 pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
     let def = feed.def.clone();
     let stats = ctx.stats(feed.key.def);
+    // Validated at startup; the fallbacks only serve hand-built configs.
+    let poll = match (Pattern::parse(&def.poll), Pattern::parse(&def.sse_path())) {
+        (Ok(poll), Ok(sse)) => poll.fill(&sse.params(), &feed.key.params),
+        _ => def.poll.clone(),
+    };
     let path = if feed.key.query.is_empty() {
-        def.poll.clone()
+        poll
     } else {
-        format!("{}?{}", def.poll, feed.key.query)
+        format!("{poll}?{}", feed.key.query)
     };
     let mut headers = HeaderMap::new();
     if let Some(v) = &feed.key.authorization {
@@ -50,6 +58,25 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
     let mut idle_since: Option<Instant> = None;
 
     loop {
+        if feed.is_finished() {
+            // Nothing changes any more: no polls, only wait to be dropped.
+            if feed.subscribers() == 0 {
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= def.linger && ctx.remove_if_idle(&feed) {
+                    break;
+                }
+            } else {
+                idle_since = None;
+            }
+            let wait = def
+                .linger
+                .min(def.interval.max(std::time::Duration::from_millis(10)));
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            continue;
+        }
         if feed.subscribers() == 0 {
             let since = *idle_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= def.linger && ctx.remove_if_idle(&feed) {
@@ -65,7 +92,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
         let bytes = polled.as_ref().map_or(0, |b| b.len() as u64);
         // `Err((reason, Retry-After))`
         let (counted, outcome) = match polled {
-            Ok(body) => match prepare(&def, prev.as_ref(), body) {
+            Ok(body) => match prepare(&def, &feed.render, prev.as_ref(), body) {
                 Ok(update) => (PollOutcome::ok, Ok(update)),
                 Err(e) => (PollOutcome::invalid_body, Err((e.to_string(), None))),
             },
@@ -84,16 +111,18 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
                     stats.record_events(1);
                     tracing::info!(feed = %feed.label(), failures, "upstream recovered");
                     ctx.metrics.events(&def.name, contract::RECOVERED, 1);
-                    feed.set_recovered(encode::body(
-                        contract::RECOVERED,
-                        &contract::recovered(stale_since, failures),
-                    ));
+                    feed.set_recovered(feed.render.recovered(stale_since, failures));
                 }
                 failures = 0;
                 if let Some(update) = update {
                     warn_skipped(&feed, &update.skipped);
                     stats.record_events(update.changes.len());
+                    let end = update.terminal.clone();
                     prev = Some(update.publish(&feed, &ctx.metrics));
+                    if let Some(end) = end {
+                        tracing::info!(feed = %feed.label(), "terminal state reached; streams end");
+                        feed.finish(end);
+                    }
                 }
             }
             Err((reason, retry_after)) => {
@@ -107,10 +136,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
                     ctx.metrics.events(&def.name, contract::STALE, 1);
                 }
                 tracing::warn!(feed = %feed.label(), failures, %reason, "poll failed");
-                feed.set_stale(encode::body(
-                    contract::STALE,
-                    &contract::stale(&reason, failures, stale_since),
-                ));
+                feed.set_stale(feed.render.stale(&reason, failures, stale_since));
             }
         }
 
@@ -137,9 +163,11 @@ pub struct Update {
     list: Arc<ItemList>,
     first: bool,
     /// `(event name, data)` per change, in order.
-    changes: Vec<(&'static str, Vec<u8>)>,
+    changes: Events,
     /// Items extraction skipped (no usable id, or a repeated one).
     pub skipped: Skipped,
+    /// The terminal event, when this poll reached a terminal state.
+    terminal: Option<Bytes>,
 }
 
 /// Parse and diff a body against the previous one: the whole of poll
@@ -147,26 +175,53 @@ pub struct Update {
 /// the last one. An error leaves everything untouched.
 pub fn prepare(
     def: &FeedConfig,
+    render: &Render,
     prev: Option<&(Bytes, Arc<ItemList>)>,
     body: Bytes,
 ) -> Result<Option<Update>, ExtractError> {
     if prev.is_some_and(|(b, _)| *b == body) {
         return Ok(None);
     }
-    let (list, skipped) = extract(body.clone(), &def.items, &def.id)?;
+    let (list, skipped) = if def.object {
+        (
+            extract_object(body.clone(), &def.items, &def.id)?,
+            Skipped::default(),
+        )
+    } else {
+        extract(body.clone(), &def.items, &def.id)?
+    };
     let changes = match prev {
         None => Vec::new(),
-        Some((_, old)) => diff(old, &list, &def.ignore)
-            .iter()
-            .map(contract::change)
-            .collect(),
+        Some((_, old)) => {
+            // Entries appended to the object's array are told as `appended`
+            // alone; the array then does not make the object `updated`.
+            let appended = match (&def.append, old.items.first(), list.items.first()) {
+                (Some(at), Some(a), Some(b)) => appended(a, b, at).map(|new| (b, new, at)),
+                _ => None,
+            };
+            let mut ignore = def.ignore.clone();
+            if let Some((_, _, at)) = &appended {
+                ignore.push((*at).clone());
+            }
+            let ts = contract::now();
+            render.changes(
+                &diff(old, &list, &ignore),
+                appended
+                    .as_ref()
+                    .map(|(item, new, _)| (*item, new.as_slice())),
+                &def.ignore,
+                &ts,
+            )
+        }
     };
+    let terminal = render.terminal(&list);
     Ok(Some(Update {
         body,
         list: Arc::new(list),
         first: prev.is_none(),
         changes,
         skipped,
+        terminal,
     }))
 }
 
@@ -196,6 +251,17 @@ impl Update {
         }
         if !self.first && self.changes.is_empty() {
             feed.replace_list(self.list.clone());
+        } else if !self.first && feed.render.contract.resend {
+            // The whole snapshot again, as one history entry with the id on
+            // its last event (as for a subscriber's first snapshot).
+            let (head, tail) = feed.render.snapshot(&self.list);
+            let seq = feed.next_seq();
+            let id = encode::id_line(&feed.id(seq));
+            let mut b = Vec::with_capacity(head.len() + id.len() + tail.len());
+            for part in [&head, &id, &tail] {
+                b.extend_from_slice(part);
+            }
+            feed.publish(self.list.clone(), vec![(seq, Bytes::from(b))], false);
         } else {
             let events = self.encode(feed.next_seq(), |seq| feed.id(seq));
             feed.publish(self.list.clone(), events, self.first);

@@ -26,6 +26,7 @@ use super::{poller, Feed, FeedKey};
 use crate::config::{Config, FeedConfig, SseConfig};
 use crate::limits::{LimitError, Limits};
 use crate::metrics::Metrics;
+use crate::route::Pattern;
 use crate::stats::Counters;
 use crate::upstream::Upstream;
 
@@ -57,8 +58,11 @@ pub struct Defs {
     retired: Vec<bool>,
     /// Counters per definition (for the status page), by the same index.
     stats: Vec<Arc<DefStats>>,
-    /// SSE path -> index of a definition in force.
-    routes: HashMap<String, usize>,
+    /// SSE path -> indices of the definitions in force there (several feeds
+    /// may share a path), in config order.
+    routes: HashMap<String, Vec<usize>>,
+    /// SSE paths with `{param}` segments, in config order, tried after `routes`.
+    patterns: Vec<(String, Pattern, Vec<usize>)>,
 }
 
 impl Defs {
@@ -75,8 +79,22 @@ impl Defs {
         self.all.push(Arc::new(f.clone()));
         self.retired.push(false);
         self.stats.push(Arc::default());
-        self.routes.insert(f.sse_path(), i);
+        self.add_route(f, i);
         i
+    }
+
+    /// Route `f`'s SSE path to definition `i`, after those already there.
+    fn add_route(&mut self, f: &FeedConfig, i: usize) {
+        let path = f.sse_path();
+        match Pattern::parse(&path) {
+            Ok(p) if p.has_params() => {
+                match self.patterns.iter_mut().find(|(s, _, _)| *s == path) {
+                    Some((_, _, defs)) => defs.push(i),
+                    None => self.patterns.push((path, p, vec![i])),
+                }
+            }
+            _ => self.routes.entry(path).or_default().push(i),
+        }
     }
 
     /// The definition at index `i`, retired ones included: a request routed
@@ -110,9 +128,15 @@ impl Defs {
         self.all.is_empty()
     }
 
-    /// The definition whose SSE path is `path`.
-    pub fn route(&self, path: &str) -> Option<usize> {
-        self.routes.get(path).copied()
+    /// The definitions whose SSE path is `path`, and the path's parameter
+    /// values. Exact paths win over patterns; patterns go in config order.
+    pub fn route(&self, path: &str) -> Option<(Vec<usize>, Vec<String>)> {
+        if let Some(defs) = self.routes.get(path) {
+            return Some((defs.clone(), Vec::new()));
+        }
+        self.patterns
+            .iter()
+            .find_map(|(_, p, defs)| p.matches(path).map(|v| (defs.clone(), v)))
     }
 }
 
@@ -180,8 +204,8 @@ impl Registry {
         self.inner.defs.load_full()
     }
 
-    /// The definition index for an SSE request path.
-    pub fn route(&self, path: &str) -> Option<usize> {
+    /// The definition indices and path parameters for an SSE request path.
+    pub fn route(&self, path: &str) -> Option<(Vec<usize>, Vec<String>)> {
         self.inner.defs.load().route(path)
     }
 
@@ -203,6 +227,7 @@ impl Registry {
             retired: vec![true; old.all.len()],
             stats: old.stats.clone(),
             routes: HashMap::new(),
+            patterns: Vec::new(),
         };
         let mut r = Reloaded::default();
         let mut seen = HashSet::new();
@@ -212,7 +237,7 @@ impl Registry {
             match by_name.get(f.name.as_str()) {
                 Some(&i) if same(&old.all[i], f) => {
                     next.retired[i] = false;
-                    next.routes.insert(f.sse_path(), i);
+                    next.add_route(f, i);
                     r.unchanged.push(f.name.clone());
                 }
                 Some(_) => {
@@ -427,7 +452,7 @@ mod reload_tests {
     #[tokio::test]
     async fn a_request_routed_before_a_reload_is_sent_to_the_new_definition() {
         let (r, shutdown) = registry(vec![FeedConfig::new("a", "/a")]);
-        let old = r.route("/sse/a").expect("routed");
+        let old = r.route("/sse/a").expect("routed").0[0];
         let live = r.subscribe(FeedKey::new(old, String::new(), None, None));
         let live = live.expect("subscribed");
         assert!(!live.feed.is_retired());
@@ -436,7 +461,7 @@ mod reload_tests {
         assert_eq!(outcome.changed, ["a"]);
         assert_eq!(outcome.ended_subscribers, 1);
         assert!(live.feed.is_retired(), "the live feed was retired");
-        let new = r.route("/sse/a").expect("still routed");
+        let new = r.route("/sse/a").expect("still routed").0[0];
         assert_ne!(new, old, "a changed definition gets a new index");
         assert_eq!(r.defs().get(new).map(|d| d.poll.as_str()), Some("/a2"));
 
@@ -456,7 +481,7 @@ mod reload_tests {
     #[tokio::test]
     async fn an_unchanged_definition_keeps_its_index_and_live_feeds() {
         let (r, shutdown) = registry(vec![FeedConfig::new("a", "/a"), FeedConfig::new("b", "/b")]);
-        let a = r.route("/sse/a").expect("a");
+        let a = r.route("/sse/a").expect("a").0[0];
         let sub = r
             .subscribe(FeedKey::new(a, String::new(), None, None))
             .expect("subscribed");
@@ -471,7 +496,7 @@ mod reload_tests {
                 ended_subscribers: 0,
             }
         );
-        assert_eq!(r.route("/sse/a"), Some(a));
+        assert_eq!(r.route("/sse/a"), Some((vec![a], vec![])));
         assert_eq!(r.route("/sse/b"), None);
         assert!(r.route("/sse/c").is_some());
         assert!(!sub.feed.is_retired());

@@ -1,5 +1,5 @@
 //! The subscriber side: admitting an EventSource request and answering it
-//! with a stream that follows one feed.
+//! with a stream that follows its feed (or feeds, when several share a path).
 //!
 //! This module owns the SSE response (headers, `retry:`, keepalives, resume
 //! position, shutdown hint), the admission order of a request (CORS, method,
@@ -35,10 +35,12 @@ pub struct SseContext<'a> {
     pub shutdown: &'a CancellationToken,
 }
 
-/// Answer a request for the SSE path of feed definition `def`.
+/// Answer a request for an SSE path followed by the feed definitions `defs`
+/// (several when feeds share the path), with the path's parameter values.
 pub async fn respond(
     ctx: SseContext<'_>,
-    def: usize,
+    defs: &[usize],
+    params: Vec<String>,
     head: Parts,
     client: SocketAddr,
 ) -> Response<BoxBody> {
@@ -53,7 +55,7 @@ pub async fn respond(
             "this origin may not open this event stream (see [cors] allowed_origins)\n".into(),
         )
     } else {
-        admit(&ctx, def, &head, client).await
+        admit(&ctx, defs, params, &head, client).await
     };
     ctx.cors.decorate(&verdict, resp.headers_mut());
     resp
@@ -61,7 +63,8 @@ pub async fn respond(
 
 async fn admit(
     ctx: &SseContext<'_>,
-    def: usize,
+    defs: &[usize],
+    params: Vec<String>,
     head: &Parts,
     client: SocketAddr,
 ) -> Response<BoxBody> {
@@ -77,19 +80,36 @@ async fn admit(
         return resp;
     }
     let registry = ctx.registry;
-    let Some(cfg) = registry.defs().get(def).cloned() else {
-        return text(StatusCode::NOT_FOUND, "no such feed\n".into());
-    };
-    let id = match identify(def, &cfg, head.uri.query(), &head.headers) {
-        Ok(id) => id,
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
-    };
+    // Every feed on the path admits the request by its own rules.
+    let mut ids = Vec::with_capacity(defs.len());
+    for &def in defs {
+        let Some(cfg) = registry.defs().get(def).cloned() else {
+            return text(StatusCode::NOT_FOUND, "no such feed\n".into());
+        };
+        match identify(def, &cfg, head.uri.query(), &head.headers) {
+            Ok(mut id) => {
+                id.key = id.key.with_params(params.clone());
+                ids.push((cfg, id));
+            }
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        }
+    }
     let last_event_id = head
         .headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or(id.last_event_id);
+        .or_else(|| ids.first_mut().and_then(|(_, id)| id.last_event_id.take()));
+    // The stream this client follows already ended with a terminal event:
+    // 204 is the one answer that makes EventSource stop reconnecting.
+    if last_event_id
+        .as_deref()
+        .is_some_and(|id| id.ends_with(stream::END_SUFFIX))
+    {
+        let mut resp = text(StatusCode::NO_CONTENT, String::new());
+        resp.headers_mut().remove(header::CONTENT_TYPE);
+        return resp;
+    }
 
     let limits = registry.limits();
     let client = limits.client(client.ip(), &head.headers);
@@ -102,8 +122,13 @@ async fn admit(
         }
     };
 
-    let mut revoked = None;
-    if cfg.auth == AuthMode::Check {
+    let mut revoked = Vec::new();
+    let mut keys = Vec::with_capacity(ids.len());
+    for (cfg, id) in ids {
+        keys.push(id.key.clone());
+        if cfg.auth != AuthMode::Check {
+            continue;
+        }
         let check = Check::new(
             registry.upstream().clone(),
             cfg.clone(),
@@ -112,7 +137,7 @@ async fn admit(
             client,
         );
         match check.run().await {
-            CheckVerdict::Admit => revoked = Some(check.revoked()),
+            CheckVerdict::Admit => revoked.push(Box::pin(check.revoked())),
             CheckVerdict::Deny(resp) => {
                 tracing::debug!(feed = %cfg.name, client = %client, status = resp.status().as_u16(), "admission refused by the upstream");
                 return resp;
@@ -132,12 +157,19 @@ async fn admit(
     let Some(permit) = permit else {
         return resp; // HEAD: admitted, nothing to stream
     };
-    let sub = match registry.subscribe(id.key) {
-        Ok(sub) => sub,
-        Err(e) => return limits.response(limits.refuse(e, client)),
-    };
+    let mut subs = Vec::with_capacity(keys.len());
+    for key in keys {
+        match registry.subscribe(key) {
+            Ok(sub) => subs.push(sub),
+            Err(e) => return limits.response(limits.refuse(e, client)),
+        }
+    }
+    // Withdrawn admission to any of the feeds ends the stream.
+    let revoked = (!revoked.is_empty()).then_some(async move {
+        futures_util::future::select_all(revoked).await;
+    });
     let subscriber = stream::Subscriber::new(
-        sub,
+        subs,
         last_event_id.as_deref(),
         registry.sse(),
         ctx.shutdown.clone(),

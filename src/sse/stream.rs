@@ -1,4 +1,13 @@
-//! One subscriber's stream: a cursor into its feed, turned into body frames.
+//! One subscriber's stream: cursors into the feeds it follows (usually one;
+//! several when feeds share an SSE path), turned into body frames.
+//!
+//! Event ids: a stream following one feed forwards each event's shared bytes
+//! untouched, id `<epoch>:<seq>`. A stream following several feeds writes its
+//! own `id:` line, the position in every feed joined with `,` in config order
+//! (`<epochA>:<seqA>,<epochB>:<seqB>`, `-` for a feed not yet seen), followed
+//! by the shared body (a zero-copy slice). Each part is checked against its own
+//! feed on resume, so an id is never ambiguous. A terminal event's id ends in
+//! `:end`.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -6,6 +15,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use tokio::sync::watch;
@@ -21,14 +31,25 @@ use crate::{BoxBody, BoxError};
 /// Resolves when the subscriber's admission is withdrawn (`check` mode).
 type Revoked = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Follows one feed for one client. Owns nothing shared but its
-/// [`Subscription`] and its limits [`Permit`]; dropping it (client gone)
-/// releases both.
-pub struct Subscriber {
+/// Suffix of a terminal event's id; a reconnect carrying it gets 204.
+pub const END_SUFFIX: &str = ":end";
+
+/// One followed feed.
+struct Follow {
     sub: Subscription,
     changed: watch::Receiver<u64>,
     cursor: Cursor,
-    pending: VecDeque<Out>,
+    /// Seq of the last event written for this feed (for composite ids).
+    at: Option<u64>,
+}
+
+/// Follows one or more feeds for one client. Owns nothing shared but its
+/// [`Subscription`]s and its limits [`Permit`]; dropping it (client gone)
+/// releases them.
+pub struct Subscriber {
+    follows: Vec<Follow>,
+    /// Output waiting to be written, with the index of the feed it came from.
+    pending: VecDeque<(usize, Out)>,
     keepalive: Duration,
     retry: Duration,
     shutdown: CancellationToken,
@@ -39,20 +60,44 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
+    /// `last_event_id` is the client's resume position: one id, or (several
+    /// feeds) a composite id as described in the module doc.
     pub fn new(
-        sub: Subscription,
+        subs: Vec<Subscription>,
         last_event_id: Option<&str>,
         cfg: &SseConfig,
         shutdown: CancellationToken,
     ) -> Self {
-        let cursor = sub.feed.cursor(last_event_id);
-        let changed = sub.feed.watch();
+        let n = subs.len();
+        let parts: Vec<Option<&str>> = match last_event_id {
+            None => vec![None; n],
+            Some(id) if n == 1 => vec![Some(id)],
+            Some(id) => {
+                let p: Vec<&str> = id.split(',').collect();
+                if p.len() == n {
+                    p.into_iter().map(|s| (s != "-").then_some(s)).collect()
+                } else {
+                    vec![None; n]
+                }
+            }
+        };
         let mut pending = VecDeque::new();
-        pending.push_back(Out::Bytes(encode::retry(cfg.retry)));
+        pending.push_back((0, Out::Bytes(encode::retry(cfg.retry))));
+        if let Some(connect) = subs.first().and_then(|s| s.feed.connect.clone()) {
+            pending.push_back((0, Out::Bytes(connect)));
+        }
+        let follows = subs
+            .into_iter()
+            .zip(parts)
+            .map(|(sub, id)| Follow {
+                cursor: sub.feed.cursor(id),
+                changed: sub.feed.watch(),
+                at: None,
+                sub,
+            })
+            .collect();
         Self {
-            sub,
-            changed,
-            cursor,
+            follows,
             pending,
             keepalive: cfg.keepalive,
             retry: cfg.retry,
@@ -78,7 +123,29 @@ impl Subscriber {
         self
     }
 
-    /// The next bytes to write, waiting for the feed, a keepalive or shutdown.
+    /// Count a stream closed because its admission was withdrawn.
+    fn cut_off(&self) {
+        if let Some(f) = self.follows.first() {
+            f.sub.metrics.cut_off(&f.sub.feed.def.name);
+        }
+    }
+
+    /// The `id:` line for an event of feed `i` at `seq`.
+    fn id_line(&mut self, i: usize, seq: u64, end: bool) -> Bytes {
+        let suffix = if end { END_SUFFIX } else { "" };
+        if self.follows.len() == 1 {
+            return encode::id_line(&format!("{}{suffix}", self.follows[0].sub.feed.id(seq)));
+        }
+        self.follows[i].at = Some(seq);
+        let parts: Vec<String> = self
+            .follows
+            .iter()
+            .map(|f| f.at.map_or_else(|| "-".to_owned(), |s| f.sub.feed.id(s)))
+            .collect();
+        encode::id_line(&format!("{}{suffix}", parts.join(",")))
+    }
+
+    /// The next bytes to write, waiting for the feeds, a keepalive or shutdown.
     /// `None` ends the response.
     pub async fn next(&mut self) -> Option<Bytes> {
         loop {
@@ -91,36 +158,102 @@ impl Subscriber {
                 })
                 .await;
                 if now {
-                    self.sub.metrics.cut_off(&self.sub.feed.def.name);
+                    self.cut_off();
                     self.revoked = None;
                     self.pending.clear();
                     self.done = true;
                 }
             }
-            match self.pending.pop_front() {
-                Some(Out::Bytes(b)) => return Some(b),
-                Some(Out::Snapshot(id, snap)) => {
-                    self.sub.metrics.snapshot_sent(&self.sub.feed.def.name);
-                    self.pending.push_front(Out::Bytes(snap.encoded()));
-                    return Some(id);
+            if let Some((i, out)) = self.pending.pop_front() {
+                match out {
+                    Out::Bytes(b) => return Some(b),
+                    Out::Event { seq, bytes } => {
+                        if self.follows.len() == 1 {
+                            return Some(bytes);
+                        }
+                        // Swap the feed's own `id:` line for the composite one.
+                        // Only an id line starts with `id: ` at a line start:
+                        // data lines start with `data: `.
+                        let start = (0..bytes.len())
+                            .find(|&p| {
+                                (p == 0 || bytes[p - 1] == b'\n') && bytes[p..].starts_with(b"id: ")
+                            })
+                            .unwrap_or(0);
+                        let end = bytes[start..]
+                            .iter()
+                            .position(|&c| c == b'\n')
+                            .map_or(start, |p| start + p + 1);
+                        let id = self.id_line(i, seq, false);
+                        self.pending.push_front((i, Out::Bytes(bytes.slice(end..))));
+                        self.pending.push_front((i, Out::Bytes(id)));
+                        if start == 0 {
+                            continue;
+                        }
+                        return Some(bytes.slice(..start));
+                    }
+                    Out::Tagged { seq, body, end } => {
+                        if end {
+                            // Nothing may follow the terminal event.
+                            self.pending.clear();
+                            self.done = true;
+                        }
+                        let id = self.id_line(i, seq, end);
+                        self.pending.push_front((i, Out::Bytes(body)));
+                        return Some(id);
+                    }
+                    Out::Snapshot(seq, snap) => {
+                        let f = &self.follows[i].sub;
+                        f.metrics.snapshot_sent(&f.feed.def.name);
+                        let (head, tail) = snap.encoded();
+                        let id = self.id_line(i, seq, false);
+                        if tail.is_empty() {
+                            // Snapshots are not sent: a bare id still moves
+                            // EventSource's Last-Event-ID without an event.
+                            let mut b = id.to_vec();
+                            b.push(b'\n');
+                            return Some(Bytes::from(b));
+                        }
+                        self.pending.push_front((i, Out::Bytes(tail)));
+                        self.pending.push_front((i, Out::Bytes(id)));
+                        if head.is_empty() {
+                            continue;
+                        }
+                        return Some(head);
+                    }
                 }
-                None => {}
             }
             if self.done {
                 return None;
             }
             // Mark the current version seen before reading the state, so a
             // change published after the pull wakes us.
-            self.changed.borrow_and_update();
-            let resyncs = self.cursor.resyncs;
-            self.sub.feed.pull(&mut self.cursor, &mut self.pending);
-            if self.cursor.resyncs != resyncs {
-                self.sub.metrics.resynced(&self.sub.feed.def.name);
-                self.sub.counters.add_resync();
+            let mut out = VecDeque::new();
+            for (i, f) in self.follows.iter_mut().enumerate() {
+                f.changed.borrow_and_update();
+                let resyncs = f.cursor.resyncs;
+                f.sub.feed.pull(&mut f.cursor, &mut out);
+                if f.cursor.resyncs != resyncs {
+                    f.sub.metrics.resynced(&f.sub.feed.def.name);
+                    f.sub.counters.add_resync();
+                }
+                self.pending.extend(out.drain(..).map(|o| (i, o)));
             }
             if !self.pending.is_empty() {
                 continue;
             }
+            let keepalive = self.follows[0].sub.feed.keepalive.clone();
+            // For the revocation arm, which cannot borrow `self.follows`.
+            let (metrics, def) = (
+                self.follows[0].sub.metrics.clone(),
+                self.follows[0].sub.feed.def.clone(),
+            );
+            // A reload retiring any followed feed ends the stream.
+            let feeds: Vec<_> = self.follows.iter().map(|f| f.sub.feed.clone()).collect();
+            let retired =
+                futures_util::future::select_all(feeds.iter().map(|f| Box::pin(f.retired())));
+            let changed = futures_util::future::select_all(
+                self.follows.iter_mut().map(|f| f.changed.changed().boxed()),
+            );
             let revoked = self.revoked.as_mut();
             let revoked = async move {
                 match revoked {
@@ -132,30 +265,30 @@ impl Subscriber {
                 biased;
                 _ = revoked => {
                     // The reconnect that follows meets the refusal itself.
-                    self.sub.metrics.cut_off(&self.sub.feed.def.name);
+                    metrics.cut_off(&def.name);
                     self.revoked = None;
                     self.pending.clear();
                     self.done = true;
                 }
-                _ = self.sub.feed.retired() => {
+                _ = retired => {
                     // A reload removed or changed the definition: come back
                     // soon, to whatever now serves this path.
-                    self.sub.metrics.cut_off(&self.sub.feed.def.name);
-                    self.pending.push_back(Out::Bytes(encode::retry(self.retry)));
+                    metrics.cut_off(&def.name);
+                    self.pending.push_back((0, Out::Bytes(encode::retry(self.retry))));
                     self.done = true;
                 }
                 _ = self.shutdown.cancelled() => {
                     // Come back soon, to this replica or another one.
-                    self.pending.push_back(Out::Bytes(encode::retry(self.retry)));
+                    self.pending.push_back((0, Out::Bytes(encode::retry(self.retry))));
                     self.done = true;
                 }
-                r = self.changed.changed() => {
+                (r, _, _) = changed => {
                     if r.is_err() {
                         self.done = true;
                     }
                 }
                 _ = tokio::time::sleep(self.keepalive) => {
-                    self.pending.push_back(Out::Bytes(encode::comment("keepalive")));
+                    self.pending.push_back((0, Out::Bytes(keepalive)));
                 }
             }
         }
@@ -203,7 +336,7 @@ mod tests {
             .subscribe(FeedKey::new(0, String::new(), None, None))
             .expect("no limits configured");
         let feed = sub.feed.clone();
-        let mut s = Subscriber::new(sub, None, &config.sse, shutdown.clone());
+        let mut s = Subscriber::new(vec![sub], None, &config.sse, shutdown.clone());
         let list = |body: &'static str| {
             let (l, _) = extract(
                 Bytes::from_static(body.as_bytes()),
