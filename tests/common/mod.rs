@@ -712,4 +712,157 @@ pub fn browser_tools() -> Option<std::path::PathBuf> {
             None
         }
     }
+
+/// An SSE stream read as raw bytes, block by block, for byte-exact wire checks.
+pub struct RawSse {
+    body: Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>,
+    buf: String,
+    pub status: u16,
+    pub headers: HeaderMap,
+}
+
+impl RawSse {
+    pub async fn connect(url: &str) -> Self {
+        Self::connect_with(url, &[]).await
+    }
+
+    pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Self {
+        let mut req = reqwest::Client::new()
+            .get(url)
+            .header("accept", "text/event-stream");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = tokio::time::timeout(DEADLINE, req.send())
+            .await
+            .expect("connect deadline")
+            .expect("connect");
+        Self {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: Box::pin(resp.bytes_stream()),
+            buf: String::new(),
+        }
+    }
+
+    /// The next block: everything up to and including the next blank line.
+    pub async fn block(&mut self) -> String {
+        self.next_block()
+            .await
+            .unwrap_or_else(|| panic!("stream ended; unread: {:?}", self.buf))
+    }
+
+    /// The next block, or `None` when the stream ends first.
+    pub async fn next_block(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.buf.find("\n\n") {
+                let rest = self.buf.split_off(i + 2);
+                return Some(std::mem::replace(&mut self.buf, rest));
+            }
+            match tokio::time::timeout(DEADLINE, self.body.next()).await {
+                Ok(Some(Ok(chunk))) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
+                Ok(Some(Err(_))) | Ok(None) => return None,
+                Err(_) => panic!("no SSE block within {DEADLINE:?}; unread: {:?}", self.buf),
+            }
+        }
+    }
+
+    /// The next block, checked against `pattern` with [`assert_wire`].
+    pub async fn expect(&mut self, pattern: &str) -> String {
+        let b = self.block().await;
+        assert_wire(&b, pattern);
+        b
+    }
+}
+
+/// Assert `actual` equals `pattern` byte for byte, where `{ID}` stands for a
+/// pollcast event id (`<epoch>:<seq>`, composite `a:1,-`, optional `:end`)
+/// and `{TS}` for an ISO 8601 UTC timestamp (`2026-01-02T03:04:05.678Z`).
+pub fn assert_wire(actual: &str, pattern: &str) {
+    let fail = |why: &str| -> ! {
+        panic!("wire mismatch ({why})\n  expected: {pattern:?}\n  actual:   {actual:?}")
+    };
+    let mut a = actual;
+    let mut p = pattern;
+    loop {
+        let next = [p.find("{ID}"), p.find("{TS}")].into_iter().flatten().min();
+        let Some(at) = next else {
+            if a != p {
+                fail("literal text differs");
+            }
+            return;
+        };
+        let (lit, rest) = p.split_at(at);
+        let Some(after) = a.strip_prefix(lit) else {
+            fail("literal text differs");
+        };
+        let (token, rest) = rest.split_at(4);
+        let allowed = |c: char| match token {
+            "{ID}" => c.is_ascii_hexdigit() || matches!(c, ':' | ',' | '-' | 'n'),
+            _ => c.is_ascii_digit() || matches!(c, '-' | ':' | 'T' | '.' | 'Z'),
+        };
+        let len = after.find(|c: char| !allowed(c)).unwrap_or(after.len());
+        let value = &after[..len];
+        let ok = match token {
+            "{ID}" => is_event_id(value),
+            _ => is_iso8601(value),
+        };
+        if !ok {
+            fail(&format!("{value:?} is not a valid {token}"));
+        }
+        a = &after[len..];
+        p = rest;
+    }
+}
+
+/// `<12 hex>:<digits>` parts joined by `,` (or `-`), optionally ending in `:end`.
+pub fn is_event_id(id: &str) -> bool {
+    let id = id.strip_suffix(":end").unwrap_or(id);
+    !id.is_empty()
+        && id.split(',').all(|part| {
+            part == "-"
+                || part.split_once(':').is_some_and(|(e, s)| {
+                    e.len() == 12
+                        && e.chars().all(|c| c.is_ascii_hexdigit())
+                        && !s.is_empty()
+                        && s.chars().all(|c| c.is_ascii_digit())
+                })
+        })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z`.
+pub fn is_iso8601(ts: &str) -> bool {
+    let b = ts.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
+    b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && ts.ends_with('Z')
+        && (b.len() == 20 || (b[19] == b'.' && digits(20..b.len() - 1)))
+}
+
+/// Load a shipped example config and point it at a test upstream on an
+/// ephemeral port, with short intervals.
+pub fn example(file: &str, upstream: &TestUpstream) -> Config {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    let mut c = Config::load(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+    c.upstream.url = upstream.url();
+    c.server.listen = "127.0.0.1:0".parse().expect("addr");
+    c.server.drain_timeout = Duration::from_secs(2);
+    for f in &mut c.feeds {
+        f.interval = Duration::from_millis(50);
+        f.backoff_max = Duration::from_millis(200);
+        f.linger = Duration::from_secs(5);
+    }
+    c
 }
