@@ -375,12 +375,12 @@ fn contract_mistakes_are_located_config_errors() {
     };
     let e = load("events.added = { event = \"job\\nadded\" }\n");
     assert!(
-        e.starts_with("c.toml:7: feeds[0].events.added:") && e.contains("line break"),
+        e.starts_with("c.toml:7:1: feeds[0].events.added:") && e.contains("line break"),
         "{e}"
     );
     let e = load("events.updated = { data = { x = \"{{itme}}\" } }\n");
     assert!(
-        e.starts_with("c.toml:7: feeds[0].events.updated:") && e.contains("{{itme}}"),
+        e.starts_with("c.toml:7:1: feeds[0].events.updated:") && e.contains("{{itme}}"),
         "{e}"
     );
     let e = load("events.removed = { data = \"{{patch}}\" }\n");

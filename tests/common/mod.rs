@@ -712,6 +712,7 @@ pub fn browser_tools() -> Option<std::path::PathBuf> {
             None
         }
     }
+}
 
 /// An SSE stream read as raw bytes, block by block, for byte-exact wire checks.
 pub struct RawSse {
