@@ -20,6 +20,7 @@ import re
 import statistics
 import sys
 
+retries = 0
 BEGIN = "<!-- bench/run.sh: begin (generated; the soak section lives outside these markers) -->"
 END = "<!-- bench/run.sh: end -->"
 
@@ -55,18 +56,20 @@ def rss(pid):
 
 
 def read_deliveries(files):
+    global retries
     rows, conns, failed, min_ev, per_file = [], 0, 0, None, []
     for fn in files:
         try:
             with open(fn) as f:
                 for line in f:
                     if line.startswith("#"):
-                        m = re.search(r"conns (\d+) failed (\d+) min_events (\d+) max_events (\d+) reporting (\d+)", line)
+                        m = re.search(r"conns (\d+) failed (\d+) min_events (\d+) max_events (\d+) reporting (\d+) retries (\d+)", line)
                         if m:
                             conns += int(m.group(1))
                             failed += int(m.group(2))
                             mn = int(m.group(3)) if int(m.group(5)) > 0 else 0
                             min_ev = mn if min_ev is None else min(min_ev, mn)
+                            retries += int(m.group(6))
                         continue
                     s, c, r = line.split()
                     rows.append((int(s), int(c), int(r)))
@@ -93,7 +96,7 @@ def fanout(a):
         "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "max_ms": lat[-1] if lat else None,
         "deliveries_per_s": (a.n / (statistics.median(spans) / 1000.0)) if spans and statistics.median(spans) > 0 else None,
         "rss_per_sub_kib": (a.rssn - a.rss0) / a.n if a.n else None,
-        "rss0_kib": a.rss0, "rssn_kib": a.rssn,
+        "rss0_kib": a.rss0, "rssn_kib": a.rssn, "connect_retries": retries,
     }
     print(json.dumps(out))
 

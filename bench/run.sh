@@ -16,12 +16,13 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 SMOKE=0
 [ "${1:-}" = "--smoke" ] && SMOKE=1
+[ "${1:-}" = "--one" ] && NICE_ONE=1
 REPS=${REPS:-3}
 [ $SMOKE = 1 ] && REPS=1
 OUT=${OUT:-$ROOT/target/bench-run}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 NICE=""
-[ $SMOKE = 1 ] && NICE="nice -n 10"
+[ $SMOKE = 1 ] || [ -n "${NICE_ONE:-}" ] && NICE="nice -n 10"
 rm -rf "$OUT"
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
@@ -82,7 +83,7 @@ start_load() { # mode url n start_us stop_us tag [every_ms]
         per=$(( n / procs )); [ "$i" -lt $(( n % procs )) ] && per=$((per + 1))
         local f="$OUT/$tag.$i"
         $NICE $LOAD_CPU "$LOADGEN" "$mode" --url "$url" --conns "$per" --src "127.0.0.$((i + 2))" \
-            --start-at "$start" --stop-at "$stop" --every-ms "$every" --out "$f.txt" > "$f.ready" 2> "$f.err" &
+            --start-at "$start" --stop-at "$stop" --every-ms "$every" --parallel "${PARALLEL:-256}" --out "$f.txt" > "$f.ready" 2> "$f.err" &
         LG_PIDS+=($!); LG_FILES+=("$f.txt")
     done
 }
@@ -121,6 +122,7 @@ max_subscribers_per_client = 20000
 name = "jobs"
 poll = "/api/jobs"
 interval = "$1"
+backoff_max = "1h"
 linger = "1s"
 EOF
     $NICE $SERVER_CPU "$POLLCAST" --config "$OUT/pollcast.toml" > "$OUT/pollcast.log" 2>&1 &
@@ -176,7 +178,11 @@ start_pushpin() { # message_rate
     $SERVER_CPU pushpin --config "$OUT/pushpin/pushpin.conf" > "$OUT/pushpin.log" 2>&1 &
     SERVER_PID=$!; PIDS+=($SERVER_PID)
     wait_port 127.0.0.1:8083; wait_port 127.0.0.1:5561
-    sleep 1
+    # Until zurl and the proxy are ready, requests end in 502: wait for a held stream.
+    for _ in $(seq 1 40); do
+        [ "$(curl -s -o /dev/null -m 0.5 -w '%{http_code}' http://127.0.0.1:8083/stream || true)" = 200 ] && break
+        sleep 0.25
+    done
 }
 
 # ---------------------------------------------------------------- scenario 2: fan-out
@@ -186,6 +192,7 @@ start_pushpin() { # message_rate
 WINDOW=6
 fanout_run() { # system n rep
     local sys=$1 n=$2 rep=$3 url rss0 rssn
+    PARALLEL=256
     local budget=$(( 3000000 + n * 600 ))
     case $sys in
         pollcast)
@@ -194,7 +201,7 @@ fanout_run() { # system n rep
             start_nginx; SERVER_PID=$(cat "$OUT/nginx.pid"); url=http://127.0.0.1:8081/sub ;;
         pushpin*)
             local rate=100000; [ "$sys" = pushpin-default ] && rate=2500
-            start_pushpin $rate; url=http://127.0.0.1:8083/stream ;;
+            start_pushpin $rate; url=http://127.0.0.1:8083/stream; PARALLEL=64 ;;
     esac
     sleep 0.5
     rss0=$(rss_kib "$SERVER_PID")
@@ -269,6 +276,11 @@ passthrough_run() { # rep
 
 # ---------------------------------------------------------------- the runs
 T0=$(date +%s)
+if [ "${1:-}" = "--one" ]; then # --one fanout|upstream|passthrough ARGS: one run, for debugging
+    shift; kind=$1; shift
+    "${kind}_run" "$@"
+    exit 0
+fi
 if [ $SMOKE = 1 ]; then
     log "smoke: fan-out to 200 subscribers"
     WINDOW=4

@@ -43,6 +43,9 @@ fn arg(args: &[String], name: &str, default: &str) -> String {
 /// may still be on their way when reading stops.
 const GRACE_US: u64 = 3_000_000;
 
+/// Connection attempts refused with a non-200 status and retried.
+static RETRIES: AtomicUsize = AtomicUsize::new(0);
+
 #[derive(Clone)]
 struct Opts {
     server: SocketAddr,
@@ -91,7 +94,8 @@ fn main() {
         let ready = Arc::new(AtomicUsize::new(0));
         let failed = Arc::new(AtomicUsize::new(0));
         // Connect at most this many at once, so listen backlogs are not flooded.
-        let gate = Arc::new(Semaphore::new(256));
+        let parallel: usize = arg(&args, "--parallel", "256").parse().expect("parallel");
+        let gate = Arc::new(Semaphore::new(parallel));
         let mut tasks = Vec::with_capacity(conns);
         for i in 0..conns {
             let (o, rec, rdy, fl, gate) = (
@@ -145,9 +149,10 @@ fn main() {
         let min = rec.per_conn.iter().min().copied().unwrap_or(0);
         let max = rec.per_conn.iter().max().copied().unwrap_or(0);
         text.push_str(&format!(
-            "# conns {ok} failed {} min_events {min} max_events {max} reporting {}\n",
+            "# conns {ok} failed {} min_events {min} max_events {max} reporting {} retries {}\n",
             failed.load(Ordering::Relaxed),
-            rec.per_conn.len()
+            rec.per_conn.len(),
+            RETRIES.load(Ordering::Relaxed)
         ));
         std::fs::write(&out, text).expect("write results");
         std::process::exit(0);
@@ -279,21 +284,32 @@ async fn subscriber(
     ready: &AtomicUsize,
     record: &Mutex<Record>,
 ) -> std::io::Result<()> {
-    let mut s = connect(o).await?;
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n",
         o.path, o.host
     );
-    s.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::new();
-    let (head, rest) = read_head(&mut s, &mut buf).await?;
-    if !head.starts_with("http/1.1 200") {
-        return Err(std::io::Error::other(format!(
-            "status: {}",
-            head.lines().next().unwrap_or("")
-        )));
-    }
-    drop(buf);
+    // A server refusing during a connection burst (e.g. a 502) is retried a
+    // few times, as an EventSource behind a reconnecting wrapper would; the
+    // retries are counted.
+    let mut attempt = 0;
+    let (mut s, head, rest) = loop {
+        let mut s = connect(o).await?;
+        s.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        let (head, rest) = read_head(&mut s, &mut buf).await?;
+        if head.starts_with("http/1.1 200") {
+            break (s, head, rest);
+        }
+        attempt += 1;
+        RETRIES.fetch_add(1, Ordering::Relaxed);
+        if attempt >= 10 {
+            return Err(std::io::Error::other(format!(
+                "status: {}",
+                head.lines().next().unwrap_or("")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+    };
     ready.fetch_add(1, Ordering::Relaxed);
     drop(permit);
     let chunked = head.contains("transfer-encoding: chunked");
