@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use crate::config::AdminConfig;
@@ -83,6 +83,9 @@ enum Route {
     StatusEvents,
     /// Live counts as JSON (see [`crate::stats`]).
     Stats,
+    /// `POST /refresh/<feed name>`: poll every live feed of a definition now
+    /// (for an upstream that can send webhooks).
+    Refresh,
 }
 
 impl Route {
@@ -95,6 +98,7 @@ impl Route {
             "/status" => Self::Status,
             "/status/events" => Self::StatusEvents,
             "/stats" => Self::Stats,
+            s if s.starts_with("/refresh/") => Self::Refresh,
             _ => return None,
         })
     }
@@ -107,12 +111,31 @@ impl Route {
             | Self::Metrics
             | Self::Status
             | Self::StatusEvents
-            | Self::Stats => Audience::Operator,
+            | Self::Stats
+            | Self::Refresh => Audience::Operator,
         }
     }
 
-    async fn serve(self, app: Arc<App>) -> Response<BoxBody> {
+    /// The methods a route answers, as an `Allow` value.
+    fn allow(self) -> &'static str {
         match self {
+            Self::Refresh => "POST",
+            _ => "GET, HEAD",
+        }
+    }
+
+    async fn serve(self, app: Arc<App>, sub: &str) -> Response<BoxBody> {
+        match self {
+            Self::Refresh => {
+                let name = sub.trim_start_matches("/refresh/");
+                match app.registry.refresh_definition(name) {
+                    Some(n) => text(
+                        StatusCode::ACCEPTED,
+                        format!("refreshing {n} live feed(s) of {name}\n"),
+                    ),
+                    None => text(StatusCode::NOT_FOUND, format!("no feed named {name}\n")),
+                }
+            }
             Self::Healthz => text(StatusCode::OK, "ok\n".into()),
             Self::Stats => crate::stats::Stats::response(&app.registry),
             Self::Readyz => {
@@ -155,13 +178,15 @@ pub fn handle<B>(app: &Arc<App>, req: &Request<B>) -> Option<ResponseFuture> {
             "no such pollcast endpoint\n".into(),
         )));
     };
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD\n".into());
+    let allow = route.allow();
+    if !allow.split(", ").any(|m| m == req.method().as_str()) {
+        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, format!("use {allow}\n"));
         resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
         return Some(ready(resp));
     }
-    Some(Box::pin(route.serve(app.clone())))
+    let (app, sub) = (app.clone(), sub.to_owned());
+    Some(Box::pin(async move { route.serve(app, &sub).await }))
 }
 
 /// Anything that is not an own route on the admin listener.

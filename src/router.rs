@@ -145,6 +145,9 @@ where
         Box::pin(async move {
             let started = Instant::now();
             let resp = app.proxy.forward(req, remote, scheme).await;
+            if is_write(&method) && resp.status().is_success() {
+                app.registry.refresh_path(&path);
+            }
             let took = started.elapsed();
             access::record(
                 app.registry.metrics(),
@@ -157,4 +160,10 @@ where
             Ok(resp)
         })
     }
+}
+
+/// Methods whose success may change a list a feed polls (write-through refresh).
+fn is_write(method: &http::Method) -> bool {
+    use http::Method;
+    [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(method)
 }

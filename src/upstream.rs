@@ -49,6 +49,55 @@ pub enum PollError {
     Body(String),
 }
 
+/// Validators of the last good poll body (`ETag`, `Last-Modified`), sent back
+/// as `If-None-Match` / `If-Modified-Since` so an unchanged list costs a 304.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    pub etag: Option<HeaderValue>,
+    pub last_modified: Option<HeaderValue>,
+}
+
+impl Validators {
+    fn of(headers: &HeaderMap) -> Self {
+        Self {
+            etag: headers.get(header::ETAG).cloned(),
+            last_modified: headers.get(header::LAST_MODIFIED).cloned(),
+        }
+    }
+
+    fn apply(&self, headers: &mut HeaderMap) {
+        if let Some(v) = &self.etag {
+            headers.insert(header::IF_NONE_MATCH, v.clone());
+        }
+        if let Some(v) = &self.last_modified {
+            headers.insert(header::IF_MODIFIED_SINCE, v.clone());
+        }
+    }
+}
+
+/// A successful poll.
+#[derive(Debug)]
+pub enum Polled {
+    /// A body, with the validators to send next time.
+    Body(Bytes, Validators),
+    /// `304 Not Modified`: the list is what it was; nothing to read or parse.
+    NotModified,
+}
+
+impl Polled {
+    /// Body bytes received.
+    pub fn len(&self) -> usize {
+        match self {
+            Polled::Body(b, _) => b.len(),
+            Polled::NotModified => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Shared, cheaply cloneable upstream client.
 #[derive(Clone)]
 pub struct Upstream {
@@ -125,7 +174,14 @@ impl Upstream {
 
     /// `GET path_and_query` with `headers`, the whole exchange (head and body)
     /// bounded by `timeout` and the body by `max_body`.
-    pub async fn poll(&self, path_and_query: &str, headers: HeaderMap) -> Result<Bytes, PollError> {
+    /// With `conditions`, an unchanged list may be answered `304`, which is
+    /// [`Polled::NotModified`], a success.
+    pub async fn poll(
+        &self,
+        path_and_query: &str,
+        headers: HeaderMap,
+        conditions: Option<&Validators>,
+    ) -> Result<Polled, PollError> {
         let uri = self
             .url
             .join(path_and_query)
@@ -140,6 +196,9 @@ impl Upstream {
             )
             .map_err(|e| UpstreamError::Uri(e.to_string()))?;
         *req.headers_mut() = headers;
+        if let Some(c) = conditions {
+            c.apply(req.headers_mut());
+        }
         req.headers_mut()
             .entry(header::ACCEPT)
             .or_insert(HeaderValue::from_static("application/json"));
@@ -158,6 +217,9 @@ impl Upstream {
                 }
             })?;
             self.mark_reached();
+            if resp.status() == StatusCode::NOT_MODIFIED && conditions.is_some() {
+                return Ok(Polled::NotModified);
+            }
             if !resp.status().is_success() {
                 return Err(match retry_after(resp.headers(), SystemTime::now()) {
                     Some(after) => PollError::RetryAfter(resp.status(), after),
@@ -174,8 +236,9 @@ impl Upstream {
                     return Err(PollError::TooLarge(max));
                 }
             }
+            let validators = Validators::of(resp.headers());
             match Limited::new(resp.into_body(), max).collect().await {
-                Ok(c) => Ok(c.to_bytes()),
+                Ok(c) => Ok(Polled::Body(c.to_bytes(), validators)),
                 Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                     Err(PollError::TooLarge(max))
                 }

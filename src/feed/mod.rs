@@ -62,6 +62,9 @@ pub struct Feed {
     /// definition: the poll loop stops and subscribers are sent away with a
     /// `retry:` hint, to reconnect to the new definition.
     retired: CancellationToken,
+    /// Asks the poller for a poll now (write-through, the refresh endpoint).
+    /// A request made during a poll is kept and served right after it.
+    refresh: tokio::sync::Notify,
 }
 
 struct State {
@@ -149,6 +152,7 @@ impl Feed {
             changed: watch::channel(0).0,
             subscribers: AtomicUsize::new(0),
             retired: CancellationToken::new(),
+            refresh: tokio::sync::Notify::new(),
         }
     }
 
@@ -189,6 +193,16 @@ impl Feed {
             at,
             ..Cursor::default()
         }
+    }
+
+    /// Poll again as soon as possible instead of waiting for the interval.
+    pub fn refresh(&self) {
+        self.refresh.notify_one();
+    }
+
+    /// Resolves when [`Feed::refresh`] was called (also before this call).
+    pub(crate) async fn refresh_requested(&self) {
+        self.refresh.notified().await;
     }
 
     pub fn watch(&self) -> watch::Receiver<u64> {

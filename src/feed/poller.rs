@@ -22,7 +22,10 @@ use crate::config::{AuthMode, FeedConfig};
 use crate::metrics::{Metrics, PollOutcome};
 use crate::route::Pattern;
 use crate::sse::encode;
-use crate::upstream::{PollError, UpstreamError};
+use crate::upstream::{PollError, Polled, UpstreamError, Validators};
+
+/// How long a refresh request waits for more of its kind before polling.
+pub const REFRESH_DEBOUNCE: Duration = Duration::from_millis(5);
 
 /// Run until the feed is idle past its linger, or shutdown.
 pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
@@ -53,6 +56,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
     }
 
     let mut prev: Option<(Bytes, Arc<ItemList>)> = None;
+    let mut validators = Validators::default();
     let mut failures: u32 = 0;
     let mut stale_since = SystemTime::now();
     let mut idle_since: Option<Instant> = None;
@@ -87,13 +91,19 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
         }
 
         let started = Instant::now();
-        let polled = ctx.upstream.poll(&path, headers.clone()).await;
+        // Conditions only once there is a list a 304 can refer to.
+        let conditions = prev.as_ref().and(Some(&validators));
+        let polled = ctx.upstream.poll(&path, headers.clone(), conditions).await;
         let took = started.elapsed();
-        let bytes = polled.as_ref().map_or(0, |b| b.len() as u64);
+        let bytes = polled.as_ref().map_or(0, |p| p.len() as u64);
         // `Err((reason, Retry-After))`
         let (counted, outcome) = match polled {
-            Ok(body) => match prepare(&def, &feed.render, prev.as_ref(), body) {
-                Ok(update) => (PollOutcome::ok, Ok(update)),
+            Ok(Polled::NotModified) => (PollOutcome::not_modified, Ok(None)),
+            Ok(Polled::Body(body, v)) => match prepare(&def, &feed.render, prev.as_ref(), body) {
+                Ok(update) => {
+                    validators = v;
+                    (PollOutcome::ok, Ok(update))
+                }
                 Err(e) => (PollOutcome::invalid_body, Err((e.to_string(), None))),
             },
             Err(e) => (outcome_of(&e), Err((e.to_string(), e.retry_after()))),
@@ -152,6 +162,10 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
             _ = ctx.shutdown.cancelled() => break,
             _ = feed.retired() => break,
             _ = tokio::time::sleep(delay) => {}
+            _ = feed.refresh_requested() => {
+                // A burst of writes becomes one poll.
+                tokio::time::sleep(REFRESH_DEBOUNCE).await;
+            }
         }
     }
     tracing::debug!(feed = %feed.label(), "feed stopped");

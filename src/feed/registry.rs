@@ -383,6 +383,38 @@ impl Registry {
         usage
     }
 
+    /// Write-through: a write to `path` succeeded upstream, so every live feed
+    /// polling `path` or a parent of it (`/api/jobs` for `PATCH /api/jobs/7`)
+    /// polls now. Returns how many feeds were asked.
+    pub fn refresh_path(&self, path: &str) -> usize {
+        let feeds = self.inner.feeds();
+        let mut n = 0;
+        for feed in feeds.values() {
+            if covers(&feed.def.poll, path) {
+                feed.refresh();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The refresh endpoint: every live feed of the definition `name` polls
+    /// now. `None` when no definition has that name.
+    pub fn refresh_definition(&self, name: &str) -> Option<usize> {
+        let def = self
+            .defs()
+            .iter()
+            .find(|(_, d)| d.name == name)
+            .map(|(i, _)| i)?;
+        let feeds = self.inner.feeds();
+        let mut n = 0;
+        for feed in feeds.values().filter(|f| f.key.def == def) {
+            feed.refresh();
+            n += 1;
+        }
+        Some(n)
+    }
+
     /// Live feed instances.
     pub fn live_feeds(&self) -> usize {
         self.inner.feeds().len()
@@ -506,5 +538,31 @@ mod reload_tests {
         shutdown.cancel();
         drop(sub);
         r.closed().await;
+    }
+}
+
+/// Whether a write to `path` may change the list polled at `poll`: the same
+/// path or one below it, on segment boundaries (`/api/jobs` covers
+/// `/api/jobs/7`, not `/api/jobsx`).
+fn covers(poll: &str, path: &str) -> bool {
+    let poll = poll.trim_end_matches('/');
+    match path.strip_prefix(poll) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod write_through_tests {
+    use super::covers;
+
+    #[test]
+    fn writes_at_or_under_the_poll_path_are_covered() {
+        assert!(covers("/api/jobs", "/api/jobs"));
+        assert!(covers("/api/jobs", "/api/jobs/7"));
+        assert!(covers("/api/jobs/", "/api/jobs/7/cancel"));
+        assert!(!covers("/api/jobs", "/api/jobsx"));
+        assert!(!covers("/api/jobs", "/api"));
+        assert!(!covers("/api/jobs", "/other/api/jobs"));
     }
 }

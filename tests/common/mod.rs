@@ -96,6 +96,10 @@ struct State {
     conns: Vec<tokio::task::AbortHandle>,
     /// Guarded paths: the `Authorization` values they accept.
     guards: HashMap<String, HashSet<String>>,
+    /// Lists carry `ETag`/`Last-Modified` and honour `If-None-Match`.
+    validators: bool,
+    /// Lists answered `304 Not Modified`.
+    not_modified: usize,
 }
 
 /// Response body of the test upstream: whole, streamed, or broken off.
@@ -211,6 +215,17 @@ impl TestUpstream {
                     .is_some_and(|v| v.as_bytes() == authorization.as_bytes())
             })
             .collect()
+    }
+
+    /// Give lists an `ETag` (a hash of the body) and a `Last-Modified`, and
+    /// answer a matching `If-None-Match` with `304 Not Modified`.
+    pub fn validators(&self, on: bool) {
+        self.state.lock().unwrap().validators = on;
+    }
+
+    /// Lists answered `304 Not Modified` so far.
+    pub fn not_modified(&self) -> usize {
+        self.state.lock().unwrap().not_modified
     }
 
     pub fn mode(&self, mode: Mode) {
@@ -543,7 +558,30 @@ async fn handle(
             *r.body_mut() = http_body_util::StreamBody::new(bytes).boxed_unsync();
             Ok(r)
         }
-        _ => Ok(reply(200, "application/json", body)),
+        _ => {
+            let mut s = st.lock().unwrap();
+            if !s.validators {
+                return Ok(reply(200, "application/json", body));
+            }
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(&body[..], &mut h);
+            let etag = format!("\"{:x}\"", std::hash::Hasher::finish(&h));
+            let lm = "Mon, 23 Nov 2026 10:00:00 GMT";
+            let fresh = parts
+                .headers
+                .get("if-none-match")
+                .is_some_and(|v| v.as_bytes() == etag.as_bytes());
+            let mut r = if fresh {
+                s.not_modified += 1;
+                reply(304, "application/json", Bytes::new())
+            } else {
+                reply(200, "application/json", body)
+            };
+            r.headers_mut().insert("etag", etag.parse().expect("etag"));
+            r.headers_mut()
+                .insert("last-modified", lm.parse().expect("lm"));
+            Ok(r)
+        }
     }
 }
 
