@@ -69,8 +69,16 @@ proptest! {
         let mut state = keyed(&old);
         let order: Vec<String> = new.iter().map(|i| i["id"].to_string()).collect();
         let mut last_pos = None;
-        for change in diff::diff(&a, &b, &[]) {
-            let (name, data) = contract::change(&change);
+        // The default contract, rendered as pollcast renders it for a feed.
+        let def = pollcast::config::FeedConfig::new("jobs", "/api/jobs");
+        let render = contract::Render::new(
+            contract::Contract::compile(&def).expect("default contract"),
+            "jobs",
+            &[],
+        );
+        let changes = diff::diff(&a, &b, &[]);
+        for (name, data) in render.changes(&changes, None, &[], "null") {
+            let name = name.as_str();
             let d: Value = serde_json::from_slice(&data).expect("event data is JSON");
             let key = d["id"].to_string();
             match name {
