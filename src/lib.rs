@@ -19,6 +19,7 @@
 //! - [`upstream`]: the pooled client shared by proxy and feeds.
 //! - [`auth`], [`limits`], [`cors`]: who may open a stream, how many, from where.
 //! - [`preface`]: a connection's first bytes, read under the header deadline.
+//! - [`fuzzing`]: entry points for the cargo-fuzz targets and their corpus regression test.
 //! - [`stall`]: write deadlines that close connections of dead or stalled clients.
 //! - [`stats`]: live counts (feeds, subscribers, tasks, fds) for `/_pollcast/stats`.
 //! - [`tls`]: the optional TLS acceptor of the listener.
@@ -41,6 +42,7 @@ pub mod config;
 pub mod cors;
 pub mod demo;
 pub mod feed;
+pub mod fuzzing;
 pub mod healthcheck;
 pub mod limits;
 pub mod logging;
