@@ -275,13 +275,13 @@ def report(a):
         L += ["## Upstream load: N clients polling directly vs N EventSource clients through pollcast", "",
               "Interval 2 s for both; 20 items of 1 KiB, one changing every second. Change-visible latency runs "
               "from the change on the upstream to a client seeing it.", "",
-              "| mode | N | upstream req/s | upstream KB/s | upstream CPU % | visible p50 ms | visible p99 ms |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "| mode | N | clients connected | upstream req/s | upstream KB/s | upstream CPU % | visible p50 ms | visible p99 ms |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for n in sorted({r["n"] for r in up}):
             for m in ["direct", "pollcast"]:
                 g = [r for r in up if r["mode"] == m and r["n"] == n]
                 if g:
-                    L.append(f"| {m} | {n:,} | {cell([r['req_per_s'] for r in g])} | "
+                    L.append(f"| {m} | {n:,} | {cell([r['connected'] for r in g], 0)} | {cell([r['req_per_s'] for r in g])} | "
                              f"{cell([r['bytes_per_s'] / 1000 for r in g], 0)} | {cell([r['cpu_pct'] for r in g])} | "
                              f"{cell([r['visible_p50_ms'] for r in g])} | {cell([r['visible_p99_ms'] for r in g])} |")
         L.append("")
@@ -306,6 +306,9 @@ def report(a):
                 if g:
                     L.append(f"| {b} | {t} | {cell([r['rps'] for r in g], 0)} | {cell([r['p99_ms'] for r in g], 2)} |")
         L.append("")
+    notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "targets.md")
+    if os.path.exists(notes):
+        L += [open(notes).read().rstrip("\n"), ""]
     L.append(END)
     section = "\n".join(L) + "\n"
     old = open(a.out).read() if os.path.exists(a.out) else ""

@@ -53,6 +53,7 @@ fi
 log "building pollcast and the harness (release)"
 $NICE cargo build --release --locked --quiet
 (cd bench/harness && CARGO_TARGET_DIR="$TARGET" $NICE cargo build --release --locked --quiet)
+[ $SMOKE = 1 ] || $NICE cargo bench --locked --bench diff --no-run --quiet
 POLLCAST="$TARGET/release/pollcast"
 LOADGEN="$TARGET/release/loadgen"
 SYNTH="$TARGET/release/synth"
@@ -193,7 +194,7 @@ WINDOW=6
 fanout_run() { # system n rep
     local sys=$1 n=$2 rep=$3 url rss0 rssn
     PARALLEL=256
-    local budget=$(( 3000000 + n * 600 ))
+    local budget=$(( 3000000 + n * 1000 ))
     case $sys in
         pollcast)
             start_synth 9001 10 1s; start_pollcast 1s; url=http://127.0.0.1:8080/sse/jobs ;;
