@@ -62,7 +62,6 @@ impl Admin {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Audience {
     /// Served on the main listener even when a separate admin listener exists.
-    #[allow(dead_code)]
     Browser,
     /// Served on the admin listener when there is one, else on the main one.
     Operator,
@@ -86,6 +85,8 @@ enum Route {
     /// `POST /refresh/<feed name>`: poll every live feed of a definition now
     /// (for an upstream that can send webhooks).
     Refresh,
+    /// The browser client module (`src/client.js`) for the default contract.
+    ClientJs,
 }
 
 impl Route {
@@ -98,6 +99,7 @@ impl Route {
             "/status" => Self::Status,
             "/status/events" => Self::StatusEvents,
             "/stats" => Self::Stats,
+            "/client.js" => Self::ClientJs,
             s if s.starts_with("/refresh/") => Self::Refresh,
             _ => return None,
         })
@@ -113,6 +115,8 @@ impl Route {
             | Self::StatusEvents
             | Self::Stats
             | Self::Refresh => Audience::Operator,
+            // Pages import it from the origin they talk to.
+            Self::ClientJs => Audience::Browser,
         }
     }
 
@@ -158,10 +162,23 @@ impl Route {
                 r
             }
             Self::Status => app.admin.status.page(),
+            Self::ClientJs => {
+                let mut r = text(StatusCode::OK, CLIENT_JS.into());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/javascript; charset=utf-8"),
+                );
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                r
+            }
             Self::StatusEvents => app.admin.status.events(&app.shutdown),
         }
     }
 }
+
+/// The client module, embedded so the binary serves it with no files around.
+const CLIENT_JS: &str = include_str!("client.js");
 
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<BoxBody>> + Send>>;
 

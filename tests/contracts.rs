@@ -398,3 +398,21 @@ fn contract_mistakes_are_located_config_errors() {
     let e = load("events.addded = {}\n");
     assert!(e.contains("unknown field") && e.contains("addded"), "{e}");
 }
+
+#[tokio::test]
+async fn the_client_module_is_served_by_pollcast() {
+    let up = TestUpstream::start().await;
+    let pc = pollcast::start(config(&up)).await.expect("start");
+    let r = reqwest::get(url(&pc, "/_pollcast/client.js"))
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    let js = r.text().await.expect("body");
+    assert_eq!(js, include_str!("../src/client.js"));
+    assert!(js.contains("export function subscribe(url"), "{js}");
+    pc.stop().await;
+}
