@@ -220,16 +220,19 @@ fn ready(resp: Response<BoxBody>) -> ResponseFuture {
 
 /// A plain-text response with a computed body.
 pub fn text(status: StatusCode, body: String) -> Response<BoxBody> {
+    uncached(status, "text/plain; charset=utf-8", Bytes::from(body))
+}
+
+/// An admin answer: never cached, since it describes this instant.
+pub fn uncached(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<BoxBody> {
     let mut r = Response::new(
-        Full::new(Bytes::from(body))
+        Full::new(body)
             .map_err(|never| match never {})
             .boxed_unsync(),
     );
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r

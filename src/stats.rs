@@ -8,8 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{Response, StatusCode};
 use serde::Serialize;
 
 use crate::feed::registry::Registry;
@@ -71,19 +70,7 @@ impl Stats {
     /// The JSON response for `/_pollcast/stats`.
     pub fn response(registry: &Registry) -> Response<BoxBody> {
         let body = serde_json::to_vec(&Self::collect(registry)).unwrap_or_default();
-        let mut r = Response::new(
-            Full::new(Bytes::from(body))
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        );
-        *r.status_mut() = StatusCode::OK;
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        r
+        crate::admin::uncached(StatusCode::OK, "application/json", Bytes::from(body))
     }
 }
 
