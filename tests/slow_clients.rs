@@ -315,9 +315,10 @@ interval = "100ms"
     }
 }
 
-/// A client that never reads again while events keep coming (or whose peer
-/// vanished: its unacknowledged data piles up the same way) is cut off after
-/// `sse.write_timeout`, and everything it held is released.
+/// A client that never reads again while events keep coming is cut off after
+/// `sse.write_timeout`, and everything it held is released. (A peer that
+/// vanished without a FIN is caught by `TCP_USER_TIMEOUT` instead: see
+/// tests/half_open.rs.)
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
     let up = TestUpstream::start().await;
