@@ -66,10 +66,39 @@ where
     }
 }
 
+/// Where `needle` occurs in `hay`. glibc's `memmem`, because the 50
+/// non-readers drain some 300 MiB and this build of the tests is not
+/// optimized: the memchr crate's search is then several times slower.
+fn find_all<'a>(hay: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        let rest = hay.get(from..)?;
+        // SAFETY: both pointers and lengths come from live slices; memmem
+        // only reads them and returns null or a pointer into `rest`.
+        let p = unsafe {
+            libc::memmem(
+                rest.as_ptr().cast(),
+                rest.len(),
+                needle.as_ptr().cast(),
+                needle.len(),
+            )
+        };
+        if p.is_null() {
+            return None;
+        }
+        let at = from + (p as usize - rest.as_ptr() as usize);
+        from = at + 1;
+        Some(at)
+    })
+}
+
 /// What a raw non-reader saw once it drained: read until `newest` arrived
 /// (in a resync snapshot, or in an event), scanning each chunk once (megabytes).
 /// Returns (snapshots seen, `updated` events seen, `updated` after the last snapshot).
 async fn drain_to(s: &mut TcpStream, newest: &str) -> (usize, usize, usize) {
+    // It reads from now on: a receive buffer larger than the 4 KiB it was
+    // stuck with lets it drain in far fewer reads.
+    let _ = socket2::SockRef::from(&*s).set_recv_buffer_size(1 << 20);
     let (mut snapshots, mut updates, mut updates_after) = (0, 0, 0);
     let mut in_snapshot = false;
     let mut window = Vec::new();
@@ -81,9 +110,9 @@ async fn drain_to(s: &mut TcpStream, newest: &str) -> (usize, usize, usize) {
         // between reads are found, and counted once, by where they end.
         let fresh = window.len();
         window.extend_from_slice(&buf[..n]);
-        let mut marks: Vec<(usize, bool)> = memchr::memmem::find_iter(&window, b"event: snapshot")
+        let mut marks: Vec<(usize, bool)> = find_all(&window, b"event: snapshot")
             .map(|i| (i, true))
-            .chain(memchr::memmem::find_iter(&window, b"event: updated").map(|i| (i, false)))
+            .chain(find_all(&window, b"event: updated").map(|i| (i, false)))
             .filter(|&(i, snap)| i + if snap { 15 } else { 14 } > fresh)
             .collect();
         marks.sort_unstable();
@@ -99,8 +128,7 @@ async fn drain_to(s: &mut TcpStream, newest: &str) -> (usize, usize, usize) {
         }
         // Caught up: the newest state arrived, in a resync snapshot or in
         // the last of the events it missed (when they were still in the history).
-        if (!in_snapshot || snapshots >= 2)
-            && memchr::memmem::find(&window, newest.as_bytes()).is_some()
+        if (!in_snapshot || snapshots >= 2) && find_all(&window, newest.as_bytes()).next().is_some()
         {
             return (snapshots, updates, updates_after);
         }
@@ -113,16 +141,22 @@ async fn drain_to(s: &mut TcpStream, newest: &str) -> (usize, usize, usize) {
 /// socket's send buffer up to `tcp_wmem`'s maximum (4 MiB here), plus hyper's 64 KiB.
 const HUGE: usize = 2 * 1024 * 1024;
 
+const JSON: &[(&str, &str)] = &[("content-type", "application/json")];
+
+/// The non-readers' list of round `r`, serialized once (not on every poll).
+fn huge(r: usize) -> bytes::Bytes {
+    bytes::Bytes::from(list(r, 1, HUGE).to_string())
+}
+
 fn seq(id: &str) -> u64 {
     id.rsplit_once(':')
         .and_then(|(_, s)| s.parse().ok())
         .unwrap_or_else(|| panic!("event id {id:?} is not <epoch>:<seq>"))
 }
 
-/// 1,000 subscribers read normally while 50 never read. The 50 follow the
-/// same feed definition through their own query (their own feed instance,
-/// whose events are 2 MiB each): that fills their TCP windows and Linux's
-/// send buffers for real, which events small enough for 1,000 parsing
+/// 1,000 subscribers read normally while 50 never read. The 50 follow a
+/// feed of their own (`huge`, whose events are 2 MiB each): that fills
+/// their TCP windows and Linux's send buffers for real, which events small enough for 1,000 parsing
 /// readers cannot. Every reader gets every event in order, rounds are not
 /// held up, RSS stays under the stated bound, and each non-reader, when it
 /// finally drains, is resynced with one fresh snapshot.
@@ -157,13 +191,17 @@ write_timeout = "120s"
 name = "big"
 poll = "/api/big"
 interval = "100ms"
+[[feeds]]
+name = "huge"
+poll = "/api/huge"
+interval = "100ms"
 "#,
         up.addr
     ));
     let path = config.path().to_str().expect("utf-8 path");
     let pc = Pollcast::spawn(&["--config", path], &[]);
     let addr = pc.addr().await;
-    up.set("/api/big?kind=huge", list(0, 1, HUGE));
+    up.set_raw("/api/huge", JSON, huge(0));
     let rss_idle = procstat::rss_kib(pc.pid());
     let url = format!("http://{addr}/sse/big");
 
@@ -224,7 +262,7 @@ interval = "100ms"
     eprintln!("{READERS} readers joined in {:?}", t0.elapsed());
     let mut dead = Vec::new();
     for _ in 0..DEAD {
-        dead.push(non_reader(addr, "/sse/big?kind=huge").await);
+        dead.push(non_reader(addr, "/sse/huge").await);
     }
     let want = READERS + DEAD;
     let start = Instant::now();
@@ -238,13 +276,20 @@ interval = "100ms"
 
     // Rounds: change the list, wait until all readers have the event.
     let mut took = Vec::new();
+    let mut huge_polls = 0;
     for r in 1..=ROUNDS {
         let t = Instant::now();
         up.set("/api/big", list(r, 1, SIZE));
-        up.set("/api/big?kind=huge", list(r, 1, HUGE));
+        up.set_raw("/api/huge", JSON, huge(r));
+        huge_polls = up.hits("/api/huge");
         all_have(1 + r).await;
         took.push(t.elapsed());
     }
+    // The huge feed has published the last round too: a poll that started
+    // after it was set, and then the next one (polls of a feed run one after
+    // another, each after the previous one's events are out). Otherwise a
+    // non-reader could drain before that and be resynced to the round before.
+    up.wait_hits("/api/huge", huge_polls + 2).await;
     let rss_loaded = procstat::rss_kib(pc.pid());
     took.sort();
     eprintln!(
