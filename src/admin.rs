@@ -52,7 +52,7 @@ impl Admin {
     }
 
     /// The part of `path` after the prefix, when `path` is under it.
-    fn own<'p>(&self, path: &'p str) -> Option<&'p str> {
+    pub(crate) fn own<'p>(&self, path: &'p str) -> Option<&'p str> {
         let rest = path.strip_prefix(self.prefix.as_str())?;
         (rest.is_empty() || rest.starts_with('/')).then_some(rest)
     }

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! - [`config`]: the typed, validated configuration.
-//! - [`server`]: the listener, connections, graceful shutdown.
+//! - [`server`]: the listener, connections, graceful shutdown; [`direct`]:
+//!   HTTP/1.1 event streams written to the socket without hyper's buffers.
 //! - [`router`]: the tower service choosing between pollcast and the upstream.
 //! - [`proxy`]: pass-through of every request pollcast does not own, WebSocket
 //!   tunnels included; [`cidr`]: the address blocks of `trusted_proxies`.
@@ -41,6 +42,7 @@ pub mod cidr;
 pub mod config;
 pub mod cors;
 pub mod demo;
+pub mod direct;
 pub mod feed;
 pub mod fuzzing;
 pub mod healthcheck;

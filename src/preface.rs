@@ -62,6 +62,24 @@ pub async fn read<T: AsyncRead + Unpin>(
     })
 }
 
+impl<T> Prefixed<T> {
+    /// `io` with `prefix` to be read first.
+    pub fn new(prefix: Vec<u8>, io: T) -> Self {
+        Self { prefix, pos: 0, io }
+    }
+
+    /// Whether the connection opened with the HTTP/2 preface.
+    pub fn is_h2(&self) -> bool {
+        self.prefix[self.pos..] == *H2_PREFACE
+    }
+
+    /// The bytes not read yet, and the stream.
+    pub fn into_parts(mut self) -> (Vec<u8>, T) {
+        self.prefix.drain(..self.pos);
+        (self.prefix, self.io)
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,

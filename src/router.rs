@@ -98,6 +98,14 @@ impl Router {
         self.remote
     }
 
+    /// Whether a `GET` of `path` is answered with an event stream (an SSE
+    /// path on the main listener), so `direct` may serve it.
+    pub fn streams(&self, path: &str) -> bool {
+        self.app.side == Side::Main
+            && self.app.admin.own(path).is_none()
+            && self.app.registry.route(path).is_some()
+    }
+
     pub fn counters(&self) -> std::sync::Arc<crate::stats::Counters> {
         self.app.registry.counters().clone()
     }

@@ -26,9 +26,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
-use crate::preface;
 use crate::router::{App, Router};
 use crate::stall::WriteTimeout;
+use crate::{direct, preface};
 
 /// A client that has not finished its TLS handshake by then is dropped, so
 /// half-open connections cannot pile up.
@@ -85,6 +85,7 @@ pub async fn serve(
             router,
             watcher,
             head_timeout,
+            max_header_size: cfg.max_header_size,
             shutdown: shutdown.clone(),
         };
         match &tls {
@@ -118,6 +119,7 @@ struct Conn {
     router: Router,
     watcher: Watcher,
     head_timeout: Duration,
+    max_header_size: usize,
     shutdown: CancellationToken,
 }
 
@@ -133,6 +135,7 @@ where
         router,
         watcher,
         head_timeout,
+        max_header_size,
         shutdown,
     } = c;
     let remote = router.remote();
@@ -146,6 +149,26 @@ where
                 return;
             }
         },
+    };
+    let mut router = router;
+    let io = if io.is_h2() {
+        io
+    } else {
+        let limits = direct::HeadLimits {
+            max_size: max_header_size,
+            timeout: head_timeout,
+        };
+        match direct::serve(io, &mut router, limits, &shutdown).await {
+            Ok(direct::Outcome::Hyper(io)) => io,
+            Ok(direct::Outcome::Done) => return,
+            Err(e) => {
+                if e.is_write_stall() {
+                    counters.add_write_timeout();
+                }
+                tracing::debug!(error = %e, %remote, "stream ended with an error");
+                return;
+            }
+        }
     };
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(router))

@@ -1,0 +1,399 @@
+//! HTTP/1.1 event streams written straight to the socket, without hyper.
+//!
+//! An idle subscriber should cost little more than its cursor. Served by
+//! hyper, each one also holds a connection task with two 8 KiB buffers (read
+//! and write) for as long as the stream lives, which is most of what a
+//! subscriber costs. So when a connection's first request is an HTTP/1.1
+//! `GET` on an SSE path, this module reads the request head itself, asks the
+//! [`Router`] for the response like hyper would, and writes that response
+//! with its own minimal framing (`Content-Length` or chunked): no buffers
+//! beyond the frames in flight, one vectored write per batch of ready frames.
+//!
+//! Everything else, and anything this module does not fully understand (a
+//! body, an upgrade, `Expect`, HTTP/1.0, an oversized or malformed head), is
+//! handed to hyper untouched, with the bytes already read put back in front,
+//! so behaviour at the edges stays hyper's. After a finite answer on a
+//! keep-alive connection the connection goes back to hyper too; after a
+//! stream it is closed (anything the client sent meanwhile cannot be answered
+//! in order).
+//!
+//! This module owns the HTTP/1.1 wire format of those responses only. It must
+//! never decide what to answer (that is `router` and `sse`) and never block
+//! on a client: a client that stops reading stops the body being polled, so
+//! its cursor falls behind and is resynced, exactly as under hyper.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body::Body;
+use http_body_util::Empty;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use crate::preface::Prefixed;
+use crate::router::Router;
+use crate::BoxBody;
+
+/// hyper's own default header count limit.
+const MAX_HEADERS: usize = 100;
+/// Frames gathered into one vectored write (a catching-up subscriber gets
+/// many at once: id line, body, next event...).
+const BATCH: usize = 32;
+/// Bytes read and discarded per wake while streaming, so a client that
+/// talks during a stream cannot keep the task busy.
+const DRAIN_PER_WAKE: usize = 4;
+
+/// What became of a connection.
+pub enum Outcome<I> {
+    /// Answered here; the connection is closed.
+    Done,
+    /// Not for this module (or a finite answer on a keep-alive
+    /// connection): hyper serves it, starting with these bytes.
+    Hyper(Prefixed<I>),
+}
+
+/// Why a directly served connection ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectError {
+    #[error("request head not complete within {0:?}")]
+    HeadTimeout(Duration),
+    #[error("writing the response: {0}")]
+    Io(#[from] io::Error),
+    #[error("the response body failed: {0}")]
+    Body(crate::BoxError),
+}
+
+impl DirectError {
+    /// The client stopped acknowledging data (write deadline or
+    /// `TCP_USER_TIMEOUT`), as `stall::is_write_stall` tells for hyper.
+    pub fn is_write_stall(&self) -> bool {
+        matches!(self, DirectError::Io(e) if e.kind() == io::ErrorKind::TimedOut)
+    }
+}
+
+/// Limits on the request head, the same hyper applies.
+#[derive(Clone, Copy)]
+pub struct HeadLimits {
+    pub max_size: usize,
+    pub timeout: Duration,
+}
+
+/// Serve `io` (an HTTP/1.x connection whose first bytes were read) if its
+/// first request is a stream this module handles, else hand it to hyper.
+///
+/// `shutdown` is obeyed while the head is read; a stream then ends by its
+/// own body (which tells the client to come back), never cut here.
+pub async fn serve<I>(
+    io: Prefixed<I>,
+    router: &mut Router,
+    limits: HeadLimits,
+    shutdown: &CancellationToken,
+) -> Result<Outcome<I>, DirectError>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut buf, mut io) = io.into_parts();
+    let reading =
+        tokio::time::timeout(limits.timeout, read_head(&mut io, &mut buf, router, limits));
+    let head = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(Outcome::Done),
+        r = reading => r.map_err(|_| DirectError::HeadTimeout(limits.timeout))??,
+    };
+    let Some((req, head_len, close)) = head else {
+        return Ok(Outcome::Hyper(Prefixed::new(buf, io)));
+    };
+    let rest = buf.split_off(head_len);
+    drop(buf);
+    let resp = match router.call(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let streaming = write_response(&mut io, resp, close).await?;
+    if streaming || close {
+        // Best effort: the peer may be gone already.
+        let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
+        return Ok(Outcome::Done);
+    }
+    Ok(Outcome::Hyper(Prefixed::new(rest, io)))
+}
+
+/// Read until the head is complete and parse it. `None`: hyper's business
+/// (bytes already read stay in `buf`).
+async fn read_head<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buf: &mut Vec<u8>,
+    router: &Router,
+    limits: HeadLimits,
+) -> Result<Option<(Request<Empty<Bytes>>, usize, bool)>, DirectError> {
+    loop {
+        // Decide from the request line alone when possible, so pass-through
+        // requests are handed on without waiting for their whole head.
+        if let Some(end) = memchr::memchr(b'\n', buf) {
+            if !wanted_line(&buf[..end], router) {
+                return Ok(None);
+            }
+            if let Some(parsed) = parse(buf) {
+                return Ok(parsed);
+            }
+        } else if !buf.is_empty() && !b"GET ".starts_with(&buf[..buf.len().min(4)]) {
+            return Ok(None);
+        }
+        if buf.len() >= limits.max_size {
+            return Ok(None); // hyper answers 431
+        }
+        let mut chunk = [0u8; 1024];
+        let n = io.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None); // hyper sees the same EOF
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `GET <path on an SSE route> HTTP/1.1`?
+fn wanted_line(line: &[u8], router: &Router) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(b"GET"), Some(target), Some(b"HTTP/1.1"), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+    match std::str::from_utf8(path) {
+        Ok(p) => p.starts_with('/') && router.streams(p),
+        Err(_) => false,
+    }
+}
+
+/// Parse a complete head into a request. `None`: not complete yet.
+/// `Some(None)`: complete but not for this module.
+#[allow(clippy::type_complexity)]
+fn parse(buf: &[u8]) -> Option<Option<(Request<Empty<Bytes>>, usize, bool)>> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return None,
+        Err(_) => return Some(None),
+    };
+    let (Some("GET"), Some(path), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
+        return Some(None);
+    };
+    let mut req = Request::new(Empty::new());
+    *req.method_mut() = Method::GET;
+    *req.version_mut() = Version::HTTP_11;
+    let Ok(uri) = path.parse() else {
+        return Some(None);
+    };
+    *req.uri_mut() = uri;
+    let mut close = false;
+    for h in parsed.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
+            return Some(None);
+        };
+        // A body, a protocol switch or an expectation: hyper's job.
+        if name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == header::EXPECT
+            || (name == header::CONTENT_LENGTH && value.as_bytes() != b"0")
+        {
+            return Some(None);
+        }
+        if name == header::CONNECTION {
+            close |= value
+                .to_str()
+                .unwrap_or_default()
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("close"));
+        }
+        req.headers_mut().append(name, value);
+    }
+    Some(Some((req, len, close)))
+}
+
+/// Write `resp`; returns whether it was a stream (of unknown length).
+async fn write_response<I: AsyncWrite + AsyncRead + Unpin>(
+    io: &mut I,
+    resp: Response<BoxBody>,
+    close: bool,
+) -> Result<bool, DirectError> {
+    let (parts, mut body) = resp.into_parts();
+    let bodiless = parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED
+        || parts.status.is_informational();
+    let length = body.size_hint().exact();
+    let chunked = !bodiless && length.is_none();
+
+    let mut head = BytesMut::with_capacity(256);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(parts.status.as_str().as_bytes());
+    head.extend_from_slice(b" ");
+    head.extend_from_slice(
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("Unknown")
+            .as_bytes(),
+    );
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue; // framing is ours to say
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        head.extend_from_slice(b"date: ");
+        head.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    match (bodiless, length) {
+        (true, _) => {}
+        (false, Some(n)) => head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
+        (false, None) => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    if close {
+        head.extend_from_slice(b"connection: close\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+
+    let mut out = Out::default();
+    out.parts.push_back(head.freeze());
+    if bodiless {
+        poll_fn(|cx| out.poll_flush(&mut *io, cx)).await?;
+        return Ok(false);
+    }
+    let mut ended = false;
+    poll_fn(|cx| stream(&mut *io, &mut body, &mut out, chunked, &mut ended, cx)).await?;
+    Ok(chunked)
+}
+
+/// Drive `body` into `io` until it ends or the peer goes away.
+fn stream<I: AsyncWrite + AsyncRead + Unpin>(
+    io: &mut I,
+    body: &mut BoxBody,
+    out: &mut Out,
+    chunked: bool,
+    ended: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), DirectError>> {
+    loop {
+        // A client closing its side ends a stream (as hyper notices by
+        // reading between responses); bytes it sends meanwhile are dropped.
+        // A finite answer leaves them for hyper.
+        for _ in 0..if chunked { DRAIN_PER_WAKE } else { 0 } {
+            let mut scratch = [0u8; 512];
+            let mut rb = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut *io).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => break,
+            }
+        }
+        if out.poll_flush(&mut *io, cx)?.is_pending() {
+            // Back-pressure: no more frames until the client drains.
+            return Poll::Pending;
+        }
+        if *ended {
+            return Poll::Ready(Ok(()));
+        }
+        for _ in 0..BATCH {
+            match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        out.push(data, chunked);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(DirectError::Body(e))),
+                Poll::Ready(None) => {
+                    if chunked {
+                        out.parts.push_back(Bytes::from_static(b"0\r\n\r\n"));
+                    }
+                    *ended = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if out.parts.is_empty() && !*ended {
+            return Poll::Pending;
+        }
+    }
+}
+
+/// Bytes waiting to be written, in order; shared event bytes are never
+/// copied.
+#[derive(Default)]
+struct Out {
+    parts: VecDeque<Bytes>,
+}
+
+impl Out {
+    fn push(&mut self, data: Bytes, chunked: bool) {
+        if data.is_empty() {
+            return; // an empty chunk would end the body
+        }
+        if chunked {
+            self.parts
+                .push_back(Bytes::from(format!("{:X}\r\n", data.len())));
+            self.parts.push_back(data);
+            self.parts.push_back(Bytes::from_static(b"\r\n"));
+        } else {
+            self.parts.push_back(data);
+        }
+    }
+
+    /// Write everything queued; `Pending` while the socket is full.
+    fn poll_flush<I: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut I,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while !self.parts.is_empty() {
+            let mut slices = [IoSlice::new(&[]); 64];
+            let mut count = 0;
+            for (slot, part) in slices.iter_mut().zip(&self.parts) {
+                *slot = IoSlice::new(part);
+                count += 1;
+            }
+            let mut n = match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            while n > 0 {
+                let Some(front) = self.parts.front_mut() else {
+                    break;
+                };
+                if n >= front.len() {
+                    n -= front.len();
+                    self.parts.pop_front();
+                } else {
+                    *front = front.slice(n..);
+                    n = 0;
+                }
+            }
+        }
+        if self.parts.capacity() > 4 * BATCH {
+            // A burst (resync, catch-up) must not stay allocated.
+            self.parts = VecDeque::new();
+        }
+        Pin::new(io).poll_flush(cx)
+    }
+}
