@@ -29,7 +29,7 @@ pub mod scan;
 pub mod stats;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
@@ -58,6 +58,8 @@ pub struct Feed {
     /// Bumped after every change of `state` that subscribers must see.
     changed: watch::Sender<u64>,
     subscribers: AtomicUsize,
+    /// Keepalive ticks told to this feed's subscribers.
+    ticks: AtomicU64,
     /// Cancelled when a config reload removes or changes this feed's
     /// definition: the poll loop stops and subscribers are sent away with a
     /// `retry:` hint, to reconnect to the new definition.
@@ -151,6 +153,7 @@ impl Feed {
             }),
             changed: watch::channel(0).0,
             subscribers: AtomicUsize::new(0),
+            ticks: AtomicU64::new(0),
             retired: CancellationToken::new(),
             refresh: tokio::sync::Notify::new(),
         }
@@ -159,6 +162,27 @@ impl Feed {
     /// End this instance: its definition was removed or changed by a reload.
     pub fn retire(&self) {
         self.retired.cancel();
+        self.wake();
+    }
+
+    /// Wake every subscriber to look again: at a keepalive tick, when the
+    /// feed retires, when the poll loop ends (shutdown). The feed's one
+    /// change signal carries all of them, so a waiting subscriber waits on
+    /// one thing only.
+    pub fn wake(&self) {
+        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// A keepalive tick (see `registry`'s ticker): subscribers silent since
+    /// the previous tick send a keepalive.
+    pub(crate) fn tick(&self) {
+        self.ticks.fetch_add(1, Ordering::AcqRel);
+        self.wake();
+    }
+
+    /// Keepalive ticks so far.
+    pub fn ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Acquire)
     }
 
     /// Resolves once [`Feed::retire`] was called.

@@ -169,6 +169,8 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
         }
     }
     tracing::debug!(feed = %feed.label(), "feed stopped");
+    // Subscribers still here (shutdown, retirement) look again and leave.
+    feed.wake();
 }
 
 /// A good poll, ready to publish.

@@ -14,7 +14,9 @@
 //! old ones, so a [`FeedKey`] never silently points at another definition.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -47,6 +49,10 @@ pub(crate) struct Inner {
     tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     counters: Arc<Counters>,
+    /// The keepalive ticker runs: started by a subscriber, inside the
+    /// runtime; it ends when no feed is left (and at shutdown).
+    ticking: AtomicBool,
+    ticker: TaskTracker,
 }
 
 /// The feed definitions in force and the SSE paths that lead to them.
@@ -195,6 +201,8 @@ impl Registry {
                 tasks: TaskTracker::new(),
                 shutdown,
                 counters: Arc::default(),
+                ticking: AtomicBool::new(false),
+                ticker: TaskTracker::new(),
             }),
         }
     }
@@ -287,6 +295,10 @@ impl Registry {
     /// `max_feeds` or `max_feeds_per_definition`; joining never is.
     pub fn subscribe(&self, key: FeedKey) -> Result<Subscription, LimitError> {
         let mut feeds = self.inner.feeds();
+        // Under the map lock: the ticker stops only when the map is empty.
+        if !self.inner.ticking.swap(true, Ordering::AcqRel) {
+            self.inner.ticker.spawn(ticker(self.inner.clone()));
+        }
         if let Some(feed) = feeds.get(&key) {
             feed.add_subscriber();
             return Ok(Subscription {
@@ -433,7 +445,43 @@ impl Registry {
     /// Wait for every poll loop to end (after shutdown was cancelled).
     pub async fn closed(&self) {
         self.inner.tasks.close();
+        self.inner.ticker.close();
         self.inner.tasks.wait().await;
+        self.inner.ticker.wait().await;
+    }
+}
+
+/// One timer for every subscriber's keepalive: every half `sse.keepalive`
+/// each live feed is ticked, and a subscriber that wrote nothing since the
+/// previous tick sends a keepalive (so no stream is silent for longer than
+/// `keepalive`). A timer per subscriber would cost a timer-wheel entry and its
+/// updates on every event, times the number of subscribers. At shutdown every
+/// feed is woken once more, so its subscribers see it and leave.
+async fn ticker(inner: Arc<Inner>) {
+    let half = (inner.sse.keepalive / 2).max(Duration::from_millis(5));
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => break,
+            _ = every.tick() => {}
+        }
+        let live: Vec<Arc<Feed>> = {
+            let feeds = inner.feeds();
+            if feeds.is_empty() {
+                // Idle: the next subscriber starts a new ticker.
+                inner.ticking.store(false, Ordering::Release);
+                return;
+            }
+            feeds.values().cloned().collect()
+        };
+        for feed in live {
+            feed.tick();
+        }
+    }
+    let live: Vec<Arc<Feed>> = inner.feeds().values().cloned().collect();
+    for feed in live {
+        feed.wake();
     }
 }
 

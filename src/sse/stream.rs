@@ -50,7 +50,9 @@ pub struct Subscriber {
     follows: Vec<Follow>,
     /// Output waiting to be written, with the index of the feed it came from.
     pending: VecDeque<(usize, Out)>,
-    keepalive: Duration,
+    /// Keepalive ticks seen, and whether anything was written since the last.
+    ticks: u64,
+    wrote: bool,
     retry: Duration,
     shutdown: CancellationToken,
     done: bool,
@@ -86,7 +88,7 @@ impl Subscriber {
         if let Some(connect) = subs.first().and_then(|s| s.feed.connect.clone()) {
             pending.push_back((0, Out::Bytes(connect)));
         }
-        let follows = subs
+        let follows: Vec<Follow> = subs
             .into_iter()
             .zip(parts)
             .map(|(sub, id)| Follow {
@@ -96,10 +98,12 @@ impl Subscriber {
                 sub,
             })
             .collect();
+        let follows_ticks = follows.first().map_or(0, |f: &Follow| f.sub.feed.ticks());
         Self {
             follows,
             pending,
-            keepalive: cfg.keepalive,
+            ticks: follows_ticks,
+            wrote: false,
             retry: cfg.retry,
             shutdown,
             done: false,
@@ -165,6 +169,7 @@ impl Subscriber {
                 }
             }
             if let Some((i, out)) = self.pending.pop_front() {
+                self.wrote = true;
                 match out {
                     Out::Bytes(b) => return Some(b),
                     Out::Event { seq, bytes } => {
@@ -226,10 +231,29 @@ impl Subscriber {
                 return None;
             }
             // Mark the current version seen before reading the state, so a
-            // change published after the pull wakes us.
+            // change (or tick, retirement, shutdown) signalled after the
+            // reads below wakes us.
+            for f in &mut self.follows {
+                f.changed.borrow_and_update();
+            }
+            if self.shutdown.is_cancelled() {
+                // Come back soon, to this replica or another one.
+                self.pending
+                    .push_back((0, Out::Bytes(encode::retry(self.retry))));
+                self.done = true;
+                continue;
+            }
+            if self.follows.iter().any(|f| f.sub.feed.is_retired()) {
+                // A reload removed or changed the definition: come back
+                // soon, to whatever now serves this path.
+                self.cut_off();
+                self.pending
+                    .push_back((0, Out::Bytes(encode::retry(self.retry))));
+                self.done = true;
+                continue;
+            }
             let mut out = VecDeque::new();
             for (i, f) in self.follows.iter_mut().enumerate() {
-                f.changed.borrow_and_update();
                 let resyncs = f.cursor.resyncs;
                 f.sub.feed.pull(&mut f.cursor, &mut out);
                 if f.cursor.resyncs != resyncs {
@@ -238,22 +262,21 @@ impl Subscriber {
                 }
                 self.pending.extend(out.drain(..).map(|o| (i, o)));
             }
+            let ticks = self.follows[0].sub.feed.ticks();
+            if ticks != self.ticks {
+                // Silent for a whole tick period: say we are alive.
+                if !self.wrote && self.pending.is_empty() {
+                    let keepalive = self.follows[0].sub.feed.keepalive.clone();
+                    self.pending.push_back((0, Out::Bytes(keepalive)));
+                }
+                self.ticks = ticks;
+                self.wrote = false;
+            }
             if !self.pending.is_empty() {
                 continue;
             }
-            let keepalive = self.follows[0].sub.feed.keepalive.clone();
-            // For the revocation arm, which cannot borrow `self.follows`.
-            let (metrics, def) = (
-                self.follows[0].sub.metrics.clone(),
-                self.follows[0].sub.feed.def.clone(),
-            );
-            // A reload retiring any followed feed ends the stream.
-            let feeds: Vec<_> = self.follows.iter().map(|f| f.sub.feed.clone()).collect();
-            let retired =
-                futures_util::future::select_all(feeds.iter().map(|f| Box::pin(f.retired())));
-            let changed = futures_util::future::select_all(
-                self.follows.iter_mut().map(|f| f.changed.changed().boxed()),
-            );
+            // One signal per feed carries changes, keepalive ticks,
+            // retirement and shutdown; only a `check` revocation has its own.
             let revoked = self.revoked.as_mut();
             let revoked = async move {
                 match revoked {
@@ -261,35 +284,33 @@ impl Subscriber {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
+            let changed = async {
+                if let [one] = self.follows.as_mut_slice() {
+                    one.changed.changed().await
+                } else {
+                    futures_util::future::select_all(
+                        self.follows.iter_mut().map(|f| f.changed.changed().boxed()),
+                    )
+                    .await
+                    .0
+                }
+            };
+            let revoked_now = tokio::select! {
                 biased;
-                _ = revoked => {
-                    // The reconnect that follows meets the refusal itself.
-                    metrics.cut_off(&def.name);
-                    self.revoked = None;
-                    self.pending.clear();
-                    self.done = true;
-                }
-                _ = retired => {
-                    // A reload removed or changed the definition: come back
-                    // soon, to whatever now serves this path.
-                    metrics.cut_off(&def.name);
-                    self.pending.push_back((0, Out::Bytes(encode::retry(self.retry))));
-                    self.done = true;
-                }
-                _ = self.shutdown.cancelled() => {
-                    // Come back soon, to this replica or another one.
-                    self.pending.push_back((0, Out::Bytes(encode::retry(self.retry))));
-                    self.done = true;
-                }
-                (r, _, _) = changed => {
+                _ = revoked => true,
+                r = changed => {
                     if r.is_err() {
                         self.done = true;
                     }
+                    false
                 }
-                _ = tokio::time::sleep(self.keepalive) => {
-                    self.pending.push_back((0, Out::Bytes(keepalive)));
-                }
+            };
+            if revoked_now {
+                // The reconnect that follows meets the refusal itself.
+                self.cut_off();
+                self.revoked = None;
+                self.pending.clear();
+                self.done = true;
             }
         }
     }
