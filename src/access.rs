@@ -33,3 +33,17 @@ pub fn record(
         "pass-through"
     );
 }
+
+/// The access line of a request pollcast answered from feed `feed`'s latest
+/// poll instead of passing it through (see `stragglers`).
+pub fn answered(method: &Method, path: &str, client: SocketAddr, status: StatusCode, feed: &str) {
+    tracing::info!(
+        target: "pollcast::access",
+        method = %method,
+        path,
+        status = status.as_u16(),
+        feed,
+        client = %client.ip(),
+        "answered from snapshot"
+    );
+}

@@ -451,6 +451,10 @@ pub struct FeedConfig {
     /// Object feeds: a field whose values end the stream with a final event.
     #[serde(default)]
     pub terminal: Option<TerminalConfig>,
+    /// While a feed of this definition is live, plain GETs of its poll path
+    /// (same query and credentials) are answered from its latest poll.
+    #[serde(default)]
+    pub serve_polls: bool,
 }
 
 /// `[feeds.events]`: the event contract of one feed. Every kind left out
@@ -545,6 +549,7 @@ impl FeedConfig {
             object: false,
             append: None,
             terminal: None,
+            serve_polls: false,
         }
     }
 
@@ -967,6 +972,10 @@ impl Config {
             }
             if f.interval < Duration::from_millis(10) {
                 return Err(Problem::feed(i, "interval", "must be at least 10ms".into()));
+            }
+            if f.serve_polls {
+                crate::stragglers::check(f, &self.feeds, &self.admin, &self.upstream)
+                    .map_err(|m| Problem::feed(i, "serve_polls", m))?;
             }
             if f.backoff_max < f.interval {
                 return Err(Problem::feed(

@@ -29,6 +29,7 @@
 //! - [`demo`]: a built-in upstream for `--demo`.
 //! - [`admin`]: pollcast's own endpoints under `[admin] prefix`; [`readiness`]: `/readyz`.
 //! - [`access`]: the access log line and metrics of each pass-through request.
+//! - [`stragglers`]: polls of a live feed's upstream path answered from its latest poll.
 //! - [`metrics`]: the Prometheus metrics behind `<prefix>/metrics`.
 //! - [`reload`]: what a SIGHUP applies to a running pollcast.
 //! - [`check`]: `--check`'s rendering of the effective config, secrets redacted.
@@ -61,6 +62,7 @@ pub mod sse;
 pub mod stall;
 pub mod stats;
 pub mod status;
+pub mod stragglers;
 pub mod template;
 pub mod tls;
 pub mod upstream;

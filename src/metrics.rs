@@ -122,6 +122,15 @@ pub struct Metrics {
     proxy_requests: Family<StatusLabel, Counter>,
     proxy_duration: Family<StatusLabel, Histogram, fn() -> Histogram>,
     limit_refusals: Family<LimitLabel, Counter>,
+    stragglers: Family<AnsweredLabels, Counter>,
+    stragglers_bytes: Family<FeedLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnsweredLabels {
+    feed: String,
+    /// `200` or `304`.
+    status: String,
 }
 
 impl Default for Metrics {
@@ -151,6 +160,8 @@ impl Metrics {
             proxy_requests: Family::default(),
             proxy_duration: Family::new_with_constructor(latency_histogram),
             limit_refusals: Family::default(),
+            stragglers: Family::default(),
+            stragglers_bytes: Family::default(),
         };
         for limit in crate::limits::LimitError::KINDS {
             let _ = m.limit_refusals.get_or_create(&LimitLabel {
@@ -241,6 +252,17 @@ impl Metrics {
             "SSE requests refused by a [limits] limit (429 per client, 503 server-wide), per limit key",
             m.limit_refusals.clone(),
         );
+        r.register(
+            "stragglers_answered",
+            "Plain GET/HEAD polls of a live feed's upstream path answered from its latest poll instead of the upstream (serve_polls), per feed definition and status",
+            m.stragglers.clone(),
+        );
+        r.register_with_unit(
+            "stragglers",
+            "Body bytes of those answers: upstream bytes the stragglers did not cost",
+            Unit::Bytes,
+            m.stragglers_bytes.clone(),
+        );
         Self { registry: r, ..m }
     }
 
@@ -302,6 +324,35 @@ impl Metrics {
         self.proxy_duration
             .get_or_create(&l)
             .observe(took.as_secs_f64());
+    }
+
+    /// A poll of feed definition `feed`'s upstream path answered from its
+    /// latest poll with `status` (200 or 304) and `bytes` of body.
+    pub fn straggler(&self, feed: &str, status: StatusCode, bytes: u64) {
+        self.stragglers
+            .get_or_create(&AnsweredLabels {
+                feed: feed.into(),
+                status: status.as_str().into(),
+            })
+            .inc();
+        if bytes > 0 {
+            self.stragglers_bytes
+                .get_or_create(&FeedLabel { feed: feed.into() })
+                .inc_by(bytes);
+        }
+    }
+
+    /// The straggler series of a `serve_polls` definition, at zero from the start.
+    pub fn declare_stragglers(&self, feed: &str) {
+        for status in ["200", "304"] {
+            let _ = self.stragglers.get_or_create(&AnsweredLabels {
+                feed: feed.into(),
+                status: status.into(),
+            });
+        }
+        let _ = self
+            .stragglers_bytes
+            .get_or_create(&FeedLabel { feed: feed.into() });
     }
 
     /// Make a feed definition's series exist (at zero) before its first use,

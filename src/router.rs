@@ -148,6 +148,9 @@ where
                 Ok(sse::respond(ctx, &defs, params, head, remote).await)
             });
         }
+        if let Some(resp) = app.registry.stragglers().answer(&req, remote) {
+            return Box::pin(async move { Ok(resp) });
+        }
         let method = req.method().clone();
         let path = path.to_owned();
         Box::pin(async move {

@@ -78,8 +78,9 @@ impl Validators {
 /// A successful poll.
 #[derive(Debug)]
 pub enum Polled {
-    /// A body, with the validators to send next time.
-    Body(Bytes, Validators),
+    /// A body, with the validators to send next time and the response's
+    /// headers (what `stragglers` replays of them is decided there).
+    Body(Bytes, Validators, Box<HeaderMap>),
     /// `304 Not Modified`: the list is what it was; nothing to read or parse.
     NotModified,
 }
@@ -88,7 +89,7 @@ impl Polled {
     /// Body bytes received.
     pub fn len(&self) -> usize {
         match self {
-            Polled::Body(b, _) => b.len(),
+            Polled::Body(b, ..) => b.len(),
             Polled::NotModified => 0,
         }
     }
@@ -237,8 +238,13 @@ impl Upstream {
                 }
             }
             let validators = Validators::of(resp.headers());
-            match Limited::new(resp.into_body(), max).collect().await {
-                Ok(c) => Ok(Polled::Body(c.to_bytes(), validators)),
+            let (head, body) = resp.into_parts();
+            match Limited::new(body, max).collect().await {
+                Ok(c) => Ok(Polled::Body(
+                    c.to_bytes(),
+                    validators,
+                    Box::new(head.headers),
+                )),
                 Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                     Err(PollError::TooLarge(max))
                 }

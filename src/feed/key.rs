@@ -8,6 +8,7 @@
 //! credential-free printable form used in logs. It must never print an
 //! `Authorization`, `Cookie` or token value.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use http::{header, HeaderMap, HeaderValue};
@@ -286,6 +287,19 @@ pub fn split_query(query: Option<&str>) -> (String, Option<String>) {
     (query, last_event_id)
 }
 
+/// A query string as a feed's identity holds it: parameters sorted by name
+/// (repeated names keep their order) and re-encoded, none removed. A client
+/// request whose query normalises to a feed's `query` sends the upstream the
+/// same parameters as that feed's polls.
+pub fn normalize_query(query: &str) -> String {
+    let mut pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> =
+        form_urlencoded::parse(query.as_bytes()).collect();
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +314,19 @@ mod tests {
             split_query(Some("a=1&b=2")).0
         );
         assert_eq!(split_query(None), (String::new(), None));
+    }
+
+    #[test]
+    fn normalized_queries_equal_feed_identities() {
+        let h = HeaderMap::new();
+        let d = def(AuthMode::Forward, None, None);
+        let id = identify(0, &d, Some("status=a%20b&lim=1&tag=y&tag=x"), &h).expect("ok");
+        assert_eq!(
+            normalize_query("tag=y&status=a+b&tag=x&lim=1"),
+            id.key.query
+        );
+        // Nothing is removed: pollcast's own parameters make another request.
+        assert_eq!(normalize_query("lastEventId=1"), "lastEventId=1");
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub struct Feed {
     /// Asks the poller for a poll now (write-through, the refresh endpoint).
     /// A request made during a poll is kept and served right after it.
     refresh: tokio::sync::Notify,
+    /// Refresh requests so far: a poll that began before the latest one may
+    /// predate a write (see `stragglers`).
+    refreshes: AtomicU64,
 }
 
 struct State {
@@ -156,6 +159,7 @@ impl Feed {
             ticks: AtomicU64::new(0),
             retired: CancellationToken::new(),
             refresh: tokio::sync::Notify::new(),
+            refreshes: AtomicU64::new(0),
         }
     }
 
@@ -221,7 +225,14 @@ impl Feed {
 
     /// Poll again as soon as possible instead of waiting for the interval.
     pub fn refresh(&self) {
+        // Counted before the poller is woken, so a poll it starts sees the new count.
+        self.refreshes.fetch_add(1, Ordering::AcqRel);
         self.refresh.notify_one();
+    }
+
+    /// How many refreshes were asked for so far.
+    pub fn refreshes(&self) -> u64 {
+        self.refreshes.load(Ordering::Acquire)
     }
 
     /// Resolves when [`Feed::refresh`] was called (also before this call).

@@ -37,7 +37,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
         _ => def.poll.clone(),
     };
     let path = if feed.key.query.is_empty() {
-        poll
+        poll.clone()
     } else {
         format!("{poll}?{}", feed.key.query)
     };
@@ -55,6 +55,8 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
         }
     }
 
+    // Withdraws this feed's answer to stragglers however the loop ends.
+    let mut replay = ctx.stragglers.recorder(&feed, &poll, &headers);
     let mut prev: Option<(Bytes, Arc<ItemList>)> = None;
     let mut validators = Validators::default();
     let mut failures: u32 = 0;
@@ -93,19 +95,28 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
         let started = Instant::now();
         // Conditions only once there is a list a 304 can refer to.
         let conditions = prev.as_ref().and(Some(&validators));
+        replay.polling(&feed);
         let polled = ctx.upstream.poll(&path, headers.clone(), conditions).await;
         let took = started.elapsed();
         let bytes = polled.as_ref().map_or(0, |p| p.len() as u64);
         // `Err((reason, Retry-After))`
         let (counted, outcome) = match polled {
-            Ok(Polled::NotModified) => (PollOutcome::not_modified, Ok(None)),
-            Ok(Polled::Body(body, v)) => match prepare(&def, &feed.render, prev.as_ref(), body) {
-                Ok(update) => {
-                    validators = v;
-                    (PollOutcome::ok, Ok(update))
+            Ok(Polled::NotModified) => {
+                replay.confirmed();
+                (PollOutcome::not_modified, Ok(None))
+            }
+            Ok(Polled::Body(body, v, head)) => {
+                let kept = body.clone();
+                match prepare(&def, &feed.render, prev.as_ref(), body) {
+                    Ok(update) => {
+                        validators = v;
+                        // Before publishing: a client that saw the event gets this body.
+                        replay.body(kept, &head);
+                        (PollOutcome::ok, Ok(update))
+                    }
+                    Err(e) => (PollOutcome::invalid_body, Err((e.to_string(), None))),
                 }
-                Err(e) => (PollOutcome::invalid_body, Err((e.to_string(), None))),
-            },
+            }
             Err(e) => (outcome_of(&e), Err((e.to_string(), e.retry_after()))),
         };
         ctx.metrics.poll(&def.name, counted, took, bytes);
@@ -130,12 +141,15 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
                     let end = update.terminal.clone();
                     prev = Some(update.publish(&feed, &ctx.metrics));
                     if let Some(end) = end {
+                        // No more polls: nothing would keep the answer current.
+                        replay.withdraw();
                         tracing::info!(feed = %feed.label(), "terminal state reached; streams end");
                         feed.finish(end);
                     }
                 }
             }
             Err((reason, retry_after)) => {
+                replay.withdraw();
                 asked_to_wait = retry_after;
                 if failures == 0 {
                     stale_since = SystemTime::now();

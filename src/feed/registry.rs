@@ -30,6 +30,7 @@ use crate::limits::{LimitError, Limits};
 use crate::metrics::Metrics;
 use crate::route::Pattern;
 use crate::stats::Counters;
+use crate::stragglers::Stragglers;
 use crate::upstream::Upstream;
 
 /// Shared handle to all live feeds.
@@ -53,6 +54,8 @@ pub(crate) struct Inner {
     /// runtime; it ends when no feed is left (and at shutdown).
     ticking: AtomicBool,
     ticker: TaskTracker,
+    /// Latest answers of feeds that serve polls (`serve_polls`).
+    pub(crate) stragglers: Arc<Stragglers>,
 }
 
 /// The feed definitions in force and the SSE paths that lead to them.
@@ -197,12 +200,13 @@ impl Registry {
                 sse: config.sse.clone(),
                 upstream,
                 limits: Limits::new(&config.limits, &config.upstream.trusted_proxies),
-                metrics,
+                metrics: metrics.clone(),
                 tasks: TaskTracker::new(),
                 shutdown,
                 counters: Arc::default(),
                 ticking: AtomicBool::new(false),
                 ticker: TaskTracker::new(),
+                stragglers: Arc::new(Stragglers::new(config, metrics.clone())),
             }),
         }
     }
@@ -241,6 +245,9 @@ impl Registry {
         let mut seen = HashSet::new();
         for f in feeds {
             self.inner.metrics.declare_feed(&f.name);
+            if f.serve_polls {
+                self.inner.metrics.declare_stragglers(&f.name);
+            }
             seen.insert(f.name.as_str());
             match by_name.get(f.name.as_str()) {
                 Some(&i) if same(&old.all[i], f) => {
@@ -343,6 +350,11 @@ impl Registry {
             metrics: self.inner.metrics.clone(),
             counters: self.inner.counters.clone(),
         })
+    }
+
+    /// The latest answers of feeds that serve polls of their upstream path.
+    pub fn stragglers(&self) -> &Arc<Stragglers> {
+        &self.inner.stragglers
     }
 
     /// Resync and cut-off counters, for `/_pollcast/stats`.
