@@ -397,6 +397,23 @@ pub struct FeedConfig {
     /// Time between two polls of one feed.
     #[serde(with = "humantime_serde", default = "default_interval")]
     pub interval: Duration,
+    /// Adaptive cadence: the shortest time between two polls, used after a
+    /// poll that changed the list. Absent: `interval` (see `feed::cadence`).
+    #[serde(
+        with = "humantime_serde",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub interval_min: Option<Duration>,
+    /// Adaptive cadence: the longest time between two polls, reached while
+    /// the list stays unchanged; also caps `Cache-Control: max-age`.
+    /// Absent: `interval`.
+    #[serde(
+        with = "humantime_serde",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub interval_max: Option<Duration>,
     /// JSON Pointer to each item's unique id.
     #[serde(default = "default_id")]
     pub id: Pointer,
@@ -532,6 +549,8 @@ impl FeedConfig {
             poll: poll.to_owned(),
             sse: None,
             interval: default_interval(),
+            interval_min: None,
+            interval_max: None,
             id: default_id(),
             items: Pointer::default(),
             ignore: Vec::new(),
@@ -987,9 +1006,57 @@ impl Config {
                     ),
                 ));
             }
+            validate_cadence(i, f)?;
         }
         Ok(())
     }
+}
+
+/// The adaptive interval's rules: `interval_min <= interval <= interval_max <= backoff_max`.
+fn validate_cadence(i: usize, f: &FeedConfig) -> Result<(), Problem> {
+    let show = |d: Duration| humantime::format_duration(d).to_string();
+    if let Some(min) = f.interval_min {
+        if min < Duration::from_millis(10) {
+            return Err(Problem::feed(
+                i,
+                "interval_min",
+                "must be at least 10ms".into(),
+            ));
+        }
+        if min > f.interval {
+            return Err(Problem::feed(
+                i,
+                "interval_min",
+                format!(
+                    "must be at most the interval ({}), which is where the cadence starts",
+                    show(f.interval)
+                ),
+            ));
+        }
+    }
+    if let Some(max) = f.interval_max {
+        if max < f.interval {
+            return Err(Problem::feed(
+                i,
+                "interval_max",
+                format!(
+                    "must be at least the interval ({}), which is where the cadence starts",
+                    show(f.interval)
+                ),
+            ));
+        }
+        if f.backoff_max < max {
+            return Err(Problem::feed(
+                i,
+                "backoff_max",
+                format!(
+                    "must be at least interval_max ({}): backoff_max caps the delays after failures, which start from the current delay",
+                    show(max)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Config {
@@ -1569,6 +1636,82 @@ credentials_env = "POLLCAST_TEST_SHARED_AUTH"
         let none = SECURE.replace("query = [\"status\", \"limit\"]", "auth = \"none\"");
         let e = parse_with_env(&none, &env).unwrap_err();
         assert!(e.starts_with("feeds[0].token_param"), "{e}");
+    }
+
+    #[test]
+    fn adaptive_interval_keys_parse_and_default_to_absent() {
+        let c = parse(GOOD).expect("ok");
+        assert_eq!(
+            (c.feeds[0].interval_min, c.feeds[0].interval_max),
+            (None, None)
+        );
+        let on = GOOD.replace(
+            "interval = \"1s\"",
+            "interval = \"1s\"\ninterval_min = \"500ms\"\ninterval_max = \"30s\"",
+        );
+        let c = parse(&on).expect("ok");
+        assert_eq!(c.feeds[0].interval_min, Some(Duration::from_millis(500)));
+        assert_eq!(c.feeds[0].interval_max, Some(Duration::from_secs(30)));
+        // Only one of them is fine too: the other bound is the interval.
+        let only_max = GOOD.replace(
+            "interval = \"1s\"",
+            "interval = \"1s\"\ninterval_max = \"10s\"",
+        );
+        assert!(parse(&only_max).is_ok());
+        // Round trip through the effective config (`--check`).
+        let text = toml::to_string(&c.effective()).expect("toml");
+        assert!(text.contains("interval_min = \"500ms\""), "{text}");
+        let plain = toml::to_string(&parse(GOOD).expect("ok")).expect("toml");
+        assert!(!plain.contains("interval_m"), "{plain}");
+    }
+
+    #[test]
+    fn adaptive_interval_rules_are_located() {
+        for (keys, line, key, says) in [
+            (
+                "interval_min = \"5ms\"\ninterval = \"1s\"",
+                13,
+                "feeds[0].interval_min",
+                "at least 10ms",
+            ),
+            (
+                "interval_min = \"2s\"\ninterval = \"1s\"",
+                13,
+                "feeds[0].interval_min",
+                "at most the interval (1s)",
+            ),
+            (
+                "interval = \"1s\"\ninterval_max = \"500ms\"",
+                14,
+                "feeds[0].interval_max",
+                "at least the interval (1s)",
+            ),
+            // backoff_max is not in the file: its table's header is named.
+            (
+                "interval = \"1s\"\ninterval_max = \"1m\"",
+                9,
+                "feeds[0].backoff_max",
+                "at least interval_max (1m)",
+            ),
+            (
+                "interval = \"1s\"\ninterval_max = \"never\"",
+                14,
+                "feeds[0].interval_max",
+                "invalid",
+            ),
+        ] {
+            let bad = GOOD.replace("interval = \"1s\"", keys);
+            let e = Config::from_toml(&bad, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("c.toml:{line}:")), "{keys}: {e}");
+            assert!(e.contains(key) && e.contains(says), "{keys}: {e}");
+        }
+        let ok = GOOD.replace(
+            "interval = \"1s\"",
+            "interval = \"1s\"\ninterval_max = \"1m\"\nbackoff_max = \"1m\"",
+        );
+        assert!(parse(&ok).is_ok());
     }
 
     #[test]

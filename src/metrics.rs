@@ -10,6 +10,7 @@
 //! the gauges of live feeds and subscribers are read from the feed registry
 //! at scrape time, so they can never drift from the truth.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -109,6 +110,7 @@ pub struct Metrics {
     subscribers: Family<FeedLabel, Gauge>,
     feeds: Family<FeedLabel, Gauge>,
     poll_loops: Gauge,
+    poll_delay: Family<FeedLabel, Gauge<f64, AtomicU64>>,
     polls: Family<PollLabels, Counter>,
     poll_duration: Family<FeedLabel, Histogram, fn() -> Histogram>,
     upstream_bytes: Family<FeedLabel, Counter>,
@@ -148,6 +150,7 @@ impl Metrics {
             subscribers: Family::default(),
             feeds: Family::default(),
             poll_loops: Gauge::default(),
+            poll_delay: Family::default(),
             polls: Family::default(),
             poll_duration: Family::new_with_constructor(latency_histogram),
             upstream_bytes: Family::default(),
@@ -188,6 +191,12 @@ impl Metrics {
             "poll_loops",
             "Running poll loops over all feeds",
             m.poll_loops.clone(),
+        );
+        r.register_with_unit(
+            "poll_delay",
+            "Wait before the next poll, as last decided by a poll loop of the feed definition (fixed interval, adaptive interval, Cache-Control max-age, back-off)",
+            Unit::Seconds,
+            m.poll_delay.clone(),
         );
         r.register(
             "polls",
@@ -285,6 +294,13 @@ impl Metrics {
         if outcome == PollOutcome::not_modified {
             self.not_modified.get_or_create(&f).inc();
         }
+    }
+
+    /// A poll loop of definition `feed` waits `delay` before its next poll.
+    pub fn poll_delay(&self, feed: &str, delay: Duration) {
+        self.poll_delay
+            .get_or_create(&FeedLabel { feed: feed.into() })
+            .set(delay.as_secs_f64());
     }
 
     /// `n` events named `event` published by a feed of definition `feed`.

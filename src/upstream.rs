@@ -75,14 +75,15 @@ impl Validators {
     }
 }
 
-/// A successful poll.
+/// A successful poll. How long the upstream says it stays fresh
+/// ([`Polled::fresh_for`]) may delay the next poll.
 #[derive(Debug)]
 pub enum Polled {
     /// A body, with the validators to send next time and the response's
     /// headers (what `stragglers` replays of them is decided there).
     Body(Bytes, Validators, Box<HeaderMap>),
     /// `304 Not Modified`: the list is what it was; nothing to read or parse.
-    NotModified,
+    NotModified(Option<Duration>),
 }
 
 impl Polled {
@@ -90,7 +91,15 @@ impl Polled {
     pub fn len(&self) -> usize {
         match self {
             Polled::Body(b, ..) => b.len(),
-            Polled::NotModified => 0,
+            Polled::NotModified(_) => 0,
+        }
+    }
+
+    /// How long the answer stays fresh (`Cache-Control: max-age` less `Age`).
+    pub fn fresh_for(&self) -> Option<Duration> {
+        match self {
+            Polled::Body(_, _, head) => fresh_for(head),
+            Polled::NotModified(f) => *f,
         }
     }
 
@@ -219,7 +228,7 @@ impl Upstream {
             })?;
             self.mark_reached();
             if resp.status() == StatusCode::NOT_MODIFIED && conditions.is_some() {
-                return Ok(Polled::NotModified);
+                return Ok(Polled::NotModified(fresh_for(resp.headers())));
             }
             if !resp.status().is_success() {
                 return Err(match retry_after(resp.headers(), SystemTime::now()) {
@@ -277,6 +286,48 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     }
     let at = httpdate::parse_http_date(v).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// How long an answer stays fresh by RFC 9111: `Cache-Control: max-age`
+/// (its first occurrence over all `Cache-Control` lines) less `Age`.
+/// `None` when there is no usable `max-age`, when the answer is already
+/// stale, and with `no-cache` or `no-store`, which ask to be asked again.
+/// A value too large for a number saturates (the caller caps it anyway).
+pub fn fresh_for(headers: &HeaderMap) -> Option<Duration> {
+    let mut max_age = None;
+    for line in headers.get_all(header::CACHE_CONTROL) {
+        let Ok(line) = line.to_str() else {
+            continue;
+        };
+        for directive in line.split(',') {
+            let (name, value) = match directive.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+                None => (directive.trim(), None),
+            };
+            if name.eq_ignore_ascii_case("no-cache") || name.eq_ignore_ascii_case("no-store") {
+                return None;
+            }
+            if name.eq_ignore_ascii_case("max-age") && max_age.is_none() {
+                max_age = Some(value.and_then(delta_seconds));
+            }
+        }
+    }
+    let max_age = max_age.flatten()?;
+    let age = headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| delta_seconds(v.trim()))
+        .unwrap_or(0);
+    let left = max_age.saturating_sub(age);
+    (left > 0).then(|| Duration::from_secs(left))
+}
+
+/// RFC 9111 1.2.2 delta-seconds: digits only; too many saturate.
+fn delta_seconds(v: &str) -> Option<u64> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(v.parse().unwrap_or(u64::MAX))
 }
 
 /// A request body that signals when it has been sent in full (or was
@@ -356,5 +407,61 @@ mod tests {
         assert_eq!(retry_after(&headers("soon"), now), None);
         assert_eq!(retry_after(&headers("-5"), now), None);
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    fn cache_control(lines: &[&'static str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for l in lines {
+            h.append(header::CACHE_CONTROL, HeaderValue::from_static(l));
+        }
+        h
+    }
+
+    #[test]
+    fn fresh_for_reads_max_age_less_age() {
+        let secs = |n| Some(Duration::from_secs(n));
+        assert_eq!(fresh_for(&cache_control(&["max-age=30"])), secs(30));
+        assert_eq!(
+            fresh_for(&cache_control(&["public, MAX-AGE=\"5\", must-revalidate"])),
+            secs(5)
+        );
+        assert_eq!(
+            fresh_for(&cache_control(&["private", "max-age=7"])),
+            secs(7)
+        );
+        // The first occurrence counts.
+        assert_eq!(
+            fresh_for(&cache_control(&["max-age=7, max-age=1"])),
+            secs(7)
+        );
+        assert_eq!(
+            fresh_for(&cache_control(&["max-age=99999999999999999999999"])),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        let mut aged = cache_control(&["max-age=30"]);
+        aged.insert(header::AGE, HeaderValue::from_static("12"));
+        assert_eq!(fresh_for(&aged), secs(18));
+        aged.insert(header::AGE, HeaderValue::from_static("45"));
+        assert_eq!(fresh_for(&aged), None);
+        aged.insert(header::AGE, HeaderValue::from_static("soon"));
+        assert_eq!(fresh_for(&aged), secs(30));
+    }
+
+    #[test]
+    fn fresh_for_ignores_no_cache_no_store_zero_and_garbage() {
+        for lines in [
+            &["no-cache"][..],
+            &["no-store, max-age=60"],
+            &["max-age=60", "no-cache"],
+            &["max-age=0"],
+            &["max-age=-5"],
+            &["max-age=1.5"],
+            &["max-age"],
+            &["max-age="],
+            &["s-maxage=60"],
+            &[],
+        ] {
+            assert_eq!(fresh_for(&cache_control(lines)), None, "{lines:?}");
+        }
     }
 }

@@ -12,12 +12,13 @@
 //! or out; it is never held across an `.await`.
 //!
 //! Submodules: [`registry`] (which feeds exist), [`poller`] (the loop that polls
-//! one feed), [`extract`] (body to items), [`diff`] (what changed), [`contract`]
-//! (event names and payloads), [`key`] (what makes two subscribers share a feed),
+//! one feed), [`cadence`] (how long it waits between polls), [`extract`] (body
+//! to items), [`diff`] (what changed), [`contract`] (event names and payloads), [`key`] (what makes two subscribers share a feed),
 //! [`object`] (object feeds: one object, appended entries, terminal field),
 //! [`scan`] (the one validating pass over a body), [`stats`] (counters per
 //! definition for the status page).
 
+pub mod cadence;
 pub mod contract;
 pub mod diff;
 pub mod extract;

@@ -1,8 +1,8 @@
 //! The poll loop of one feed: poll, diff, encode, publish, sleep; back off
 //! while the upstream fails; stop after the last subscriber plus linger.
 //!
-//! This module owns the timing of polls and the transitions between healthy
-//! and stale. It is the only writer of its feed's items and sequence numbers.
+//! This module owns running the polls at the times [`super::cadence`] says,
+//! and the transitions between healthy and stale. It is the only writer of its feed's items and sequence numbers.
 //! A failed poll must never change the item list: no `removed` events come
 //! from an upstream outage.
 
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::{header, HeaderMap};
 
+use super::cadence::Cadence;
 use super::contract::{self, Events, Render};
 use super::diff::diff;
 use super::extract::{extract, ExtractError, ItemList, Skipped};
@@ -62,6 +63,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
     let mut failures: u32 = 0;
     let mut stale_since = SystemTime::now();
     let mut idle_since: Option<Instant> = None;
+    let mut cadence = Cadence::new(&def);
 
     loop {
         if feed.is_finished() {
@@ -99,9 +101,10 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
         let polled = ctx.upstream.poll(&path, headers.clone(), conditions).await;
         let took = started.elapsed();
         let bytes = polled.as_ref().map_or(0, |p| p.len() as u64);
+        let fresh_for = polled.as_ref().ok().and_then(Polled::fresh_for);
         // `Err((reason, Retry-After))`
         let (counted, outcome) = match polled {
-            Ok(Polled::NotModified) => {
+            Ok(Polled::NotModified(_)) => {
                 replay.confirmed();
                 (PollOutcome::not_modified, Ok(None))
             }
@@ -121,6 +124,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
         };
         ctx.metrics.poll(&def.name, counted, took, bytes);
         let mut asked_to_wait = None;
+        let mut changed = false;
         stats.record_poll(
             took,
             outcome.as_ref().err().map(|(reason, _)| reason.as_str()),
@@ -136,6 +140,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
                 }
                 failures = 0;
                 if let Some(update) = update {
+                    changed = !update.first && !update.is_empty();
                     warn_skipped(&feed, &update.skipped);
                     stats.record_events(update.changes.len());
                     let end = update.terminal.clone();
@@ -164,11 +169,12 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
             }
         }
 
-        let mut delay = match (failures, asked_to_wait) {
-            (0, _) => def.interval,
-            (_, Some(after)) => retry_delay(after, def.interval, def.backoff_max),
-            (_, None) => backoff(def.interval, failures, def.backoff_max),
+        let mut delay = match failures {
+            0 => cadence.succeeded(changed, fresh_for),
+            _ => cadence.failed(failures, asked_to_wait),
         };
+        stats.record_delay(delay);
+        ctx.metrics.poll_delay(&def.name, delay);
         if let Some(since) = idle_since {
             delay = delay.min(def.linger.saturating_sub(since.elapsed()));
         }
@@ -320,58 +326,5 @@ fn warn_skipped(feed: &Feed, skipped: &Skipped) {
             "items skipped: without a string or number id at `{}`, or repeating an earlier id",
             feed.def.id
         );
-    }
-}
-
-/// Exponential back-off from `interval`, capped, with equal jitter so many
-/// feeds failing together do not poll in lockstep.
-pub fn backoff(interval: Duration, failures: u32, cap: Duration) -> Duration {
-    let exp = interval.saturating_mul(1u32 << failures.min(16));
-    let d = exp.min(cap);
-    let half = d / 2;
-    half + half.mul_f64(fastrand::f64())
-}
-
-/// The delay after a failure that carried `Retry-After`: never sooner than
-/// the upstream asked (nor than the interval), never later than `cap`, so a
-/// huge or hostile value cannot silence a feed for longer than the operator
-/// allows. A little jitter (at most 5%, at most 1s) goes on top, inside the
-/// cap, so feeds told the same time do not return in lockstep.
-pub fn retry_delay(after: Duration, interval: Duration, cap: Duration) -> Duration {
-    let base = after.max(interval).min(cap);
-    let jitter = (base / 20)
-        .min(Duration::from_secs(1))
-        .mul_f64(fastrand::f64());
-    (base + jitter).min(cap.max(base))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_is_honoured_within_interval_and_cap() {
-        let i = Duration::from_millis(100);
-        let cap = Duration::from_secs(30);
-        for _ in 0..100 {
-            let d = retry_delay(Duration::from_secs(2), i, cap);
-            assert!(
-                d >= Duration::from_secs(2) && d <= Duration::from_millis(2100),
-                "{d:?}"
-            );
-            assert!(retry_delay(Duration::ZERO, i, cap) >= i);
-            assert_eq!(retry_delay(Duration::from_secs(86_400), i, cap), cap);
-        }
-    }
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let i = Duration::from_millis(100);
-        let cap = Duration::from_secs(2);
-        for f in 1..40 {
-            let d = backoff(i, f, cap);
-            let full = i.saturating_mul(1 << f.min(16)).min(cap);
-            assert!(d >= full / 2 && d <= full, "{f}: {d:?}");
-        }
     }
 }

@@ -16,6 +16,8 @@ pub struct DefStats {
     polls_ok: AtomicU64,
     polls_failed: AtomicU64,
     events: AtomicU64,
+    /// The wait before the next poll, as last decided by any instance.
+    delay_ms: AtomicU64,
     last: Mutex<Option<LastPoll>>,
 }
 
@@ -35,6 +37,9 @@ pub struct StatsSample {
     pub polls_ok: u64,
     pub polls_failed: u64,
     pub events: u64,
+    /// Milliseconds the most recent poll loop to finish a poll waits before
+    /// its next one (0 before the first poll).
+    pub delay_ms: u64,
     pub last: Option<LastPoll>,
 }
 
@@ -60,11 +65,18 @@ impl DefStats {
         self.events.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// The poll loop that just polled waits `delay` before the next poll.
+    pub fn record_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.delay_ms.store(ms, Ordering::Relaxed);
+    }
+
     pub fn sample(&self) -> StatsSample {
         StatsSample {
             polls_ok: self.polls_ok.load(Ordering::Relaxed),
             polls_failed: self.polls_failed.load(Ordering::Relaxed),
             events: self.events.load(Ordering::Relaxed),
+            delay_ms: self.delay_ms.load(Ordering::Relaxed),
             last: self.last.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }

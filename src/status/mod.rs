@@ -199,6 +199,7 @@ impl Sampler {
                 "sse": def.sse_path(),
                 "poll": def.poll,
                 "interval_ms": millis(def.interval),
+                "poll_delay_ms": s.delay_ms,
                 "instances": instances,
                 "subscribers": subscribers,
                 "stale_instances": stale,

@@ -100,6 +100,10 @@ struct State {
     validators: bool,
     /// Lists answered `304 Not Modified`.
     not_modified: usize,
+    /// Extra response headers on a path's list answers (200 and 304).
+    list_headers: HashMap<String, Vec<(String, String)>>,
+    /// Paths whose list changes with every request.
+    ticking: HashSet<String>,
 }
 
 /// Response body of the test upstream: whole, streamed, or broken off.
@@ -221,6 +225,26 @@ impl TestUpstream {
     /// answer a matching `If-None-Match` with `304 Not Modified`.
     pub fn validators(&self, on: bool) {
         self.state.lock().unwrap().validators = on;
+    }
+
+    /// Send these headers (e.g. `Cache-Control`) with every list answer
+    /// (200 or 304) at `path`, replacing any set before.
+    pub fn list_headers(&self, path: &str, headers: &[(&str, &str)]) {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.state
+            .lock()
+            .unwrap()
+            .list_headers
+            .insert(path.to_owned(), headers);
+    }
+
+    /// Make the list at `path` different on every request:
+    /// `[{"id":"tick","n":<requests to path so far>}]`.
+    pub fn ticking(&self, path: &str) {
+        self.state.lock().unwrap().ticking.insert(path.to_owned());
     }
 
     /// Lists answered `304 Not Modified` so far.
@@ -358,7 +382,11 @@ async fn handle(
             at: std::time::Instant::now(),
             peer,
         });
-        let list = s.lists.get(&pq).or_else(|| s.lists.get(&path)).cloned();
+        let mut list = s.lists.get(&pq).or_else(|| s.lists.get(&path)).cloned();
+        if s.ticking.contains(&path) {
+            let n = s.seen.iter().filter(|x| x.path_and_query == pq).count();
+            list = Some(serde_json::json!([{"id": "tick", "n": n}]));
+        }
         let auth = parts
             .headers
             .get("authorization")
@@ -560,8 +588,18 @@ async fn handle(
         }
         _ => {
             let mut s = st.lock().unwrap();
+            let extra = s.list_headers.get(&path).cloned().unwrap_or_default();
+            let with_extra = |mut r: Response<TestBody>| {
+                for (k, v) in &extra {
+                    r.headers_mut().append(
+                        http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                        v.parse().expect("value"),
+                    );
+                }
+                r
+            };
             if !s.validators {
-                return Ok(reply(200, "application/json", body));
+                return Ok(with_extra(reply(200, "application/json", body)));
             }
             let mut h = std::collections::hash_map::DefaultHasher::new();
             std::hash::Hash::hash(&body[..], &mut h);
@@ -580,7 +618,7 @@ async fn handle(
             r.headers_mut().insert("etag", etag.parse().expect("etag"));
             r.headers_mut()
                 .insert("last-modified", lm.parse().expect("lm"));
-            Ok(r)
+            Ok(with_extra(r))
         }
     }
 }
