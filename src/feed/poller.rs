@@ -2,7 +2,8 @@
 //! while the upstream fails; stop after the last subscriber plus linger.
 //!
 //! This module owns running the polls at the times [`super::cadence`] says,
-//! and the transitions between healthy and stale. It is the only writer of its feed's items and sequence numbers.
+//! and the transitions between healthy and stale. It is the only writer of
+//! its feed's items and sequence numbers.
 //! A failed poll must never change the item list: no `removed` events come
 //! from an upstream outage.
 
