@@ -229,6 +229,28 @@ fanout_run() { # system n rep
     esac
 }
 
+# ---------------------------------------------------------------- write-through
+# A client POSTs a change through pollcast once a second; the feed's interval
+# is 60 s, so only the write-through re-poll can deliver it in the window.
+# Latency runs from the write reaching the upstream (changed_at).
+writethrough_run() { # n rep
+    local n=$1 rep=$2
+    local budget=$(( 3000000 + n * 1000 ))
+    start_synth 9001 10 100000s; start_pollcast 60s
+    sleep 0.5
+    local start=$(( $(now_us) + budget )) stop
+    stop=$(( start + (WINDOW + 3) * 1000000 ))
+    start_load sse http://127.0.0.1:8080/sse/jobs "$n" "$start" "$stop" "writethrough-$n-$rep"
+    $NICE $LOAD_CPU "$SYNTH" publish --kind write --url http://127.0.0.1:8080/api/jobs/3 --every 1s \
+        --count $(( budget / 1000000 + WINDOW + 4 )) > "$OUT/write.log" 2>&1 & PIDS+=($!)
+    wait_ready "$start"
+    wait_load
+    $PY fanout --since changed --system pollcast --n "$n" --rep "$rep" --rss0 0 --rssn 0 \
+        --window "$WINDOW" "${LG_FILES[@]}" >> "$RESULTS"
+    tail -n1 "$RESULTS" >&2
+    stop_pid "$SERVER_PID"; stop_pid "$SYNTH_PID"
+}
+
 # ---------------------------------------------------------------- scenario 1: upstream load
 # N clients polling the upstream directly every 2s, against N EventSource
 # clients through pollcast (interval 2s). One item of 20 changes every second.
@@ -286,6 +308,8 @@ if [ $SMOKE = 1 ]; then
     log "smoke: fan-out to 200 subscribers"
     WINDOW=4
     fanout_run pollcast 200 1
+    log "smoke: write-through to 100 subscribers"
+    writethrough_run 100 1
     log "smoke: upstream load, 100 clients"
     upstream_run pollcast 100 1
     upstream_run direct 100 1
@@ -313,6 +337,8 @@ for rep in $(seq 1 "$REPS"); do
             upstream_run "$mode" "$n" "$rep"
         done
     done
+    log "write-through N=1000 rep $rep"
+    writethrough_run 1000 "$rep"
     log "pass-through rep $rep"
     passthrough_run "$rep"
 done

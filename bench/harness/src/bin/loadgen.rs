@@ -200,34 +200,43 @@ struct SseParser {
 }
 
 impl SseParser {
-    /// Feed bytes; calls `on_event(name, data)` for every complete event.
-    fn feed(&mut self, bytes: &[u8], on_event: &mut impl FnMut(&[u8], &[u8])) {
-        for &b in bytes {
-            if b != b'\n' {
-                self.line.push(b);
-                continue;
+    /// Line-wise: whole lines are found with memchr and handled as slices,
+    /// so the client costs little per byte (it shares a core with the other
+    /// load processes, and must not be what the benchmark measures).
+    fn feed(&mut self, mut bytes: &[u8], on_event: &mut impl FnMut(&[u8], &[u8])) {
+        while let Some(nl) = memchr::memchr(b'\n', bytes) {
+            let (part, rest) = (&bytes[..nl], &bytes[nl + 1..]);
+            bytes = rest;
+            let joined;
+            let mut line: &[u8] = if self.line.is_empty() {
+                part
+            } else {
+                self.line.extend_from_slice(part);
+                joined = std::mem::take(&mut self.line);
+                &joined
+            };
+            if line.last() == Some(&b'\r') {
+                line = &line[..line.len() - 1];
             }
-            if self.line.last() == Some(&b'\r') {
-                self.line.pop();
-            }
-            if self.line.is_empty() {
+            if line.is_empty() {
                 if !self.data.is_empty() {
                     on_event(&self.event, &self.data);
                 }
                 self.event.clear();
                 self.data.clear();
-            } else if let Some(v) = self.line.strip_prefix(b"data:") {
+            } else if let Some(v) = line.strip_prefix(b"data:") {
                 self.data
                     .extend_from_slice(v.strip_prefix(b" ").unwrap_or(v));
-            } else if let Some(v) = self.line.strip_prefix(b"event:") {
-                self.event = v.strip_prefix(b" ").unwrap_or(v).to_vec();
+            } else if let Some(v) = line.strip_prefix(b"event:") {
+                self.event.clear();
+                self.event
+                    .extend_from_slice(v.strip_prefix(b" ").unwrap_or(v));
             }
-            self.line.clear();
         }
+        self.line.extend_from_slice(bytes);
     }
 }
 
-/// Chunked transfer decoding, incremental.
 #[derive(Default)]
 struct Dechunk {
     /// Bytes left in the current chunk; `None` while reading a size line.
@@ -339,15 +348,18 @@ async fn subscriber(
         }
     };
     feed(&rest, &mut parser, &mut dechunk);
-    let mut chunk = vec![0u8; 2048];
+    // One read takes a whole event; one deadline per connection, not a
+    // timer per read.
+    let mut chunk = vec![0u8; 8192];
+    let deadline = tokio::time::sleep(Duration::from_micros(o.stop_at.saturating_sub(now_us())));
+    tokio::pin!(deadline);
     loop {
-        let remaining = o.stop_at.saturating_sub(now_us());
-        if remaining == 0 {
-            break;
-        }
-        match tokio::time::timeout(Duration::from_micros(remaining), s.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(n)) => feed(&chunk[..n], &mut parser, &mut dechunk),
+        tokio::select! {
+            _ = &mut deadline => break,
+            r = s.read(&mut chunk) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => feed(&chunk[..n], &mut parser, &mut dechunk),
+            },
         }
     }
     let mut r = record.lock().unwrap_or_else(|e| e.into_inner());

@@ -198,6 +198,26 @@ fn answer(state: &Mutex<State>, req: &Request<Incoming>) -> Response<Full<Bytes>
         "/big" => return Response::new(Full::new(Bytes::from_static(&[b'x'; 1 << 20]))),
         _ => {}
     }
+    // A write through pollcast (write-through scenario): the item named by
+    // the last path segment changes now, as an API would apply it.
+    if req.method() == hyper::Method::POST {
+        let len = st.items.len().max(1);
+        let k = req
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(0)
+            % len;
+        if let Some(it) = st.items.get_mut(k) {
+            it.version += 1;
+            it.changed_at = now_us();
+            it.served_at = None;
+            st.dirty = true;
+        }
+        return Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}\n")));
+    }
     st.requests += 1;
     if st.dirty {
         st.render();
@@ -250,7 +270,8 @@ async fn grip(args: &[String]) {
     }
 }
 
-/// Publish `count` events of about `size` bytes to Nchan or Pushpin, one per `every`.
+/// Publish `count` events of about `size` bytes to Nchan or Pushpin, one per
+/// `every`; or (`--kind write`) POST `count` writes to an API through pollcast.
 async fn publish(args: &[String]) {
     let kind = arg(args, "--kind", "nchan");
     let url = arg(args, "--url", "http://127.0.0.1:8081/pub");
@@ -267,7 +288,10 @@ async fn publish(args: &[String]) {
         let t = now_us();
         let data =
             format!(r#"{{"item":{{"id":{seq},"changed_at":{t},"served_at":{t},"pad":"{pad}"}}}}"#);
-        let body = if kind == "pushpin" {
+        let body = if kind == "write" {
+            // A write to the upstream through pollcast: the upstream stamps it.
+            "{}".to_owned()
+        } else if kind == "pushpin" {
             let content = format!("event: updated\nid: {seq}\ndata: {data}\n\n")
                 .replace('\\', "\\\\")
                 .replace('"', "\\\"")
