@@ -438,3 +438,33 @@ async fn after_a_write_polls_go_upstream_until_the_feed_has_polled_again() {
     assert_eq!(passed(&up), before);
     pc.stop().await;
 }
+
+#[tokio::test]
+async fn a_reload_turns_answering_on_and_off() {
+    let up = TestUpstream::start().await;
+    up.set("/api/jobs", json!([{"id": 1}]));
+    let off = config(&up);
+    let pc = pollcast::start(off.clone()).await.expect("start");
+    let mut s = Sse::connect(&url(&pc, "/sse/jobs")).await;
+    assert_eq!(s.next().await.event, "snapshot");
+    let (_, h, _) = get(&url(&pc, "/api/jobs"), &[]).await;
+    assert!(!from_snapshot(&h));
+
+    let mut on = off.feeds.clone();
+    on[0].serve_polls = true;
+    assert_eq!(pc.registry.reload(&on).changed, ["jobs"]);
+    // The old stream is sent away; its reconnect follows the new definition.
+    while s.next_or_end().await.is_some() {}
+    let mut s = Sse::connect(&url(&pc, "/sse/jobs")).await;
+    assert_eq!(s.next().await.event, "snapshot");
+    let (_, h, _) = get(&url(&pc, "/api/jobs"), &[]).await;
+    assert!(from_snapshot(&h));
+    assert_eq!(passed(&up), 1);
+
+    // Off again: from the next request on, whatever the old loop is doing.
+    assert_eq!(pc.registry.reload(&off.feeds).changed, ["jobs"]);
+    let (_, h, _) = get(&url(&pc, "/api/jobs"), &[]).await;
+    assert!(!from_snapshot(&h));
+    assert_eq!(passed(&up), 2);
+    pc.stop().await;
+}
