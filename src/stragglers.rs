@@ -82,8 +82,9 @@ struct Answer {
     varies: Vec<HeaderName>,
     /// When the upstream last confirmed this body (a 200 or a 304).
     fetched: Instant,
-    /// How long after `fetched` it may be served: one interval plus one
-    /// upstream timeout, i.e. as long as the next poll may take to come back.
+    /// How long after `fetched` it may be served: the longest wait before
+    /// the feed's next poll plus one upstream timeout, i.e. as long as the
+    /// next poll may take to come back.
     ttl: Duration,
     feed: Weak<Feed>,
     /// The feed's refresh count when the poll began: a refresh since (a
@@ -164,7 +165,7 @@ impl Stragglers {
             owner: self.next_owner.fetch_add(1, Ordering::Relaxed),
             feed: Arc::downgrade(feed),
             name: feed.def.name.as_str().into(),
-            ttl: feed.def.interval + self.timeout,
+            timeout: self.timeout,
             last: None,
             serving: false,
             began: 0,
@@ -406,7 +407,7 @@ pub(crate) struct Recorder {
     owner: u64,
     feed: Weak<Feed>,
     name: Arc<str>,
-    ttl: Duration,
+    timeout: Duration,
     last: Option<Arc<Answer>>,
     serving: bool,
     /// `Feed::refreshes` when the current poll began.
@@ -421,8 +422,9 @@ impl Recorder {
         }
     }
 
-    /// The poll returned this body with these headers, and it was a good list.
-    pub(crate) fn body(&mut self, body: Bytes, head: &HeaderMap) {
+    /// The poll returned this body with these headers, and it was a good
+    /// list; the next poll follows within `next`.
+    pub(crate) fn body(&mut self, body: Bytes, head: &HeaderMap, next: Duration) {
         let Some(st) = self.on.clone() else { return };
         let mut varies = Vec::new();
         for name in head
@@ -490,7 +492,7 @@ impl Recorder {
             last_modified,
             varies,
             fetched: Instant::now(),
-            ttl: self.ttl,
+            ttl: next.saturating_add(self.timeout),
             feed: self.feed.clone(),
             refreshes: self.began,
             owner: self.owner,
@@ -499,8 +501,9 @@ impl Recorder {
         self.put(&st, answer);
     }
 
-    /// The upstream answered 304: the last body still stands, fetched now.
-    pub(crate) fn confirmed(&mut self) {
+    /// The upstream answered 304: the last body still stands, fetched now;
+    /// the next poll follows within `next`.
+    pub(crate) fn confirmed(&mut self, next: Duration) {
         let (Some(st), Some(last)) = (self.on.clone(), &self.last) else {
             return;
         };
@@ -511,7 +514,7 @@ impl Recorder {
             last_modified: last.last_modified,
             varies: last.varies.clone(),
             fetched: Instant::now(),
-            ttl: self.ttl,
+            ttl: next.saturating_add(self.timeout),
             feed: self.feed.clone(),
             refreshes: self.began,
             owner: self.owner,

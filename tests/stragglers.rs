@@ -468,3 +468,35 @@ async fn a_reload_turns_answering_on_and_off() {
     assert_eq!(passed(&up), 2);
     pc.stop().await;
 }
+
+#[tokio::test]
+async fn a_quiet_adaptive_feed_keeps_answering_between_its_slower_polls() {
+    let up = TestUpstream::start().await;
+    up.set("/api/jobs", json!([{"id": 1}]));
+    let mut c = serving(&up);
+    c.upstream.timeout = Duration::from_millis(200);
+    c.feeds[0].interval_max = Some(Duration::from_secs(5));
+    c.feeds[0].backoff_max = Duration::from_secs(5);
+    let pc = pollcast::start(c).await.expect("start");
+    let mut s = Sse::connect(&url(&pc, "/sse/jobs")).await;
+    assert_eq!(s.next().await.event, "snapshot");
+    // Unchanged polls stretch the delay by half each time, far beyond
+    // interval + timeout (250ms); the answer stays good until the next poll.
+    // A straggler polls every 20ms until it gets such an answer.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (_, h, _) = get(&url(&pc, "/api/jobs"), &[]).await;
+        let age = h
+            .get("age")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if from_snapshot(&h) && age >= Some(1) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no answer from the snapshot a second old within {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pc.stop().await;
+}

@@ -74,6 +74,17 @@ impl Cadence {
         }
     }
 
+    /// The longest delay [`Cadence::succeeded`] can return now, for an answer
+    /// fresh for `fresh_for`: how long a good answer may have to stand in
+    /// before the next poll (see `stragglers`).
+    pub fn longest_next(&self, fresh_for: Option<Duration>) -> Duration {
+        let adaptive = grow(self.current).clamp(self.min, self.max);
+        match fresh_for {
+            Some(fresh) => adaptive.max(fresh.min(self.fresh_cap)),
+            None => adaptive,
+        }
+    }
+
     /// The delay after the `failures`-th failed poll in a row, which may have
     /// carried `Retry-After`.
     pub fn failed(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
@@ -134,6 +145,27 @@ mod tests {
         assert_eq!(c.current(), ms(2000));
         for changed in [false, false, true, false, true, true, false] {
             assert_eq!(c.succeeded(changed, None), ms(2000));
+        }
+    }
+
+    #[test]
+    fn longest_next_bounds_every_delay_after_a_good_poll() {
+        for d in [
+            def(2000, None, None, 30_000),
+            def(100, Some(50), Some(1000), 30_000),
+        ] {
+            let mut c = Cadence::new(&d);
+            for (i, fresh) in [None, Some(ms(5000)), None, Some(ms(10)), Some(ms(99_000))]
+                .into_iter()
+                .cycle()
+                .take(20)
+                .enumerate()
+            {
+                let bound = c.longest_next(fresh);
+                let mut quiet = c.clone();
+                assert_eq!(quiet.succeeded(false, fresh), bound, "{i}");
+                assert!(c.succeeded(i % 3 == 0, fresh) <= bound, "{i}");
+            }
         }
     }
 

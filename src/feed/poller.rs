@@ -103,10 +103,11 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
         let took = started.elapsed();
         let bytes = polled.as_ref().map_or(0, |p| p.len() as u64);
         let fresh_for = polled.as_ref().ok().and_then(Polled::fresh_for);
+        let next = cadence.longest_next(fresh_for);
         // `Err((reason, Retry-After))`
         let (counted, outcome) = match polled {
             Ok(Polled::NotModified(_)) => {
-                replay.confirmed();
+                replay.confirmed(next);
                 (PollOutcome::not_modified, Ok(None))
             }
             Ok(Polled::Body(body, v, head)) => {
@@ -115,7 +116,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
                     Ok(update) => {
                         validators = v;
                         // Before publishing: a client that saw the event gets this body.
-                        replay.body(kept, &head);
+                        replay.body(kept, &head, next);
                         (PollOutcome::ok, Ok(update))
                     }
                     Err(e) => (PollOutcome::invalid_body, Err((e.to_string(), None))),
