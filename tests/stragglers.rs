@@ -500,3 +500,60 @@ async fn a_quiet_adaptive_feed_keeps_answering_between_its_slower_polls() {
     }
     pc.stop().await;
 }
+
+#[tokio::test]
+async fn http2_polls_are_answered_too_but_not_with_a_body() {
+    use http_body_util::{BodyExt, Empty, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let up = TestUpstream::start().await;
+    up.set("/api/jobs", json!([{"id": 1}]));
+    let pc = pollcast::start(serving(&up)).await.expect("start");
+    let mut s = Sse::connect(&url(&pc, "/sse/jobs")).await;
+    assert_eq!(s.next().await.event, "snapshot");
+
+    let tcp = tokio::net::TcpStream::connect(pc.addr)
+        .await
+        .expect("connect");
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2c handshake");
+    tokio::spawn(conn);
+    let uri = format!("http://127.0.0.1:{}/api/jobs", pc.addr.port());
+    let req = |inm: Option<&str>| {
+        let mut r = http::Request::get(&uri).header("x-straggler", "1");
+        if let Some(v) = inm {
+            r = r.header("if-none-match", v);
+        }
+        r.body(Empty::<bytes::Bytes>::new().boxed())
+            .expect("request")
+    };
+    let resp = within("h2 GET", sender.clone().send_request(req(None)))
+        .await
+        .expect("GET");
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.headers()["x-pollcast"], "snapshot");
+    let etag = resp.headers()["etag"].to_str().expect("etag").to_owned();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(body, direct(&up, "/api/jobs").await);
+    let resp = within(
+        "h2 conditional GET",
+        sender.clone().send_request(req(Some(&etag))),
+    )
+    .await
+    .expect("GET");
+    assert_eq!(resp.status(), 304);
+    assert_eq!(passed(&up), 0);
+
+    let with_body = http::Request::get(&uri)
+        .header("x-straggler", "1")
+        .body(Full::new(bytes::Bytes::from_static(b"{}")).boxed())
+        .expect("request");
+    let resp = within("h2 GET with a body", sender.clone().send_request(with_body))
+        .await
+        .expect("GET");
+    assert!(resp.headers().get("x-pollcast").is_none());
+    assert_eq!(passed(&up), 1);
+    pc.stop().await;
+}
