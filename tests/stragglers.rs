@@ -557,3 +557,25 @@ async fn http2_polls_are_answered_too_but_not_with_a_body() {
     assert_eq!(passed(&up), 1);
     pc.stop().await;
 }
+
+#[tokio::test]
+async fn a_feed_with_path_parameters_answers_its_own_filled_in_path_only() {
+    let up = TestUpstream::start().await;
+    up.set("/api/jobs/7/steps", json!([{"id": 1, "job": 7}]));
+    up.set("/api/jobs/8/steps", json!([{"id": 1, "job": 8}]));
+    let mut c = serving(&up);
+    c.feeds[0].poll = "/api/jobs/{job}/steps".into();
+    c.feeds[0].sse = Some("/sse/jobs/{job}/steps".into());
+    let pc = pollcast::start(c).await.expect("start");
+    let mut s = Sse::connect(&url(&pc, "/sse/jobs/7/steps")).await;
+    assert_eq!(s.next().await.event, "snapshot");
+
+    let (_, h, body) = get(&url(&pc, "/api/jobs/7/steps"), &[]).await;
+    assert!(from_snapshot(&h));
+    assert_eq!(body, direct(&up, "/api/jobs/7/steps").await);
+    let (_, h, body) = get(&url(&pc, "/api/jobs/8/steps"), &[]).await;
+    assert!(!from_snapshot(&h));
+    assert_eq!(body, direct(&up, "/api/jobs/8/steps").await);
+    assert_eq!(passed(&up), 1);
+    pc.stop().await;
+}
