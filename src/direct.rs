@@ -30,7 +30,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{header, HeaderValue, Method, Request, StatusCode, Version};
 use http_body::Body;
 use http_body_util::Empty;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
@@ -54,6 +54,9 @@ const DRAIN_PER_WAKE: usize = 4;
 pub enum Outcome<I> {
     /// Answered here; the connection is closed.
     Done,
+    /// An event stream, head queued: run it (in a task of its own, so the
+    /// connection's larger state is freed for as long as the stream lives).
+    Stream(Stream<I>),
     /// Not for this module (or a finite answer on a keep-alive
     /// connection): hyper serves it, starting with these bytes.
     Hyper(Prefixed<I>),
@@ -115,13 +118,52 @@ where
         Ok(r) => r,
         Err(never) => match never {},
     };
-    let streaming = write_response(&mut io, resp, close).await?;
-    if streaming || close {
+    let (parts, mut body) = resp.into_parts();
+    let bodiless = parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED
+        || parts.status.is_informational();
+    let length = (!bodiless).then(|| body.size_hint().exact());
+    let mut out = Out::default();
+    out.parts.push_back(response_head(&parts, length, close));
+    if length == Some(None) {
+        return Ok(Outcome::Stream(Stream { io, body, out }));
+    }
+    if length.is_some() {
+        let mut ended = false;
+        poll_fn(|cx| stream(&mut io, &mut body, &mut out, false, &mut ended, cx)).await?;
+    } else {
+        poll_fn(|cx| out.poll_flush(&mut io, cx)).await?;
+    }
+    if close {
         // Best effort: the peer may be gone already.
         let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
         return Ok(Outcome::Done);
     }
     Ok(Outcome::Hyper(Prefixed::new(rest, io)))
+}
+
+/// An event stream being written: the socket, the body, the bytes in flight.
+pub struct Stream<I> {
+    io: I,
+    body: BoxBody,
+    out: Out,
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> Stream<I> {
+    /// Write the stream until its body ends (then close the connection) or
+    /// the client leaves.
+    pub async fn run(self) -> Result<(), DirectError> {
+        let Self {
+            mut io,
+            mut body,
+            mut out,
+        } = self;
+        let mut ended = false;
+        poll_fn(|cx| stream(&mut io, &mut body, &mut out, true, &mut ended, cx)).await?;
+        // Best effort: the peer may be gone already.
+        let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
+        Ok(())
+    }
 }
 
 /// Read until the head is complete and parse it. `None`: hyper's business
@@ -140,7 +182,8 @@ async fn read_head<I: AsyncRead + Unpin>(
                 return Ok(None);
             }
             if let Some(parsed) = parse(buf) {
-                return Ok(parsed);
+                // Over the limit: hyper answers 431.
+                return Ok(parsed.filter(|(_, len, _)| *len <= limits.max_size));
             }
         } else if !buf.is_empty() && !b"GET ".starts_with(&buf[..buf.len().min(4)]) {
             return Ok(None);
@@ -148,12 +191,10 @@ async fn read_head<I: AsyncRead + Unpin>(
         if buf.len() >= limits.max_size {
             return Ok(None); // hyper answers 431
         }
-        let mut chunk = [0u8; 1024];
-        let n = io.read(&mut chunk).await?;
-        if n == 0 {
+        buf.reserve(1024);
+        if io.read_buf(buf).await? == 0 {
             return Ok(None); // hyper sees the same EOF
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -222,19 +263,9 @@ fn parse(buf: &[u8]) -> Option<Option<(Request<Empty<Bytes>>, usize, bool)>> {
     Some(Some((req, len, close)))
 }
 
-/// Write `resp`; returns whether it was a stream (of unknown length).
-async fn write_response<I: AsyncWrite + AsyncRead + Unpin>(
-    io: &mut I,
-    resp: Response<BoxBody>,
-    close: bool,
-) -> Result<bool, DirectError> {
-    let (parts, mut body) = resp.into_parts();
-    let bodiless = parts.status == StatusCode::NO_CONTENT
-        || parts.status == StatusCode::NOT_MODIFIED
-        || parts.status.is_informational();
-    let length = body.size_hint().exact();
-    let chunked = !bodiless && length.is_none();
-
+/// The response head. `length`: `None` without a body (204, 304),
+/// `Some(None)` for a stream (chunked), `Some(Some(n))` for `n` bytes.
+fn response_head(parts: &http::response::Parts, length: Option<Option<u64>>, close: bool) -> Bytes {
     let mut head = BytesMut::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(parts.status.as_str().as_bytes());
@@ -261,25 +292,16 @@ async fn write_response<I: AsyncWrite + AsyncRead + Unpin>(
         head.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    match (bodiless, length) {
-        (true, _) => {}
-        (false, Some(n)) => head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
-        (false, None) => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    match length {
+        None => {}
+        Some(Some(n)) => head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
+        Some(None) => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     if close {
         head.extend_from_slice(b"connection: close\r\n");
     }
     head.extend_from_slice(b"\r\n");
-
-    let mut out = Out::default();
-    out.parts.push_back(head.freeze());
-    if bodiless {
-        poll_fn(|cx| out.poll_flush(&mut *io, cx)).await?;
-        return Ok(false);
-    }
-    let mut ended = false;
-    poll_fn(|cx| stream(&mut *io, &mut body, &mut out, chunked, &mut ended, cx)).await?;
-    Ok(chunked)
+    head.freeze()
 }
 
 /// Drive `body` into `io` until it ends or the peer goes away.

@@ -161,6 +161,21 @@ where
         match direct::serve(io, &mut router, limits, &shutdown).await {
             Ok(direct::Outcome::Hyper(io)) => io,
             Ok(direct::Outcome::Done) => return,
+            Ok(direct::Outcome::Stream(stream)) => {
+                // A task sized for the stream alone: this one, sized for
+                // hyper and the request head, ends here. Holding the watcher
+                // keeps the stream in the shutdown drain.
+                tokio::spawn(async move {
+                    let _watcher = watcher;
+                    if let Err(e) = stream.run().await {
+                        if e.is_write_stall() {
+                            counters.add_write_timeout();
+                        }
+                        tracing::debug!(error = %e, %remote, "stream ended with an error");
+                    }
+                });
+                return;
+            }
             Err(e) => {
                 if e.is_write_stall() {
                     counters.add_write_timeout();

@@ -60,7 +60,9 @@ pub struct WriteTimeout<I> {
     inner: I,
     limit: Duration,
     /// Armed while writes are blocked; reset (not reallocated) on each stall.
-    timer: Pin<Box<Sleep>>,
+    /// Allocated at the first stall only: most connections never stall, and
+    /// an idle subscriber should not carry a timer.
+    timer: Option<Pin<Box<Sleep>>>,
     stalled: bool,
 }
 
@@ -69,7 +71,7 @@ impl<I> WriteTimeout<I> {
         Self {
             inner,
             limit,
-            timer: Box::pin(tokio::time::sleep(limit)),
+            timer: None,
             stalled: false,
         }
     }
@@ -80,11 +82,15 @@ impl<I> WriteTimeout<I> {
 
     /// Called when the inner write returned `Pending`: start or check the clock.
     fn stall<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let deadline = Instant::now() + self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if !self.stalled {
             self.stalled = true;
-            self.timer.as_mut().reset(Instant::now() + self.limit);
+            timer.as_mut().reset(deadline);
         }
-        match self.timer.as_mut().poll(cx) {
+        match timer.as_mut().poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
