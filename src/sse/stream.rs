@@ -393,4 +393,81 @@ mod tests {
         drop(s);
         registry.closed().await;
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn keepalives_come_from_one_shared_tick_and_only_to_silent_streams() {
+        // An upstream that accepts and never answers: the one poll hangs
+        // (timeout 1h), so nothing but this test publishes, and no failure
+        // turns the feed stale.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = UpstreamUrl::parse(&format!("http://{}", listener.local_addr().expect("addr")))
+            .expect("url");
+        let _hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let mut config = Config::new(url, vec![FeedConfig::new("t", "/t")]);
+        config.upstream.timeout = Duration::from_secs(3600);
+        config.sse.keepalive = Duration::from_secs(10);
+        let shutdown = CancellationToken::new();
+        let registry = Registry::new(
+            &config,
+            Upstream::new(&config.upstream),
+            shutdown.clone(),
+            Arc::new(Metrics::new()),
+        );
+        let sub = registry
+            .subscribe(FeedKey::new(0, String::new(), None, None))
+            .expect("no limits configured");
+        let feed = sub.feed.clone();
+        let t0 = tokio::time::Instant::now();
+        let mut s = Subscriber::new(vec![sub], None, &config.sse, shutdown.clone());
+        let empty = || {
+            let (l, _) = extract(
+                Bytes::from_static(b"[]"),
+                &Pointer::default(),
+                &Pointer::parse("/id").expect("p"),
+            )
+            .expect("list");
+            Arc::new(l)
+        };
+        feed.publish(empty(), vec![], true);
+        for _ in 0..3 {
+            s.next().await.expect("retry, id, snapshot");
+        }
+        // Ticks at 5 s (the stream wrote since it started: nothing) and
+        // 10 s (silent for a whole tick period: a keepalive).
+        let k = s.next().await.expect("keepalive");
+        assert_eq!(k, feed.keepalive);
+        assert_eq!(t0.elapsed(), Duration::from_secs(10));
+        // An event at 17 s: the next tick sees it was written, the one after
+        // sends a keepalive, between half and all of `keepalive` after it
+        // (never more than `keepalive` of silence).
+        tokio::time::advance(Duration::from_secs(7)).await;
+        let seq = feed.next_seq();
+        let e = encode::event(&feed.id(seq), "added", b"{}");
+        feed.publish(empty(), vec![(seq, e.clone())], false);
+        assert_eq!(s.next().await.expect("event"), e);
+        let event_at = t0.elapsed();
+        assert_eq!(s.next().await.expect("keepalive"), feed.keepalive);
+        let silence = t0.elapsed() - event_at;
+        assert!(
+            silence >= Duration::from_secs(5) && silence <= Duration::from_secs(10),
+            "{silence:?}"
+        );
+        shutdown.cancel();
+        // Shutdown reaches the waiting subscriber through the same signal.
+        let hint = s.next().await.expect("retry hint");
+        assert!(
+            String::from_utf8_lossy(&hint).starts_with("retry: "),
+            "{hint:?}"
+        );
+        assert_eq!(s.next().await, None);
+        drop(s);
+        registry.closed().await;
+    }
 }
