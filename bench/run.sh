@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # pollcast side by side with direct polling, Nchan, Pushpin and nginx.
 #
-#   bench/run.sh            full run (about 25 minutes on 2 cores), writes BENCHMARKS.md
+#   bench/run.sh            full run (about 21 minutes on 2 cores after the build), writes BENCHMARKS.md
 #                           and bench/fanout-latency.svg
 #   bench/run.sh --smoke    one small repetition of each pollcast scenario (about a
 #                           minute, no peers, nothing installed); fails if a subscriber
