@@ -119,6 +119,44 @@ async fn a_successful_write_through_pollcast_reaches_subscribers_without_waiting
 }
 
 #[tokio::test]
+async fn a_write_refreshes_the_feed_whose_filled_in_path_covers_it_and_no_other() {
+    let up = TestUpstream::start().await;
+    up.set("/api/jobs/7/steps", json!([{"id": 1, "s": "a"}]));
+    up.set("/api/jobs/8/steps", json!([{"id": 1, "s": "a"}]));
+    up.set("/api/jobs/7/steps/1", json!({"id": 1}));
+    let mut c = hourly(&up);
+    c.feeds[0].poll = "/api/jobs/{job}/steps".into();
+    c.feeds[0].sse = Some("/sse/jobs/{job}/steps".into());
+    let pc = pollcast::start(c).await.expect("start");
+    let mut s7 = Sse::connect(&url(&pc, "/sse/jobs/7/steps")).await;
+    let mut s8 = Sse::connect(&url(&pc, "/sse/jobs/8/steps")).await;
+    assert_eq!(s7.next().await.event, "snapshot");
+    assert_eq!(s8.next().await.event, "snapshot");
+    let polls8 = up.hits("/api/jobs/8/steps");
+    let http = reqwest::Client::new();
+    for round in ["b", "c"] {
+        up.set("/api/jobs/7/steps", json!([{"id": 1, "s": round}]));
+        let r = http
+            .patch(url(&pc, "/api/jobs/7/steps/1"))
+            .body("{}")
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(r.status(), 200);
+        // The interval is an hour: only the write can have re-polled job 7.
+        let e = s7.next().await;
+        assert_eq!(e.event, "updated");
+        assert_eq!(data(&e)["item"]["s"], round);
+    }
+    assert_eq!(
+        up.hits("/api/jobs/8/steps"),
+        polls8,
+        "job 8's feed was not re-polled by writes to job 7"
+    );
+    pc.stop().await;
+}
+
+#[tokio::test]
 async fn reads_and_failed_writes_do_not_refresh() {
     let up = TestUpstream::start().await;
     up.set("/api/jobs", json!([{"id": 1}]));

@@ -46,6 +46,9 @@ pub use key::FeedKey;
 /// the same key gets a new epoch, so stale `Last-Event-ID`s cannot replay.
 pub struct Feed {
     pub key: FeedKey,
+    /// The upstream path this instance polls: `def.poll` with the path
+    /// parameters of `key` filled in (no query).
+    pub poll_path: String,
     pub def: Arc<FeedConfig>,
     /// The contract bound to this instance's name and path parameters.
     pub render: Arc<Render>,
@@ -129,6 +132,14 @@ pub enum Out {
 
 impl Feed {
     pub fn new(key: FeedKey, def: Arc<FeedConfig>, history: usize) -> Self {
+        // Validated at startup; the fallback only serves hand-built configs.
+        let poll_path = match (
+            crate::route::Pattern::parse(&def.poll),
+            crate::route::Pattern::parse(&def.sse_path()),
+        ) {
+            (Ok(poll), Ok(sse)) => poll.fill(&sse.params(), &key.params),
+            _ => def.poll.clone(),
+        };
         // A config that exists was validated, so compiling cannot fail; code
         // that builds configs by hand gets the default contract rather than a panic.
         let contract = Contract::compile(&def).unwrap_or_else(|(k, m)| {
@@ -138,6 +149,7 @@ impl Feed {
         });
         let render = Arc::new(Render::new(contract, &def.name, &key.params));
         Self {
+            poll_path,
             key,
             def,
             connect: render.connect(),

@@ -22,7 +22,6 @@ use super::registry::Inner;
 use super::Feed;
 use crate::config::{AuthMode, FeedConfig};
 use crate::metrics::{Metrics, PollOutcome};
-use crate::route::Pattern;
 use crate::sse::encode;
 use crate::upstream::{PollError, Polled, UpstreamError, Validators};
 
@@ -33,11 +32,7 @@ pub const REFRESH_DEBOUNCE: Duration = Duration::from_millis(5);
 pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
     let def = feed.def.clone();
     let stats = ctx.stats(feed.key.def);
-    // Validated at startup; the fallbacks only serve hand-built configs.
-    let poll = match (Pattern::parse(&def.poll), Pattern::parse(&def.sse_path())) {
-        (Ok(poll), Ok(sse)) => poll.fill(&sse.params(), &feed.key.params),
-        _ => def.poll.clone(),
-    };
+    let poll = feed.poll_path.clone();
     let path = if feed.key.query.is_empty() {
         poll.clone()
     } else {

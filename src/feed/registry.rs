@@ -414,7 +414,9 @@ impl Registry {
         let feeds = self.inner.feeds();
         let mut n = 0;
         for feed in feeds.values() {
-            if covers(&feed.def.poll, path) {
+            // The instance's own path: a write to `/api/projects/3/jobs/7`
+            // refreshes the feed of project 3 only.
+            if covers(&feed.poll_path, path) {
                 feed.refresh();
                 n += 1;
             }
