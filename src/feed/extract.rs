@@ -110,7 +110,7 @@ pub enum ExtractError {
 }
 
 /// Items skipped while extracting: logged, never fatal.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Skipped {
     /// Items without a string or number at the id pointer.
     pub missing_id: usize,

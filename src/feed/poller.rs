@@ -57,6 +57,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
     let mut prev: Option<(Bytes, Arc<ItemList>)> = None;
     let mut validators = Validators::default();
     let mut failures: u32 = 0;
+    let mut skipped = Skipped::default();
     let mut stale_since = SystemTime::now();
     let mut idle_since: Option<Instant> = None;
     let mut cadence = Cadence::new(&def);
@@ -138,7 +139,11 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
                 failures = 0;
                 if let Some(update) = update {
                     changed = !update.first && !update.is_empty();
-                    warn_skipped(&feed, &update.skipped);
+                    if update.skipped != skipped {
+                        // Told when the counts change, not on every poll.
+                        warn_skipped(&feed, &update.skipped);
+                        skipped = update.skipped.clone();
+                    }
                     stats.record_events(update.changes.len());
                     let end = update.terminal.clone();
                     prev = Some(update.publish(&feed, &ctx.metrics));
@@ -161,7 +166,13 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
                 if failures == 1 {
                     ctx.metrics.events(&def.name, contract::STALE, 1);
                 }
-                tracing::warn!(feed = %feed.label(), failures, %reason, "poll failed");
+                // A long outage logs its 1st, 2nd, 4th, 8th... failure at warn
+                // (the rest at debug): visible, without a line per poll.
+                if loud(failures) {
+                    tracing::warn!(feed = %feed.label(), failures, %reason, "poll failed");
+                } else {
+                    tracing::debug!(feed = %feed.label(), failures, %reason, "poll failed");
+                }
                 feed.set_stale(feed.render.stale(&reason, failures, stale_since));
             }
         }
@@ -314,6 +325,11 @@ fn outcome_of(e: &PollError) -> PollOutcome {
     }
 }
 
+/// Whether failure number `failures` of a run is logged at warn level.
+fn loud(failures: u32) -> bool {
+    failures.is_power_of_two()
+}
+
 fn warn_skipped(feed: &Feed, skipped: &Skipped) {
     if skipped.missing_id > 0 || skipped.duplicate_id > 0 {
         tracing::warn!(
@@ -323,5 +339,16 @@ fn warn_skipped(feed: &Feed, skipped: &Skipped) {
             "items skipped: without a string or number id at `{}`, or repeating an earlier id",
             feed.def.id
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loud;
+
+    #[test]
+    fn an_outage_is_logged_loudly_at_doubling_failure_counts_only() {
+        let warned: Vec<u32> = (1..=1000).filter(|&f| loud(f)).collect();
+        assert_eq!(warned, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]);
     }
 }
