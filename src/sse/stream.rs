@@ -53,6 +53,8 @@ pub struct Subscriber {
     /// Keepalive ticks seen, and whether anything was written since the last.
     ticks: u64,
     wrote: bool,
+    /// The feeds were read and have not signalled since.
+    current: bool,
     retry: Duration,
     shutdown: CancellationToken,
     done: bool,
@@ -104,6 +106,7 @@ impl Subscriber {
             pending,
             ticks: follows_ticks,
             wrote: false,
+            current: false,
             retry: cfg.retry,
             shutdown,
             done: false,
@@ -230,50 +233,56 @@ impl Subscriber {
             if self.done {
                 return None;
             }
-            // Mark the current version seen before reading the state, so a
-            // change (or tick, retirement, shutdown) signalled after the
-            // reads below wakes us.
-            for f in &mut self.follows {
-                f.changed.borrow_and_update();
-            }
-            if self.shutdown.is_cancelled() {
-                // Come back soon, to this replica or another one.
-                self.pending
-                    .push_back((0, Out::Bytes(encode::retry(self.retry))));
-                self.done = true;
-                continue;
-            }
-            if self.follows.iter().any(|f| f.sub.feed.is_retired()) {
-                // A reload removed or changed the definition: come back
-                // soon, to whatever now serves this path.
-                self.cut_off();
-                self.pending
-                    .push_back((0, Out::Bytes(encode::retry(self.retry))));
-                self.done = true;
-                continue;
-            }
-            let mut out = VecDeque::new();
-            for (i, f) in self.follows.iter_mut().enumerate() {
-                let resyncs = f.cursor.resyncs;
-                f.sub.feed.pull(&mut f.cursor, &mut out);
-                if f.cursor.resyncs != resyncs {
-                    f.sub.metrics.resynced(&f.sub.feed.def.name);
-                    f.sub.counters.add_resync();
+            // Read the feeds only when they signalled since the last read:
+            // a read that found the state current needs no second one
+            // before the next signal.
+            if !self.current {
+                // Mark the current version seen before reading the state, so a
+                // change (or tick, retirement, shutdown) signalled after the
+                // reads below wakes us.
+                for f in &mut self.follows {
+                    f.changed.borrow_and_update();
                 }
-                self.pending.extend(out.drain(..).map(|o| (i, o)));
-            }
-            let ticks = self.follows[0].sub.feed.ticks();
-            if ticks != self.ticks {
-                // Silent for a whole tick period: say we are alive.
-                if !self.wrote && self.pending.is_empty() {
-                    let keepalive = self.follows[0].sub.feed.keepalive.clone();
-                    self.pending.push_back((0, Out::Bytes(keepalive)));
+                if self.shutdown.is_cancelled() {
+                    // Come back soon, to this replica or another one.
+                    self.pending
+                        .push_back((0, Out::Bytes(encode::retry(self.retry))));
+                    self.done = true;
+                    continue;
                 }
-                self.ticks = ticks;
-                self.wrote = false;
-            }
-            if !self.pending.is_empty() {
-                continue;
+                if self.follows.iter().any(|f| f.sub.feed.is_retired()) {
+                    // A reload removed or changed the definition: come back
+                    // soon, to whatever now serves this path.
+                    self.cut_off();
+                    self.pending
+                        .push_back((0, Out::Bytes(encode::retry(self.retry))));
+                    self.done = true;
+                    continue;
+                }
+                let mut out = VecDeque::new();
+                for (i, f) in self.follows.iter_mut().enumerate() {
+                    let resyncs = f.cursor.resyncs;
+                    f.sub.feed.pull(&mut f.cursor, &mut out);
+                    if f.cursor.resyncs != resyncs {
+                        f.sub.metrics.resynced(&f.sub.feed.def.name);
+                        f.sub.counters.add_resync();
+                    }
+                    self.pending.extend(out.drain(..).map(|o| (i, o)));
+                }
+                let ticks = self.follows[0].sub.feed.ticks();
+                if ticks != self.ticks {
+                    // Silent for a whole tick period: say we are alive.
+                    if !self.wrote && self.pending.is_empty() {
+                        let keepalive = self.follows[0].sub.feed.keepalive.clone();
+                        self.pending.push_back((0, Out::Bytes(keepalive)));
+                    }
+                    self.ticks = ticks;
+                    self.wrote = false;
+                }
+                self.current = true;
+                if !self.pending.is_empty() {
+                    continue;
+                }
             }
             // One signal per feed carries changes, keepalive ticks,
             // retirement and shutdown; only a `check` revocation has its own.
@@ -305,6 +314,7 @@ impl Subscriber {
                     false
                 }
             };
+            self.current = false;
             if revoked_now {
                 // The reconnect that follows meets the refusal itself.
                 self.cut_off();
