@@ -107,6 +107,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The separate admin listener's address, when `[admin] listen` is set.
     pub admin_addr: Option<SocketAddr>,
+    /// The listener's TLS acceptor, reloadable (`[server.tls]`).
+    pub tls: Option<tls::Live>,
     pub registry: Registry,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
@@ -143,7 +145,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         .server
         .tls
         .as_ref()
-        .map(tls::acceptor)
+        .map(tls::Live::new)
         .transpose()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let listener = TcpListener::bind(config.server.listen).await?;
@@ -195,7 +197,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         app,
         shutdown.clone(),
         config.server.clone(),
-        tls,
+        tls.clone(),
     ));
     tracing::info!(%addr, tls = config.server.tls.is_some(), upstream = %config.upstream.url, feeds = config.feeds.len(), "pollcast listening");
     for f in &config.feeds {
@@ -207,6 +209,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     Ok(Running {
         addr,
         admin_addr,
+        tls,
         registry,
         shutdown,
         server,

@@ -19,6 +19,9 @@ use crate::Running;
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub feeds: Reloaded,
+    /// With `[server.tls]`: whether the certificate and key files were read
+    /// again and are used from the next handshake on (`Err`: the old ones stay).
+    pub tls: Option<Result<(), String>>,
     /// Top-level keys (`server`, `log.format`, ...) whose change needs a restart.
     pub needs_restart: Vec<String>,
 }
@@ -89,8 +92,21 @@ pub fn apply(
             "config reload: these settings changed but only take effect after a restart; the running values stay"
         );
     }
+    // The same files, read again: a rotated certificate is served from the
+    // next handshake on (changed paths need a restart, reported above).
+    let tls = running.tls.as_ref().map(|live| match live.reload() {
+        Ok(()) => {
+            tracing::info!("TLS certificate and key reloaded");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, key = e.key, "TLS reload failed: the certificate in use stays");
+            Err(e.to_string())
+        }
+    });
     Outcome {
         feeds,
+        tls,
         needs_restart,
     }
 }

@@ -22,7 +22,6 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
@@ -42,7 +41,7 @@ pub async fn serve(
     app: Arc<App>,
     shutdown: CancellationToken,
     cfg: ServerConfig,
-    tls: Option<TlsAcceptor>,
+    tls: Option<crate::tls::Live>,
 ) {
     let drain = cfg.drain_timeout;
     let head_timeout = cfg.header_read_timeout;
@@ -92,8 +91,9 @@ pub async fn serve(
             None => {
                 tokio::spawn(serve_conn(conn, stream));
             }
-            Some(acceptor) => {
-                let (acceptor, shutdown) = (acceptor.clone(), shutdown.clone());
+            Some(live) => {
+                // The acceptor in force now: a reload affects new handshakes.
+                let (acceptor, shutdown) = (live.acceptor(), shutdown.clone());
                 tokio::spawn(async move {
                     if let Some(stream) = handshake(&acceptor, stream, &shutdown).await {
                         serve_conn(conn, stream).await;
@@ -198,7 +198,7 @@ where
 
 /// The TLS handshake, bounded in time and abandoned on shutdown.
 async fn handshake(
-    acceptor: &TlsAcceptor,
+    acceptor: &tokio_rustls::TlsAcceptor,
     stream: WriteTimeout<TcpStream>,
     shutdown: &CancellationToken,
 ) -> Option<tokio_rustls::server::TlsStream<WriteTimeout<TcpStream>>> {

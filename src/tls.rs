@@ -4,6 +4,11 @@
 //!
 //! This module owns certificate files and TLS settings. It must never look at
 //! HTTP: after the handshake the connection is served exactly like a plain one.
+//!
+//! The acceptor in force is swappable ([`Live`]): a SIGHUP re-reads the same
+//! files (a rotated certificate, as cert-manager writes it) and new
+//! handshakes use the new one; a file that no longer loads leaves the old
+//! acceptor in place.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +29,35 @@ pub struct TlsError {
     pub key: &'static str,
     pub path: PathBuf,
     pub message: String,
+}
+
+/// The acceptor in force and the files it was read from.
+#[derive(Clone)]
+pub struct Live {
+    cfg: TlsConfig,
+    current: Arc<arc_swap::ArcSwap<TlsAcceptor>>,
+}
+
+impl Live {
+    /// Read `cfg`'s files; fails like [`acceptor`].
+    pub fn new(cfg: &TlsConfig) -> Result<Self, TlsError> {
+        Ok(Self {
+            cfg: cfg.clone(),
+            current: Arc::new(arc_swap::ArcSwap::from_pointee(acceptor(cfg)?)),
+        })
+    }
+
+    /// The acceptor for the next handshake.
+    pub fn acceptor(&self) -> Arc<TlsAcceptor> {
+        self.current.load_full()
+    }
+
+    /// Read the files again and use them from the next handshake on; on
+    /// error the acceptor in force stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        self.current.store(Arc::new(acceptor(&self.cfg)?));
+        Ok(())
+    }
 }
 
 /// Build the acceptor for `cfg`, reading both files.

@@ -173,6 +173,63 @@ async fn tls_serves_twenty_streams_over_one_h2_connection_and_http1() {
     pc.stop().await;
 }
 
+/// Whether a TLS handshake with `addr` succeeds for a client trusting only `der`.
+async fn handshake_trusting(addr: std::net::SocketAddr, der: &[u8]) -> bool {
+    let mut roots = RootCertStore::empty();
+    roots.add(der.to_vec().into()).expect("root");
+    let cfg = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    within(
+        "a TLS handshake",
+        TlsConnector::from(Arc::new(cfg))
+            .connect(ServerName::try_from("localhost").expect("name"), tcp),
+    )
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn a_reload_serves_a_rotated_certificate_and_keeps_it_when_the_files_break() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = test_cert(dir.path());
+    let up = TestUpstream::start().await;
+    let mut cfg = config(&up);
+    cfg.server.tls = Some(pollcast::config::TlsConfig {
+        cert: old.cert.clone(),
+        key: old.key.clone(),
+    });
+    let pc = pollcast::start(cfg.clone()).await.expect("start");
+    assert!(handshake_trusting(pc.addr, &old.der).await);
+
+    // Rotated in place (as cert-manager does), then a reload (SIGHUP).
+    let new = test_cert(dir.path());
+    assert_ne!(new.der, old.der);
+    assert!(
+        handshake_trusting(pc.addr, &old.der).await,
+        "no reload yet: the old certificate is still served"
+    );
+    let mut current = cfg.clone();
+    let outcome = pollcast::reload::apply(&pc, &mut current, cfg.clone(), None);
+    assert_eq!(outcome.tls, Some(Ok(())));
+    assert!(handshake_trusting(pc.addr, &new.der).await);
+    assert!(!handshake_trusting(pc.addr, &old.der).await);
+
+    // A broken file on reload: reported, and the certificate in use stays.
+    std::fs::write(&new.cert, "not a certificate\n").expect("write");
+    let outcome = pollcast::reload::apply(&pc, &mut current, cfg.clone(), None);
+    let err = outcome
+        .tls
+        .expect("tls configured")
+        .expect_err("a broken file");
+    assert!(err.contains("cert.pem"), "{err}");
+    assert!(handshake_trusting(pc.addr, &new.der).await);
+    pc.stop().await;
+}
+
 fn config_with_tls(dir: &Path, cert: &str, key: &str) -> (std::path::PathBuf, String) {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\n[server.tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n\n[upstream]\nurl = \"http://127.0.0.1:3000\"\n"
