@@ -163,8 +163,17 @@ async fn log_level_from_the_environment_silences_access_lines() {
         ],
     );
     let url = format!("http://{listen}");
-    common::wait_until("the listener", || {
-        std::net::TcpStream::connect(&listen).is_ok()
+    // An HTTP answer, not a bare TCP connect: a connect to a port nobody
+    // listens on yet can succeed as a TCP self-connection.
+    common::within("the listener", async {
+        loop {
+            if let Ok(r) = reqwest::get(format!("{url}/_pollcast/healthz")).await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     })
     .await;
     let r = reqwest::get(format!("{url}/echo")).await.expect("echo");
