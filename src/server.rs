@@ -168,32 +168,34 @@ where
                 tokio::spawn(async move {
                     let _watcher = watcher;
                     if let Err(e) = stream.run().await {
-                        if e.is_write_stall() {
-                            counters.add_write_timeout();
-                        }
-                        tracing::debug!(error = %e, %remote, "stream ended with an error");
+                        ended_badly(&counters, remote, e.is_write_stall(), &e);
                     }
                 });
                 return;
             }
-            Err(e) => {
-                if e.is_write_stall() {
-                    counters.add_write_timeout();
-                }
-                tracing::debug!(error = %e, %remote, "stream ended with an error");
-                return;
-            }
+            Err(e) => return ended_badly(&counters, remote, e.is_write_stall(), &e),
         }
     };
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(router))
         .into_owned();
     if let Err(e) = watcher.watch(conn).await {
-        if crate::stall::is_write_stall(&*e) {
-            counters.add_write_timeout();
-        }
-        tracing::debug!(error = %e, %remote, "connection ended with an error");
+        ended_badly(&counters, remote, crate::stall::is_write_stall(&*e), &e);
     }
+}
+
+/// A connection that ended with an error: counted as a write timeout when
+/// the client stopped acknowledging data (hyper's or `direct`'s), logged.
+fn ended_badly(
+    counters: &crate::stats::Counters,
+    remote: std::net::SocketAddr,
+    stall: bool,
+    error: &dyn std::fmt::Display,
+) {
+    if stall {
+        counters.add_write_timeout();
+    }
+    tracing::debug!(error = %error, %remote, "connection ended with an error");
 }
 
 /// The TLS handshake, bounded in time and abandoned on shutdown.
