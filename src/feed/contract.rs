@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use super::diff::Change;
+use super::diff::{Change, Patch};
 use super::extract::{Item, ItemList};
 use super::object::text_at;
 use crate::config::{EventSpec, FeedConfig};
@@ -501,11 +501,16 @@ impl Render {
             let (patch, fields);
             if let Change::Updated { patch: p, .. } = change {
                 if kind.data.uses(Slot::Patch) {
-                    patch = serde_json::to_vec(p).unwrap_or_else(|_| b"[]".to_vec());
+                    patch = p.encode(&item.raw);
                     ctx.patch = Some(&patch);
                 }
                 if kind.data.uses(Slot::Changes) {
-                    fields = changed_fields(p, ignore);
+                    fields = match p {
+                        Patch::Ops(p) => changed_fields(p, ignore),
+                        Patch::Replace { fields } => {
+                            names_json(fields.iter().filter(|f| !ignored_whole(f, ignore)).cloned())
+                        }
+                    };
                     ctx.changes = Some(&fields);
                 }
             }
@@ -583,14 +588,24 @@ fn changed_fields(patch: &json_patch::Patch, ignore: &[Pointer]) -> Vec<u8> {
             continue;
         };
         if let Some(first) = p.tokens().first() {
-            let whole_ignored = ignore
-                .iter()
-                .any(|i| i.tokens().len() == 1 && i.tokens()[0] == *first);
-            if !whole_ignored {
+            if !ignored_whole(first, ignore) {
                 names.insert(first.clone());
             }
         }
     }
+    names_json(names)
+}
+
+/// Whether changes of top-level field `name` are ignored as a whole.
+fn ignored_whole(name: &str, ignore: &[Pointer]) -> bool {
+    ignore
+        .iter()
+        .any(|i| i.tokens().len() == 1 && i.tokens()[0] == name)
+}
+
+/// Field names as a sorted JSON array.
+fn names_json(names: impl IntoIterator<Item = String>) -> Vec<u8> {
+    let names: BTreeSet<String> = names.into_iter().collect();
     serde_json::to_vec(&names).unwrap_or_else(|_| b"[]".to_vec())
 }
 

@@ -130,6 +130,13 @@ pub enum Out {
     Snapshot(u64, Arc<Snapshot>),
 }
 
+impl Cursor {
+    /// Seq of the last state delivered (or resumed from), if any.
+    pub fn position(&self) -> Option<u64> {
+        self.at
+    }
+}
+
 impl Feed {
     pub fn new(key: FeedKey, def: Arc<FeedConfig>, history: usize) -> Self {
         // Validated at startup; the fallback only serves hand-built configs.
@@ -273,7 +280,9 @@ impl Feed {
     ///
     /// Order: a status change (`stale`/`recovered`) comes before the events
     /// that follow it, except for a subscriber's first snapshot, which comes
-    /// before everything.
+    /// before everything. A status event's id is the last position the
+    /// subscriber was sent (see `pull_status`), so resuming from it replays
+    /// everything after it.
     pub fn pull(&self, cursor: &mut Cursor, out: &mut VecDeque<Out>) {
         let st = self.state();
         let fresh = cursor.at.is_none();
@@ -331,12 +340,21 @@ impl Feed {
             _ => return,
         };
         // An empty body: this contract does not send the status kind.
-        if !body.is_empty() {
-            out.push_back(Out::Tagged {
-                seq: st.seq,
+        if body.is_empty() {
+            return;
+        }
+        // A status event carries the position this subscriber has actually
+        // been sent (never the feed's latest seq): a client that reconnects
+        // with its id must still be replayed every event it has not seen, and
+        // ids on a stream never go down. Before any position (no snapshot
+        // yet) it has no id, so the client's own resume id stands.
+        match cursor.at {
+            Some(seq) => out.push_back(Out::Tagged {
+                seq,
                 body,
                 end: false,
-            });
+            }),
+            None => out.push_back(Out::Bytes(body)),
         }
     }
 
@@ -566,6 +584,99 @@ mod tests {
         let got = drain(&f, &mut c);
         assert!(got.len() == 1 && got[0].contains("snapshot"), "{got:?}");
         assert_eq!(c.resyncs, 1);
+    }
+
+    /// The id an encoded block carries, if any.
+    fn id_of(block: &str) -> Option<&str> {
+        block
+            .lines()
+            .find_map(|l| l.strip_prefix("id: "))
+            .filter(|id| !id.is_empty())
+    }
+
+    #[test]
+    fn status_events_never_carry_a_position_ahead_of_what_was_sent() {
+        // Upstream [1], then a failure, then [1,2,3]: the poller tells the
+        // recovery first and publishes the two additions right after.
+        let f = feed(16);
+        f.publish(list(r#"[{"id":1}]"#), vec![], true);
+        let mut c = f.cursor(None);
+        let mut wire = drain(&f, &mut c);
+        f.set_stale(encode::body("stale", b"{}"));
+        wire.extend(drain(&f, &mut c));
+        f.set_recovered(encode::body("recovered", b"{}"));
+        for _ in 0..2 {
+            let e = ev(&f, "added");
+            f.publish(list(r#"[{"id":1}]"#), vec![e], false);
+        }
+        wire.extend(drain(&f, &mut c));
+        let names: Vec<&str> = wire
+            .iter()
+            .filter_map(|b| b.lines().find_map(|l| l.strip_prefix("event: ")))
+            .collect();
+        assert_eq!(names, ["snapshot", "stale", "recovered", "added", "added"]);
+        // Ids on the stream never go down.
+        let ids: Vec<u64> = wire
+            .iter()
+            .filter_map(|b| id_of(b))
+            .map(|id| {
+                id.rsplit(':')
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("seq")
+            })
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] <= w[1]), "{wire:?}");
+        // Cut right after every event (status events included): a resume
+        // from its id replays exactly the added events that followed it.
+        for (i, block) in wire.iter().enumerate() {
+            let id = id_of(block).expect("every event here has an id");
+            let mut r = f.cursor(Some(id));
+            let replay = drain(&f, &mut r);
+            let want = wire[i + 1..]
+                .iter()
+                .filter(|b| b.contains("event: added"))
+                .count();
+            assert_eq!(
+                replay.iter().filter(|b| b.contains("event: added")).count(),
+                want,
+                "resume after {block:?}: {replay:?}"
+            );
+            assert!(!replay.iter().any(|b| b.contains("snapshot")), "{replay:?}");
+        }
+    }
+
+    #[test]
+    fn a_resume_during_an_outage_hears_stale_at_its_own_position() {
+        let f = feed(16);
+        f.publish(list("[]"), vec![], true);
+        for _ in 0..3 {
+            let e = ev(&f, "added");
+            f.publish(list("[]"), vec![e], false);
+        }
+        let e = ev(&f, "added");
+        f.publish(list("[]"), vec![e], false);
+        f.set_stale(encode::body("stale", b"{}"));
+        // Resumed from 3 of 5: `stale` must not claim 5 before 4 and 5 are sent.
+        let mut c = f.cursor(Some(&f.id(3)));
+        let got = drain(&f, &mut c);
+        assert!(got[0].contains("event: stale"), "{got:?}");
+        assert_eq!(id_of(&got[0]), Some(f.id(3).as_str()), "{got:?}");
+        assert_eq!(id_of(&got[1]), Some(f.id(4).as_str()), "{got:?}");
+        assert_eq!(id_of(&got[2]), Some(f.id(5).as_str()), "{got:?}");
+    }
+
+    #[test]
+    fn status_before_any_snapshot_has_no_id() {
+        let f = feed(4);
+        let mut c = f.cursor(None);
+        f.set_stale(encode::body("stale", b"{}"));
+        let got = drain(&f, &mut c);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].contains("event: stale") && id_of(&got[0]).is_none(),
+            "{got:?}"
+        );
     }
 
     #[test]
