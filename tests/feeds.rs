@@ -335,7 +335,11 @@ async fn first_subscriber_of_a_failing_feed_hears_why_and_keeps_waiting() {
     assert_eq!(e.event, "stale");
     // No position was sent yet, so the status event carries none: a resume
     // position is only ever one the client was actually sent.
-    assert!(e.id.is_empty(), "no id before the first snapshot: {:?}", e.id);
+    assert!(
+        e.id.is_empty(),
+        "no id before the first snapshot: {:?}",
+        e.id
+    );
     up.mode(Mode::Ok);
     let e1 = s.next().await;
     let e2 = s.next().await;
