@@ -504,7 +504,7 @@ pub struct EventsConfig {
 }
 
 /// One event kind: `{ event = "job_added", data = { job = "{{item}}" }, send = true }`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventSpec {
     /// SSE event name; `""` sends unnamed events (`message` in EventSource).
@@ -983,6 +983,29 @@ impl Config {
                         format!("`{sse}` is shared with feeds[{j}]; a feed with `terminal` ends its stream and needs a path of its own"),
                     ));
                 }
+                // One stream sends one connect event and one keepalive: feeds
+                // sharing it must agree on them rather than have one ignored.
+                for (key, mine, theirs) in [
+                    ("events.connect", &f.events.connect, &other.events.connect),
+                    (
+                        "events.keepalive",
+                        &f.events.keepalive,
+                        &other.events.keepalive,
+                    ),
+                ] {
+                    if mine != theirs {
+                        return Err(Problem::feed(
+                            i,
+                            key,
+                            format!(
+                                "feeds `{}` and `{}` share the stream `{sse}`, which sends one `{}`: set the same value on both (or on neither)",
+                                other.name,
+                                f.name,
+                                &key["events.".len()..],
+                            ),
+                        ));
+                    }
+                }
             } else {
                 paths.insert(sse.clone(), i);
             }
@@ -1396,6 +1419,21 @@ items = ""
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("c.toml:20:1: feeds[1].sse:"), "{e}");
+    }
+
+    #[test]
+    fn feeds_sharing_a_stream_must_agree_on_connect_and_keepalive() {
+        let shared =
+            format!("{GOOD}\n[[feeds]]\nname = \"other\"\npoll = \"/x\"\nsse = \"/sse/jobs\"\n");
+        for key in ["connect", "keepalive"] {
+            let bad = format!("{shared}events.{key} = {{ event = \"hello\" }}\n");
+            let e = Config::from_toml(&bad, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("c.toml:"), "{e}");
+            assert!(e.contains(&format!("feeds[1].events.{key}")), "{e}");
+            assert!(e.contains("`jobs`") && e.contains("`other`"), "{e}");
+        }
     }
 
     #[test]
