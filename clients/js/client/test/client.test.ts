@@ -1,15 +1,15 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { readFileSync } from "node:fs";
 import { Collection, acquire, applyPatch, peek, subscribe } from "../src/index.js";
-import type { Change, PatchOperation } from "../src/index.js";
+import type { Change, PatchOperation, SubscribeOptions } from "../src/index.js";
 import { FakeEventSource as ES } from "./fake-event-source.js";
 
 beforeEach(() => ES.reset());
 
-const feed = (opts: Parameters<typeof subscribe>[1] = {}) => {
+const feed = (opts: SubscribeOptions<any> = {}) => {
   const changes: Change[] = [];
   const states: string[] = [];
-  const f = subscribe("/sse/items", {
+  const f = subscribe<any>("/sse/items", {
     EventSource: ES,
     onChange: (_items, _state, change) => changes.push(change),
     onState: (s) => states.push(s),
