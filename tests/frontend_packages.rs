@@ -3,11 +3,15 @@
 //! (`clients/js/client/test/server-patches.json`) are exactly the ones
 //! pollcast sends today (recorded here from a real stream; a change in the
 //! server's patches fails this test until the fixture is regenerated with
-//! `UPDATE_FIXTURES=1`, and then the vitest suite applies the new ones).
+//! `UPDATE_FIXTURES=1`, and then the vitest suite applies the new ones); and
+//! the package follows a real pollcast from Node with the `eventsource`
+//! package injected (server-side use).
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 use common::*;
 use serde_json::{json, Value};
@@ -169,4 +173,96 @@ async fn the_client_tests_apply_the_servers_own_patches() {
          UPDATE_FIXTURES=1 cargo test --test frontend_packages, then run the vitest suite",
         path.display()
     );
+}
+
+/// Node and `clients/js/node_modules` (npm ci --prefix clients/js): skip on a
+/// developer machine without them, fail under `CI=true`.
+fn node_packages() -> bool {
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let installed = root().join("clients/js/node_modules/eventsource").exists();
+    if node && installed {
+        return true;
+    }
+    let what = if node {
+        "clients/js/node_modules (npm ci --prefix clients/js)"
+    } else {
+        "node (apt-get install -y nodejs npm)"
+    };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("cannot run: missing {what}; .ci/run installs it");
+    }
+    eprintln!("skipped: missing {what}");
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_package_follows_pollcast_from_node() {
+    if !node_packages() {
+        return;
+    }
+    let up = TestUpstream::start().await;
+    up.set(
+        "/api/jobs",
+        json!([{"id": 1, "s": "a"}, {"id": 2, "s": "b"}]),
+    );
+    let pc = pollcast::start(config(&up)).await.expect("start");
+    let mut child = Command::new("node")
+        .arg(root().join("clients/js/scripts/node-follow.mjs"))
+        .arg(format!("http://{}/sse/jobs", pc.addr))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let v = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    until(
+        &mut rx,
+        "the snapshot",
+        json!([{"id": 1, "s": "a"}, {"id": 2, "s": "b"}]),
+    )
+    .await;
+    up.set(
+        "/api/jobs",
+        json!([{"id": 1, "s": "A"}, {"id": 3, "s": "c"}]),
+    );
+    let last = until(
+        &mut rx,
+        "the changes",
+        json!([{"id": 1, "s": "A"}, {"id": 3, "s": "c"}]),
+    )
+    .await;
+    assert_ne!(last["change"]["type"], "snapshot", "{last}");
+    drop(child.stdin.take());
+    let status = tokio::task::block_in_place(|| child.wait()).expect("node exit");
+    assert!(status.success(), "node: {status}");
+    pc.stop().await;
+}
+
+/// Lines from the Node follower until one shows `want` with state `open`.
+async fn until(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>,
+    what: &str,
+    want: Value,
+) -> Value {
+    within(what, async {
+        loop {
+            let line = rx.recv().await.expect("node exited");
+            if line["items"] == want && line["state"] == "open" {
+                return line;
+            }
+        }
+    })
+    .await
 }
