@@ -106,7 +106,7 @@ describe("usePollcastQuery", () => {
       return <div data-label="q">{(data ?? []).map((j) => j.n).join(",")}</div>;
     }
     function Reader() {
-      const { data } = useQuery<{ id: number; n: string }[]>({ queryKey: ["jobs"], enabled: false });
+      const { data } = useQuery<{ id: number; n: string }[]>({ queryKey: ["jobs"], queryFn: async () => [], enabled: false });
       return <div data-label="r">{(data ?? []).length}</div>;
     }
     await mount(
