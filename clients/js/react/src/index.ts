@@ -32,9 +32,9 @@ export function usePollcast<T = any>(
     (notify: () => void) => {
       if (key === null) return () => {};
       const lease = acquire<T>(key, options);
+      // React compares getSnapshot() once subscribed, so events that arrived
+      // between render and this subscription are not missed.
       const off = lease.feed.subscribe(notify);
-      // Events may have arrived between render and subscribe.
-      notify();
       return () => {
         off();
         lease.release();
