@@ -314,7 +314,10 @@ export class Feed<T = any> extends Collection<T> {
     });
     const es = new ES(url, { withCredentials: !!options.withCredentials });
     this.es = es;
-    es.addEventListener("open", () => this.setState(this.getSnapshot().stale ? "stale" : "open"));
+    // pollcast re-tells `stale` to a stream that opens during an outage, and
+    // tells no `recovered` to one that missed the end of it: a (re)open is
+    // current until told otherwise.
+    es.addEventListener("open", () => this.setState("open", { stale: null }));
     es.addEventListener("error", () => {
       // EventSource reconnects by itself unless it gave up (CLOSED).
       this.setState(es.readyState === CLOSED ? "closed" : "connecting");

@@ -79,17 +79,27 @@ describe("connection state", () => {
     es.emit("stale", { reason: "upstream returned 500", failures: 1, since: "2026-01-01T00:00:00Z" });
     expect(f.state).toBe("stale");
     expect(f.stale?.reason).toBe("upstream returned 500");
-    // Reconnecting during an outage: pollcast re-tells `stale`; the open keeps it stale.
+    // Reconnecting during an outage: pollcast re-tells `stale` after the open.
     es.error();
     expect(f.state).toBe("connecting");
     es.open();
+    es.emit("stale", { reason: "upstream returned 500", failures: 2, since: "2026-01-01T00:00:00Z" });
     expect(f.state).toBe("stale");
+    expect(f.stale?.failures).toBe(2);
     es.emit("recovered", { stale_since: "2026-01-01T00:00:00Z", failures: 3 });
+    expect(f.state).toBe("open");
+    expect(f.stale).toBeNull();
+    // The outage began and ended while disconnected: no `recovered` comes, the open clears it.
+    es.emit("stale", { reason: "timeout", failures: 1, since: "2026-01-01T00:01:00Z" });
+    es.error();
+    es.open();
     expect(f.state).toBe("open");
     expect(f.stale).toBeNull();
     es.error(true);
     expect(f.state).toBe("closed");
-    expect(states).toEqual(["open", "stale", "connecting", "stale", "open", "closed"]);
+    expect(states).toEqual([
+      "open", "stale", "connecting", "open", "stale", "open", "stale", "connecting", "open", "closed",
+    ]);
   });
 
   it("close() closes the EventSource", () => {
