@@ -209,24 +209,7 @@ async fn the_client_package_follows_pollcast_from_node() {
         json!([{"id": 1, "s": "a"}, {"id": 2, "s": "b"}]),
     );
     let pc = pollcast::start(config(&up)).await.expect("start");
-    let mut child = Command::new("node")
-        .arg(root().join("clients/js/scripts/node-follow.mjs"))
-        .arg(format!("http://{}/sse/jobs", pc.addr))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("node");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    let stdout = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let v = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
-            if tx.send(v).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, mut rx) = follow(&format!("http://{}/sse/jobs", pc.addr), "{}");
     until(
         &mut rx,
         "the snapshot",
@@ -250,6 +233,36 @@ async fn the_client_package_follows_pollcast_from_node() {
     pc.stop().await;
 }
 
+/// `clients/js/scripts/node-follow.mjs` following `url` with `options`
+/// (JSON): the child and its change lines.
+fn follow(
+    url: &str,
+    options: &str,
+) -> (
+    std::process::Child,
+    tokio::sync::mpsc::UnboundedReceiver<Value>,
+) {
+    let mut child = Command::new("node")
+        .arg(root().join("clients/js/scripts/node-follow.mjs"))
+        .args([url, options])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let v = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
 /// Lines from the Node follower until one shows `want` with state `open`.
 async fn until(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>,
@@ -265,4 +278,76 @@ async fn until(
         }
     })
     .await
+}
+
+/// Lines from the Node follower until `pred` holds for one.
+async fn until_line(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    within(what, async {
+        loop {
+            let line = rx.recv().await.expect("node exited");
+            if pred(&line) {
+                return line;
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_feed_appends_and_ends_in_the_client_package() {
+    if !node_packages() {
+        return;
+    }
+    let up = TestUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("object.toml");
+    std::fs::write(
+        &path,
+        r#"
+[upstream]
+url = "http://127.0.0.1:1"
+
+[[feeds]]
+name = "job"
+poll = "/api/jobs/{job_id}"
+sse = "/sse/jobs/{job_id}"
+object = true
+append = "/transactions"
+
+[feeds.terminal]
+field = "/status"
+values.completed = {}
+"#,
+    )
+    .expect("config");
+    let mut cfg = example(&path.display().to_string(), &up);
+    cfg.feeds[0].linger = std::time::Duration::from_millis(200);
+    let job = |status: &str, tx: &[u32]| json!({"id": 7, "status": status, "transactions": tx.iter().map(|n| json!({"n": n})).collect::<Vec<_>>()});
+    up.set("/api/jobs/7", job("running", &[1]));
+    let pc = pollcast::start(cfg).await.expect("start");
+    let (mut child, mut rx) = follow(
+        &format!("http://{}/sse/jobs/7", pc.addr),
+        r#"{"append": "/transactions", "terminal": ["completed"]}"#,
+    );
+    let first = job("running", &[1]);
+    until_line(&mut rx, "the object", |l| {
+        l["item"] == first && l["state"] == "open"
+    })
+    .await;
+    up.set("/api/jobs/7", job("running", &[1, 2, 3]));
+    let appended = job("running", &[1, 2, 3]);
+    let l = until_line(&mut rx, "appended entries", |l| l["item"] == appended).await;
+    assert_eq!(l["change"]["type"], "appended", "{l}");
+    up.set("/api/jobs/7", job("completed", &[1, 2, 3]));
+    let l = until_line(&mut rx, "the terminal event", |l| l["state"] == "ended").await;
+    assert_eq!(l["ended"]["event"], "completed", "{l}");
+    assert_eq!(l["item"], job("completed", &[1, 2, 3]), "{l}");
+    drop(child.stdin.take());
+    let status = tokio::task::block_in_place(|| child.wait()).expect("node exit");
+    assert!(status.success(), "node: {status}");
+    pc.stop().await;
 }

@@ -6,10 +6,13 @@
 import { EventSource } from "eventsource";
 import { subscribe } from "@pollcast/client";
 
-const feed = subscribe(process.argv[2], {
+let feed;
+feed = subscribe(process.argv[2], {
+  ...JSON.parse(process.argv[3] ?? "{}"),
   EventSource,
   onChange: (items, state, change) => {
-    process.stdout.write(JSON.stringify({ state, items, change }) + "\n");
+    const { item, ended } = feed?.getSnapshot() ?? {};
+    process.stdout.write(JSON.stringify({ state, items, item, ended, change }) + "\n");
   },
 });
 // Ends when the test closes stdin.
