@@ -85,7 +85,7 @@ enum Route {
     /// `POST /refresh/<feed name>`: poll every live feed of a definition now
     /// (for an upstream that can send webhooks).
     Refresh,
-    /// The browser client module (`src/client.js`) for the default contract.
+    /// The browser client module (`clients/js/client/dist/index.js`) for the default contract.
     ClientJs,
 }
 
@@ -177,8 +177,10 @@ impl Route {
     }
 }
 
-/// The client module, embedded so the binary serves it with no files around.
-const CLIENT_JS: &str = include_str!("client.js");
+/// The client module, embedded so the binary serves it with no files around:
+/// the `@pollcast/client` package's built file (`clients/js/client/dist/`,
+/// committed; CI rebuilds it and fails on a difference), byte for byte.
+const CLIENT_JS: &str = include_str!("../clients/js/client/dist/index.js");
 
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<BoxBody>> + Send>>;
 

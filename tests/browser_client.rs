@@ -7,72 +7,16 @@
 //! pollcast. Screenshots: `target/browser-client.png`, `target/browser-contracts.png`.
 
 mod common;
+#[path = "browser/driver.rs"]
+mod driver;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use driver::Browser;
 use pollcast::config::Config;
 use serde_json::json;
-
-/// The node driver (`tests/browser/drive.mjs`) around one Chromium page.
-struct Browser {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Browser {
-    fn start(dir: &std::path::Path) -> Self {
-        let mut child = Command::new("node")
-            .arg(dir.join("drive.mjs"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run node tests/browser/drive.mjs");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut b = Self {
-            child,
-            stdin,
-            stdout,
-        };
-        assert_eq!(b.line(), "ready", "chromium did not start");
-        b
-    }
-
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.stdout.read_line(&mut l).expect("driver output");
-        l.trim_end().to_owned()
-    }
-
-    /// Run one command; panics with the driver's reason on failure.
-    fn cmd(&mut self, cmd: &str) -> String {
-        writeln!(self.stdin, "{cmd}").expect("driver input");
-        let answer = self.line();
-        match answer.strip_prefix("ok") {
-            Some(rest) => rest.trim().to_owned(),
-            None => panic!("browser: `{cmd}` failed: {answer}"),
-        }
-    }
-
-    /// Wait (in the page, up to the driver's deadline) until `expr` is truthy.
-    fn wait(&mut self, what: &str, expr: &str) {
-        writeln!(self.stdin, "wait {expr}").expect("driver input");
-        let answer = self.line();
-        assert_eq!(answer, "ok", "browser: waiting for {what}: {answer}");
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "quit");
-        let _ = self.child.wait();
-    }
-}
 
 fn page(upstream: &TestUpstream, path: &str, file: &str) {
     let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);

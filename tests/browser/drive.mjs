@@ -5,6 +5,7 @@
 //   wait <js expr>      -> ok | err <why>   (waits until the expression is truthy)
 //   eval <js expr>      -> ok <JSON of the value>
 //   shot <path>         -> ok
+//   init <js source>    -> ok   (runs in every page opened afterwards, before its scripts)
 //   quit                -> (exits)
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -41,6 +42,9 @@ for await (const line of createInterface({ input: process.stdin })) {
       say("ok");
     } else if (cmd === "eval") {
       say("ok " + JSON.stringify(await page.evaluate(arg)));
+    } else if (cmd === "init") {
+      await page.addInitScript(arg);
+      say("ok");
     } else if (cmd === "shot") {
       await page.screenshot({ path: arg, fullPage: true });
       say("ok");
