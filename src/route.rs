@@ -19,7 +19,7 @@ use std::borrow::Cow;
 pub enum BadValue {
     #[error("a path parameter may not be `.` or `..`, in any encoding")]
     DotSegment,
-    #[error("a path parameter may not contain `/` or `\\`, in any encoding")]
+    #[error("a path parameter may not contain `/`, `\\`, `?` or `#`, in any encoding")]
     Separator,
     #[error("a path parameter may not contain control characters")]
     Control,
@@ -29,13 +29,13 @@ pub enum BadValue {
 ///
 /// The value is checked as sent and after each of up to three rounds of
 /// percent-decoding (an upstream behind another proxy may decode twice). In
-/// every round: no `/` or `\`, no control character (NUL included), and
+/// every round: no `/`, `\`, `?` or `#`, no control character (NUL included), and
 /// neither the value nor its part before a `;` (Tomcat's path parameters
 /// make `..;x` a `..`) may be `.` or `..`.
 pub fn check_value(raw: &str) -> Result<(), BadValue> {
     let mut cur: Cow<'_, [u8]> = Cow::Borrowed(raw.as_bytes());
     for _ in 0..4 {
-        if cur.iter().any(|&b| b == b'/' || b == b'\\') {
+        if cur.iter().any(|&b| matches!(b, b'/' | b'\\' | b'?' | b'#')) {
             return Err(BadValue::Separator);
         }
         if cur.iter().any(|&b| b < 0x20 || b == 0x7f) {
@@ -285,6 +285,9 @@ mod tests {
             "%5C..",
             "%252f",
             "a%25252Fb",
+            "a?b",
+            "%3F",
+            "%23x",
         ] {
             assert_eq!(check_value(bad), Err(BadValue::Separator), "{bad}");
         }
