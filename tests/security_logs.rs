@@ -65,6 +65,12 @@ async fn token_param_reaches_the_upstream_as_bearer_and_never_the_logs() {
     share.sse = Some("/sse/share/{share_token}".into());
     share.interval = Duration::from_millis(50);
     cfg.feeds.push(share);
+    // A per-team feed whose check is not scoped to the team: pointed out.
+    let mut team = FeedConfig::new("team", "/api/teams/{team}/jobs");
+    team.sse = Some("/sse/teams/{team}/jobs".into());
+    team.auth = AuthMode::Check;
+    team.check = Some("/api/me".into());
+    cfg.feeds.push(team);
     up.set(&format!("/api/share/{SHARE}/items"), json!([{"id": 1}]));
     let pc = pollcast::start(cfg).await.expect("start");
     let base = format!("http://{}", pc.addr);
@@ -136,6 +142,7 @@ async fn token_param_reaches_the_upstream_as_bearer_and_never_the_logs() {
         "share(<redacted>)",
         // A feed without a `query` allowlist is pointed out at startup.
         "any query parameter is forwarded",
+        "the `check` path names none of the SSE path's parameters",
     ] {
         assert!(text.contains(line), "no {line:?} in the captured logs");
     }

@@ -4,9 +4,11 @@
 //! This module owns that rule, per `auth` mode: which query parameters a
 //! client may send (the `query` allowlist), how a `token_param` becomes an
 //! `Authorization: Bearer` header, and whether credentials are part of the
-//! identity (`forward`) or not (`check`, `none`). It also owns the
-//! credential-free printable form used in logs. It must never print an
-//! `Authorization`, `Cookie` or token value.
+//! identity (`forward`) or not (`check`, `none`), with an HTTP/2 client's
+//! several `Cookie` fields joined into one. It also owns the credential-free
+//! printable form used in logs (secret-looking query and path parameter
+//! values redacted). It must never print an `Authorization`, `Cookie` or
+//! token value.
 
 use std::borrow::Cow;
 use std::fmt;
