@@ -15,7 +15,8 @@
 //! project 1.
 //!
 //! Answers are shared ([`Checks`]): subscribers with the same check request
-//! (filled path, method, `Authorization`, `Cookie`) use one upstream check
+//! (filled path, method, `Authorization`, `Cookie`, client address) use one
+//! upstream check
 //! for [`share_ttl`] (a quarter of `recheck`, at most 5 s), and concurrent
 //! identical checks wait for one request. So N tabs of one user cost one
 //! check per period, not N. Revocation still takes effect within one
@@ -112,19 +113,23 @@ impl Answer {
     }
 }
 
-/// What makes two checks the same request.
+/// What makes two checks the same request. The client address is part of
+/// it because the check carries it (`X-Forwarded-For`) and an upstream may
+/// decide by it; the sharing time too, so a feed with a short `recheck`
+/// never uses an answer kept for a longer one.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct CheckKey {
     target: String,
     head: bool,
     authorization: Option<HeaderValue>,
     cookie: Option<HeaderValue>,
+    client: IpAddr,
+    ttl: Duration,
 }
 
 /// One check request's answer, shared while young; the cell makes
 /// concurrent identical checks wait for one request.
 struct Shared {
-    ttl: Duration,
     answer: OnceCell<Answer>,
 }
 
@@ -133,8 +138,8 @@ struct Ttl;
 impl moka::Expiry<CheckKey, Arc<Shared>> for Ttl {
     // Counted from the entry's creation, before the request was sent: an
     // answer is never used more than `ttl` after the check began.
-    fn expire_after_create(&self, _: &CheckKey, v: &Arc<Shared>, _: Instant) -> Option<Duration> {
-        Some(v.ttl)
+    fn expire_after_create(&self, k: &CheckKey, _: &Arc<Shared>, _: Instant) -> Option<Duration> {
+        Some(k.ttl)
     }
 }
 
@@ -158,13 +163,12 @@ impl Checks {
 
     /// The answer for `key`: shared if a young one exists or is coming,
     /// else asked with `ask`. A failure is not kept for later checks.
-    async fn answer<F>(&self, feed: &str, key: CheckKey, ttl: Duration, ask: F) -> Answer
+    async fn answer<F>(&self, feed: &str, key: CheckKey, ask: F) -> Answer
     where
         F: Future<Output = Answer>,
     {
         let entry = self.cache.get_with(key.clone(), || {
             Arc::new(Shared {
-                ttl,
                 answer: OnceCell::new(),
             })
         });
@@ -243,6 +247,8 @@ impl Check {
             head: self.def.check_method == CheckMethod::Head,
             authorization: self.credentials.authorization.clone(),
             cookie: self.credentials.cookie.clone(),
+            client: self.client,
+            ttl: share_ttl(self.def.recheck),
         };
         let ask = async {
             match self.exchange(target).await {
@@ -250,10 +256,7 @@ impl Check {
                 Err(e) => Answer::Failed(e),
             }
         };
-        self.checks
-            .answer(&self.def.name, key, share_ttl(self.def.recheck), ask)
-            .await
-            .verdict()
+        self.checks.answer(&self.def.name, key, ask).await.verdict()
     }
 
     async fn exchange(&self, target: &str) -> Result<Answer, String> {
@@ -396,6 +399,8 @@ mod tests {
             head: false,
             authorization: Some(HeaderValue::from_static("Bearer a")),
             cookie: None,
+            client: IpAddr::from([127, 0, 0, 1]),
+            ttl: Duration::from_secs(60),
         };
         let asked = std::sync::atomic::AtomicUsize::new(0);
         let ask = || async {
@@ -403,11 +408,9 @@ mod tests {
             tokio::task::yield_now().await;
             Answer::Admit
         };
-        let ttl = Duration::from_secs(60);
-        let all = futures_util::future::join_all(
-            (0..10).map(|_| checks.answer("f", key.clone(), ttl, ask())),
-        )
-        .await;
+        let all =
+            futures_util::future::join_all((0..10).map(|_| checks.answer("f", key.clone(), ask())))
+                .await;
         assert!(all.iter().all(|a| matches!(a, Answer::Admit)));
         assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
         // Other credentials: another request.
@@ -415,19 +418,32 @@ mod tests {
             authorization: Some(HeaderValue::from_static("Bearer b")),
             ..key.clone()
         };
-        checks.answer("f", other.clone(), ttl, ask()).await;
+        checks.answer("f", other.clone(), ask()).await;
         assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // The same credentials from another address, or for a feed with
+        // another sharing time: other requests too.
+        let elsewhere = CheckKey {
+            client: IpAddr::from([10, 0, 0, 9]),
+            ..other.clone()
+        };
+        checks.answer("f", elsewhere, ask()).await;
+        let shorter = CheckKey {
+            ttl: Duration::from_secs(1),
+            ..other
+        };
+        checks.answer("f", shorter, ask()).await;
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 4);
         // A failure is shared by those waiting, not by later checks.
         let failing = CheckKey {
             target: "/api/down".into(),
             ..key
         };
         let fail = || async { Answer::Failed("down".into()) };
-        checks.answer("f", failing.clone(), ttl, fail()).await;
+        checks.answer("f", failing.clone(), fail()).await;
         checks.cache.run_pending_tasks();
-        let a = checks.answer("f", failing, ttl, ask()).await;
+        let a = checks.answer("f", failing, ask()).await;
         assert!(matches!(a, Answer::Admit));
-        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 5);
     }
 
     #[test]
