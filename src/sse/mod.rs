@@ -6,10 +6,10 @@
 //! path parameter values, query allowlist and credentials, limits, `check`
 //! admission, feed limits) and the per-subscriber [`stream::Subscriber`].
 //! It must never poll the upstream for data or encode item payloads; it only
-//! forwards the shared bytes a feed already encoded. A subscriber has no queue of its own: it is
-//! a cursor polled by its connection (`direct` on HTTP/1.1, else hyper) as
-//! the socket accepts bytes, so a client that stops reading stops costing
-//! anything but its cursor.
+//! forwards the shared bytes a feed already encoded. A subscriber has no
+//! queue of its own: it is a cursor polled by its connection (`direct` on
+//! HTTP/1.1, else hyper) as the socket accepts bytes, so a client that stops
+//! reading stops costing anything but its cursor.
 
 pub mod encode;
 pub mod stream;
