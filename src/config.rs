@@ -1234,6 +1234,18 @@ impl Config {
                         format!("`{c}` must be an upstream path starting with `/`"),
                     ));
                 }
+                check_placeholders(f, c).map_err(|m| Problem::feed(i, "check", m))?;
+            }
+            // Polls made with pollcast's own credentials carry only the
+            // parameters the operator named: a client must not choose what
+            // the service account asks the upstream for.
+            let service = f.credentials_env.is_some() || f.credentials.is_some();
+            if f.auth != AuthMode::Forward && service && f.query.is_none() {
+                return Err(Problem::feed(
+                    i,
+                    "query",
+                    "is required on a feed that polls with service credentials (credentials_env) and auth = \"check\" or \"none\": without it every query parameter a client sends reaches a request made with those credentials; list the parameters clients may send (`query = []` for none)".into(),
+                ));
             }
             if f.recheck < Duration::from_millis(10) {
                 return Err(Problem::feed(i, "recheck", "must be at least 10ms".into()));
@@ -1247,6 +1259,21 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// An explicit `check` path may use the SSE path's `{param}` placeholders
+/// (filled in per subscriber, like the poll path), and no others.
+fn check_placeholders(f: &FeedConfig, check: &str) -> Result<(), String> {
+    let pattern = crate::route::Pattern::parse(check)?;
+    let sse = crate::route::Pattern::parse(&f.sse_path())?;
+    let known = sse.params();
+    match pattern.params().into_iter().find(|p| !known.contains(p)) {
+        Some(p) => Err(format!(
+            "`{{{p}}}` is not a parameter of the SSE path `{}`",
+            f.sse_path()
+        )),
+        None => Ok(()),
     }
 }
 
@@ -1541,6 +1568,7 @@ check = "/api/me"
 check_method = "HEAD"
 recheck = "5s"
 credentials_env = "POLLCAST_TEST_SHARED_AUTH"
+query = []
 "#;
 
     fn parse_with_env(text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
@@ -1614,6 +1642,32 @@ credentials_env = "POLLCAST_TEST_SHARED_AUTH"
     }
 
     #[test]
+    fn a_check_path_may_use_the_sse_paths_parameters() {
+        let env = [("POLLCAST_TEST_SHARED_AUTH", "Bearer x")];
+        let text = SECURE
+            .replace(
+                "poll = \"/api/shared\"",
+                "poll = \"/api/projects/{project}/jobs\"\nsse = \"/sse/projects/{project}/jobs\"",
+            )
+            .replace("check = \"/api/me\"", "check = \"/api/projects/{project}\"");
+        let c = parse_with_env(&text, &env).expect("valid");
+        assert_eq!(c.feeds[1].check.as_deref(), Some("/api/projects/{project}"));
+        let e = parse_with_env(
+            &text.replace("/api/projects/{project}\"", "/api/projects/{other}\""),
+            &env,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("feeds[1].check: `{other}` is not a parameter"),
+            "{e}"
+        );
+        // Service credentials and no allowlist: the error says why.
+        let e = parse_with_env(&text.replace("query = []\n", ""), &env).unwrap_err();
+        assert!(e.starts_with("feeds[1].query: is required"), "{e}");
+        assert!(e.contains("service credentials"), "{e}");
+    }
+
+    #[test]
     fn bad_security_values_are_refused() {
         let env = [("POLLCAST_TEST_SHARED_AUTH", "Bearer x")];
         for (from, to, key) in [
@@ -1654,6 +1708,14 @@ credentials_env = "POLLCAST_TEST_SHARED_AUTH"
                 "feeds[1].check",
             ),
             ("recheck = \"5s\"", "recheck = \"1ms\"", "feeds[1].recheck"),
+            // Service credentials with check/none: an allowlist is required.
+            ("query = []\n", "", "feeds[1].query"),
+            // A check path names only the SSE path's parameters.
+            (
+                "check = \"/api/me\"",
+                "check = \"/api/projects/{project}/me\"",
+                "feeds[1].check",
+            ),
         ] {
             let text = SECURE.replace(from, to);
             assert_ne!(text, SECURE, "{from}");

@@ -205,6 +205,9 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         if f.query.is_none() {
             tracing::warn!(feed = %f.name, "any query parameter is forwarded and makes its own feed (bounded only by [limits]); list the accepted ones in `query`");
         }
+        if unscoped_check(f) {
+            tracing::warn!(feed = %f.name, "the `check` path names none of the SSE path's parameters: a subscriber it admits may follow every instance of this feed; put the {{param}} that scopes the data in `check`");
+        }
     }
     Ok(Running {
         addr,
@@ -216,4 +219,20 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         admin_server,
         sampler,
     })
+}
+
+/// An explicit `check` on a feed with path parameters that uses none of them:
+/// one admission for every instance (legitimate for "any logged-in user",
+/// a cross-tenant hole for per-project data), so it is pointed out.
+fn unscoped_check(f: &config::FeedConfig) -> bool {
+    let Some(check) = &f.check else {
+        return false;
+    };
+    let (Ok(sse), Ok(check)) = (
+        route::Pattern::parse(&f.sse_path()),
+        route::Pattern::parse(check),
+    ) else {
+        return false;
+    };
+    f.auth == config::AuthMode::Check && sse.has_params() && !check.has_params()
 }

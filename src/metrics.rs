@@ -79,6 +79,24 @@ pub enum PollOutcome {
     error,
 }
 
+/// How one `auth = "check"` admission request ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum CheckOutcome {
+    /// 2xx: admitted.
+    admit,
+    /// 401/403: refused (or revoked).
+    deny,
+    /// Anything else, or no answer: refused with 502 (fail closed).
+    failed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    feed: String,
+    outcome: CheckOutcome,
+}
+
 /// `2xx`, `3xx`, ... of a pass-through response.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 struct StatusClass(u8);
@@ -126,6 +144,8 @@ pub struct Metrics {
     limit_refusals: Family<LimitLabel, Counter>,
     stragglers: Family<AnsweredLabels, Counter>,
     stragglers_bytes: Family<FeedLabel, Counter>,
+    auth_checks: Family<CheckLabels, Counter>,
+    auth_checks_shared: Family<FeedLabel, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -165,6 +185,8 @@ impl Metrics {
             limit_refusals: Family::default(),
             stragglers: Family::default(),
             stragglers_bytes: Family::default(),
+            auth_checks: Family::default(),
+            auth_checks_shared: Family::default(),
         };
         for limit in crate::limits::LimitError::KINDS {
             let _ = m.limit_refusals.get_or_create(&LimitLabel {
@@ -272,7 +294,34 @@ impl Metrics {
             Unit::Bytes,
             m.stragglers_bytes.clone(),
         );
+        r.register(
+            "auth_checks",
+            "auth = \"check\" admission and recheck requests sent to the upstream, per feed definition and outcome",
+            m.auth_checks.clone(),
+        );
+        r.register(
+            "auth_checks_shared",
+            "Admissions and rechecks answered by an identical check (same path and credentials) made or in flight for another subscriber, per feed definition",
+            m.auth_checks_shared.clone(),
+        );
         Self { registry: r, ..m }
+    }
+
+    /// A check request for definition `feed` was sent and ended so.
+    pub fn auth_check(&self, feed: &str, outcome: CheckOutcome) {
+        self.auth_checks
+            .get_or_create(&CheckLabels {
+                feed: feed.into(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// A check for definition `feed` used another subscriber's answer.
+    pub fn auth_check_shared(&self, feed: &str) {
+        self.auth_checks_shared
+            .get_or_create(&FeedLabel { feed: feed.into() })
+            .inc();
     }
 
     /// One poll of feed definition `feed` ended with `outcome` after `took`,

@@ -34,6 +34,8 @@ pub struct App {
     pub side: Side,
     /// CORS rules of the SSE paths.
     pub cors: Arc<Cors>,
+    /// `auth = "check"` answers shared between subscribers.
+    pub checks: Arc<crate::auth::Checks>,
 }
 
 impl App {
@@ -45,7 +47,9 @@ impl App {
         admin: Arc<Admin>,
         cors: Cors,
     ) -> Self {
+        let checks = Arc::new(crate::auth::Checks::new(registry.metrics().clone()));
         Self {
+            checks,
             registry,
             upstream,
             proxy,
@@ -66,6 +70,7 @@ impl App {
             admin: self.admin.clone(),
             side: Side::Admin,
             cors: self.cors.clone(),
+            checks: self.checks.clone(),
         }
     }
 }
@@ -144,6 +149,7 @@ where
                     registry: &app.registry,
                     cors: &app.cors,
                     shutdown: &app.shutdown,
+                    checks: &app.checks,
                 };
                 Ok(sse::respond(ctx, &defs, params, head, remote).await)
             });

@@ -185,6 +185,51 @@ fn validation_errors_carry_line_and_column() {
     );
 }
 
+/// Issue 12, item 9: a feed polled with pollcast's own credentials for
+/// everyone (`auth = "check"`/`"none"`) must say which query parameters
+/// clients may send; without it `--check` fails naming file, line and key.
+#[test]
+fn service_credentials_without_a_query_allowlist_are_refused() {
+    for auth in ["check", "none"] {
+        let shared = format!(
+            "{GOOD}
+[[feeds]]
+name = \"shared\"
+poll = \"/api/shared\"
+auth = \"{auth}\"
+credentials_env = \"POLLCAST_TEST_SERVICE\"
+"
+        );
+        let f = config_file(&shared);
+        let err = run_err(
+            pollcast()
+                .env("POLLCAST_TEST_SERVICE", "Bearer service")
+                .arg("--check")
+                .arg("--config")
+                .arg(f.path()),
+        );
+        let path = f.path().display().to_string();
+        // The line of the feed's [[feeds]] table: the key is missing.
+        assert!(
+            err.contains(&format!("{path}:11:1: feeds[1].query:")),
+            "{auth}: {err}"
+        );
+        assert!(err.contains("service credentials"), "{auth}: {err}");
+        assert!(err.contains("query = []"), "{auth}: {err}");
+        // With an allowlist (empty or not) the config is good.
+        for query in ["query = []", "query = [\"status\"]"] {
+            let f = config_file(&format!("{shared}{query}\n"));
+            run_ok(
+                pollcast()
+                    .env("POLLCAST_TEST_SERVICE", "Bearer service")
+                    .arg("--check")
+                    .arg("--config")
+                    .arg(f.path()),
+            );
+        }
+    }
+}
+
 #[test]
 fn unknown_keys_are_errors_that_list_the_known_ones() {
     let f = config_file(&format!("{GOOD}\n[admin]\nlisten_on = \"x\"\n"));

@@ -188,3 +188,108 @@ proptest! {
         prop_assert_eq!(&events[0].data, &normalised);
     }
 }
+
+// ------------------------------------------- poll paths stay under their prefix
+
+/// Pieces attackers put in a path parameter: dots and separators in every
+/// encoding depth, Tomcat's `;`, control characters, and harmless text.
+fn hostile_value() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("."),
+        Just("%2e"),
+        Just("%2E"),
+        Just("%252e"),
+        Just("%25252E"),
+        Just("/"),
+        Just("%2f"),
+        Just("%2F"),
+        Just("%252f"),
+        Just("\\"),
+        Just("%5c"),
+        Just("%5C"),
+        Just(";"),
+        Just("%3B"),
+        Just("%00"),
+        Just("%0a"),
+        Just("%"),
+        Just("%25"),
+        Just("?"),
+        Just("%3f"),
+        Just("#"),
+        Just("%23"),
+        Just("a"),
+        Just("7"),
+        Just("-"),
+        Just("~"),
+        Just("%41"),
+    ];
+    proptest::collection::vec(piece, 1..7).prop_map(|v| v.concat())
+}
+
+/// What the most lenient upstream could make of a path: percent-decoded
+/// again and again, `\` taken for `/`, `;params` dropped from each segment,
+/// then dot-segments removed.
+fn lenient(path: &str) -> String {
+    let mut p = path.to_owned();
+    for _ in 0..4 {
+        p = percent_encoding::percent_decode_str(&p)
+            .decode_utf8_lossy()
+            .into_owned();
+    }
+    let p = p.replace('\\', "/");
+    let p: Vec<&str> = p
+        .split('/')
+        .map(|s| s.split(';').next().unwrap_or(""))
+        .collect();
+    pollcast::route::normalize(&p.join("/"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// No path-parameter or query value a client sends can make a poll leave
+    /// the configured path: every value the SSE route accepts and
+    /// `check_value` lets through fills a poll path that, normalised per RFC
+    /// 3986 (and even decoded as leniently as any upstream might), starts
+    /// with the pattern's literal prefix and has its number of segments.
+    #[test]
+    fn no_value_makes_a_poll_leave_its_prefix(
+        a in hostile_value(),
+        b in hostile_value(),
+        query in "[a-z=&%2eE/?#.;\\\\]{0,24}",
+    ) {
+        use pollcast::route::{check_value, normalize, Pattern};
+        let sse = Pattern::parse("/sse/boards/{board}/posts/{post}").expect("sse");
+        let poll = Pattern::parse("/api/v1/boards/{board}/posts/{post}/comments").expect("poll");
+        let requested = format!("/sse/boards/{a}/posts/{b}");
+        let Some(values) = sse.matches(&requested) else {
+            // Not this route (a raw `/` made more segments): not a feed.
+            return Ok(());
+        };
+        if values.iter().any(|v| check_value(v).is_err()) {
+            return Ok(()); // 400 before any poll
+        }
+        let mut def = pollcast::config::FeedConfig::new("b", "/api/v1/boards/{board}/posts/{post}/comments");
+        def.sse = Some("/sse/boards/{board}/posts/{post}".into());
+        let Ok(id) = pollcast::feed::key::identify(0, &def, Some(&query), &http::HeaderMap::new()) else {
+            return Ok(()); // 400 before any poll
+        };
+        let filled = poll.fill(&sse.params(), &values);
+        let target = if id.key.query.is_empty() {
+            filled
+        } else {
+            format!("{filled}?{}", id.key.query)
+        };
+        let up = pollcast::config::UpstreamUrl::parse("http://upstream:3000/base").expect("url");
+        let Ok(uri) = up.join(&target) else {
+            return Ok(()); // not a valid URI: the poll fails, it goes nowhere
+        };
+        let (prefix, segments) = poll.literal_prefix();
+        let want_prefix = format!("/base{prefix}/");
+        for path in [normalize(uri.path()), lenient(uri.path())] {
+            prop_assert!(path.starts_with(&want_prefix), "{} -> {}", target, path);
+            prop_assert_eq!(path.split('/').count(), segments + 2, "{} -> {}", target, path);
+            prop_assert!(path.ends_with("/comments"), "{} -> {}", target, path);
+        }
+    }
+}

@@ -45,6 +45,7 @@ async fn token_param_reaches_the_upstream_as_bearer_and_never_the_logs() {
 
     const TOKEN: &str = "s3cr3t-T0KEN-4f9a";
     const COOKIE: &str = "sid=c00kie-9b1e";
+    const SHARE: &str = "sh4re-T0KEN-77c1";
     let up = TestUpstream::start().await;
     up.set("/api/jobs", json!([{"id": 1, "owner": "{{token}}"}]));
     up.set("/api/shared", json!([{"id": 1}]));
@@ -59,6 +60,18 @@ async fn token_param_reaches_the_upstream_as_bearer_and_never_the_logs() {
     checked.token_param = Some("token".into());
     checked.credentials = Secret::new("Bearer service-S3CRET");
     cfg.feeds.push(checked);
+    // A secret in the path: a share link's token.
+    let mut share = FeedConfig::new("share", "/api/share/{share_token}/items");
+    share.sse = Some("/sse/share/{share_token}".into());
+    share.interval = Duration::from_millis(50);
+    cfg.feeds.push(share);
+    // A per-team feed whose check is not scoped to the team: pointed out.
+    let mut team = FeedConfig::new("team", "/api/teams/{team}/jobs");
+    team.sse = Some("/sse/teams/{team}/jobs".into());
+    team.auth = AuthMode::Check;
+    team.check = Some("/api/me".into());
+    cfg.feeds.push(team);
+    up.set(&format!("/api/share/{SHARE}/items"), json!([{"id": 1}]));
     let pc = pollcast::start(cfg).await.expect("start");
     let base = format!("http://{}", pc.addr);
 
@@ -86,9 +99,13 @@ async fn token_param_reaches_the_upstream_as_bearer_and_never_the_logs() {
             "the token is not a parameter upstream"
         );
     }
+    let mut sh = Sse::connect(&format!("{base}/sse/share/{SHARE}")).await;
+    assert_eq!(sh.status, 200);
+    assert_eq!(sh.next().await.event, "snapshot");
     // Failures get logged with the feed's label.
     up.mode(Mode::Status(500));
     assert_eq!(s.next_named("stale").await.event, "stale");
+    assert_eq!(sh.next_named("stale").await.event, "stale");
     up.mode(Mode::Ok);
 
     // Check mode: admitted with the token, then revoked (logged), refused.
@@ -111,7 +128,7 @@ async fn token_param_reaches_the_upstream_as_bearer_and_never_the_logs() {
         .expect("request");
     assert_eq!(r.status(), 400);
     assert!(!r.text().await.expect("body").contains(TOKEN));
-    drop(s);
+    drop((s, sh));
     pc.stop().await;
 
     let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
@@ -121,13 +138,16 @@ async fn token_param_reaches_the_upstream_as_bearer_and_never_the_logs() {
         "poll failed",
         "admission revoked",
         "jobs [credentials]",
+        // The share feed's label, its token redacted.
+        "share(<redacted>)",
         // A feed without a `query` allowlist is pointed out at startup.
         "any query parameter is forwarded",
+        "the `check` path names none of the SSE path's parameters",
     ] {
         assert!(text.contains(line), "no {line:?} in the captured logs");
     }
     // ...and no secret is.
-    for secret in [TOKEN, "c00kie-9b1e", "service-S3CRET"] {
+    for secret in [TOKEN, "c00kie-9b1e", "service-S3CRET", SHARE] {
         assert!(
             !text.contains(secret),
             "{secret} appears in the logs:\n{}",

@@ -4,9 +4,11 @@
 //! This module owns that rule, per `auth` mode: which query parameters a
 //! client may send (the `query` allowlist), how a `token_param` becomes an
 //! `Authorization: Bearer` header, and whether credentials are part of the
-//! identity (`forward`) or not (`check`, `none`). It also owns the
-//! credential-free printable form used in logs. It must never print an
-//! `Authorization`, `Cookie` or token value.
+//! identity (`forward`) or not (`check`, `none`), with an HTTP/2 client's
+//! several `Cookie` fields joined into one. It also owns the credential-free
+//! printable form used in logs (secret-looking query and path parameter
+//! values redacted). It must never print an `Authorization`, `Cookie` or
+//! token value.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -54,10 +56,34 @@ impl FeedKey {
 
     /// `jobs?status=running [credentials]`, never the credentials themselves.
     pub fn label(&self, name: &str) -> String {
+        self.label_with(name, &[])
+    }
+
+    /// [`FeedKey::label`] for a feed of `def`: the value of a path parameter
+    /// whose name looks like a secret (`{share_token}`) is `<redacted>`, as
+    /// for query parameters.
+    pub fn label_of(&self, def: &FeedConfig) -> String {
+        let names = crate::route::Pattern::parse(&def.sse_path())
+            .map(|p| p.params())
+            .unwrap_or_default();
+        self.label_with(&def.name, &names)
+    }
+
+    /// `names`: the parameter names in the order of `self.params`; a value
+    /// without a name (a hand-built key) is redacted, to be safe.
+    fn label_with(&self, name: &str, names: &[String]) -> String {
         let mut s = name.to_owned();
         if !self.params.is_empty() {
             s.push('(');
-            s.push_str(&self.params.join(","));
+            for (i, v) in self.params.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                match names.get(i) {
+                    Some(n) if !secret_like(n) => s.push_str(v),
+                    _ => s.push_str("<redacted>"),
+                }
+            }
             s.push(')');
         }
         if !self.query.is_empty() {
@@ -115,7 +141,7 @@ impl fmt::Debug for FeedKey {
         f.debug_struct("FeedKey")
             .field("def", &self.def)
             .field("query", &self.printable_query())
-            .field("params", &self.params)
+            .field("params", &self.params.len())
             .field(
                 "authorization",
                 &self.authorization.as_ref().map(|_| "<redacted>"),
@@ -230,7 +256,9 @@ pub fn identify(
     };
     let mut credentials = Credentials {
         authorization: headers.get(header::AUTHORIZATION).map(sensitive),
-        cookie: headers.get(header::COOKIE).map(sensitive),
+        // Several HTTP/2 cookie fields are one cookie header for keying,
+        // checking and polling alike.
+        cookie: crate::proxy::joined_cookie(headers).map(|v| sensitive(&v)),
     };
     // An empty token means "no token", as a logged-out page would send it.
     if let (Some(name), Some(token)) = (&cfg.token_param, token.filter(|t| !t.is_empty())) {
@@ -360,6 +388,18 @@ mod tests {
         );
     }
 
+    #[test]
+    fn secret_looking_path_parameters_are_redacted_in_labels() {
+        let mut d = FeedConfig::new("share", "/api/share/{share_token}/items/{item}");
+        d.sse = Some("/sse/share/{share_token}/{item}".into());
+        let k = FeedKey::new(0, String::new(), None, None)
+            .with_params(vec!["s3cr3t".into(), "42".into()]);
+        assert_eq!(k.label_of(&d), "share(<redacted>,42)");
+        assert!(!format!("{k:?}").contains("s3cr3t"));
+        // Without names, nothing is shown.
+        assert_eq!(k.label("share"), "share(<redacted>,<redacted>)");
+    }
+
     fn def(auth: AuthMode, token: Option<&str>, query: Option<&[&str]>) -> FeedConfig {
         let mut d = FeedConfig::new("jobs", "/api/jobs");
         d.auth = auth;
@@ -394,6 +434,19 @@ mod tests {
             // The subscriber's own credentials are kept for the check request.
             assert!(id.credentials.authorization.is_some());
         }
+    }
+
+    #[test]
+    fn several_cookie_fields_are_one_credential() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("theme=dark"));
+        h.append(header::COOKIE, HeaderValue::from_static("sid=2"));
+        let id = identify(0, &def(AuthMode::Forward, None, None), None, &h).expect("ok");
+        assert_eq!(id.key.cookie.expect("cookie"), "theme=dark; sid=2");
+        let check = identify(0, &def(AuthMode::Check, None, None), None, &h).expect("ok");
+        let c = check.credentials.cookie.expect("cookie");
+        assert_eq!(c, "theme=dark; sid=2");
+        assert!(c.is_sensitive());
     }
 
     #[test]

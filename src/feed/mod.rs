@@ -440,7 +440,7 @@ impl Feed {
 
     /// Printable, credential-free name for logs.
     pub fn label(&self) -> String {
-        self.key.label(&self.def.name)
+        self.key.label_of(&self.def)
     }
 }
 

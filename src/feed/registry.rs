@@ -410,13 +410,19 @@ impl Registry {
     /// Write-through: a write to `path` succeeded upstream, so every live feed
     /// polling `path` or a parent of it (`/api/jobs` for `PATCH /api/jobs/7`)
     /// polls now. Returns how many feeds were asked.
+    ///
+    /// Both paths are compared in RFC 3986's normal form (see
+    /// [`crate::route::normalize`]): a write to `/api/jobs/%2e%2e/track` is a
+    /// write to `/api/track` for any upstream that resolves dot-segments, and
+    /// one that does not answers it for a path no feed polls.
     pub fn refresh_path(&self, path: &str) -> usize {
+        let path = crate::route::normalize(path);
         let feeds = self.inner.feeds();
         let mut n = 0;
         for feed in feeds.values() {
             // The instance's own path: a write to `/api/projects/3/jobs/7`
             // refreshes the feed of project 3 only.
-            if covers(&feed.poll_path, path) {
+            if covers(&crate::route::normalize(&feed.poll_path), &path) {
                 feed.refresh();
                 n += 1;
             }
@@ -626,5 +632,29 @@ mod write_through_tests {
         assert!(!covers("/api/jobs", "/api/jobsx"));
         assert!(!covers("/api/jobs", "/api"));
         assert!(!covers("/api/jobs", "/other/api/jobs"));
+    }
+
+    #[test]
+    fn writes_compare_in_normal_form() {
+        use crate::route::normalize;
+        let c = |poll: &str, write: &str| covers(&normalize(poll), &normalize(write));
+        // The write resolves outside the feed's path: no refresh.
+        assert!(!c("/api/jobs", "/api/jobs/%2e%2e/track"));
+        assert!(!c("/api/jobs", "/api/jobs/%2E./x"));
+        assert!(!c(
+            "/api/projects/1/jobs",
+            "/api/projects/1/jobs/../../2/jobs"
+        ));
+        // ...and reaches the path it resolves to.
+        assert!(c("/api/track", "/api/jobs/%2e%2e/track"));
+        assert!(c(
+            "/api/projects/2/jobs",
+            "/api/projects/1/jobs/../../2/jobs/9"
+        ));
+        // Encoded unreserved characters are the same path.
+        assert!(c("/api/jobs", "/api/%6Aobs/7"));
+        assert!(c("/api/~x", "/api/%7ex"));
+        // An encoded slash stays a byte of one segment, not a separator.
+        assert!(!c("/api/jobs", "/api/jobs%2F7"));
     }
 }

@@ -40,6 +40,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
+/// The request's cookies as one `Cookie` value: HTTP/2 clients may send one
+/// field per cookie (RFC 9113 §8.2.3), joined here with `"; "` as that
+/// section requires before the value leaves HTTP/2. `None` without cookies.
+/// The result is marked sensitive when any field was.
+pub fn joined_cookie(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut fields = headers.get_all(header::COOKIE).iter();
+    let first = fields.next()?;
+    let rest: Vec<&HeaderValue> = fields.collect();
+    if rest.is_empty() {
+        return Some(first.clone());
+    }
+    let mut bytes = first.as_bytes().to_vec();
+    let mut sensitive = first.is_sensitive();
+    for v in rest {
+        bytes.extend_from_slice(b"; ");
+        bytes.extend_from_slice(v.as_bytes());
+        sensitive |= v.is_sensitive();
+    }
+    // Joined valid field values are a valid field value.
+    let mut v = HeaderValue::from_bytes(&bytes).ok()?;
+    v.set_sensitive(sensitive);
+    Some(v)
+}
+
 /// Whether a comma-separated header (`Connection`, `TE`, ...) lists `token`.
 pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers
@@ -89,6 +113,13 @@ impl Forwarding {
         host: Option<&HeaderValue>,
         scheme: &'static str,
     ) {
+        // An HTTP/2 client's several cookie fields reach an HTTP/1.1
+        // upstream as the one field HTTP/1.1 allows.
+        if headers.get_all(header::COOKIE).iter().nth(1).is_some() {
+            if let Some(v) = joined_cookie(headers) {
+                headers.insert(header::COOKIE, v);
+            }
+        }
         let ip = peer.ip().to_canonical();
         let trusted = self.trusts(ip);
         if !trusted {
@@ -231,6 +262,20 @@ mod tests {
         assert_eq!(h.len(), 2);
         assert!(h.contains_key("x-kept"));
         assert!(h.contains_key(header::TRAILER), "Trailer is end-to-end");
+    }
+
+    #[test]
+    fn cookie_fields_are_joined_in_order() {
+        let mut h = HeaderMap::new();
+        assert_eq!(joined_cookie(&h), None);
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        assert_eq!(joined_cookie(&h).expect("one"), "a=1");
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        h.append(header::COOKIE, HeaderValue::from_static("sid=3"));
+        assert_eq!(joined_cookie(&h).expect("three"), "a=1; b=2; sid=3");
+        forwarding(|_| {}).apply(&mut h, peer("10.0.0.1:1"), None, "http");
+        let sent: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(sent, ["a=1; b=2; sid=3"]);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-pub use headers::{strip_hop_by_hop, Forwarding};
+pub use headers::{joined_cookie, strip_hop_by_hop, Forwarding};
 pub use tunnel::Tunnels;
 
 use crate::config::UpstreamConfig;

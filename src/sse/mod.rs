@@ -3,13 +3,13 @@
 //!
 //! This module owns the SSE response (headers, `retry:`, keepalives, resume
 //! position, shutdown hint), the admission order of a request (CORS, method,
-//! query allowlist and credentials, limits, `check` admission, feed limits)
-//! and the per-subscriber [`stream::Subscriber`]. It must never poll the
-//! upstream for data or encode item payloads; it only forwards the shared
-//! bytes a feed already encoded. A subscriber has no queue of its own: it is
-//! a cursor polled by its connection (`direct` on HTTP/1.1, else hyper) as
-//! the socket accepts bytes, so a client that stops reading stops costing
-//! anything but its cursor.
+//! path parameter values, query allowlist and credentials, limits, `check`
+//! admission, feed limits) and the per-subscriber [`stream::Subscriber`].
+//! It must never poll the upstream for data or encode item payloads; it only
+//! forwards the shared bytes a feed already encoded. A subscriber has no
+//! queue of its own: it is a cursor polled by its connection (`direct` on
+//! HTTP/1.1, else hyper) as the socket accepts bytes, so a client that stops
+//! reading stops costing anything but its cursor.
 
 pub mod encode;
 pub mod stream;
@@ -22,7 +22,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Check, Verdict as CheckVerdict};
+use crate::auth::{Check, Checks, Verdict as CheckVerdict};
 use crate::config::AuthMode;
 use crate::cors::{Cors, Verdict as CorsVerdict};
 use crate::feed::key::identify;
@@ -34,6 +34,8 @@ pub struct SseContext<'a> {
     pub registry: &'a Registry,
     pub cors: &'a Cors,
     pub shutdown: &'a CancellationToken,
+    /// `auth = "check"` answers shared between subscribers.
+    pub checks: &'a std::sync::Arc<Checks>,
 }
 
 /// Answer a request for an SSE path followed by the feed definitions `defs`
@@ -79,6 +81,14 @@ async fn admit(
             HeaderValue::from_static("GET, HEAD, OPTIONS"),
         );
         return resp;
+    }
+    // A value that could leave its path segment never reaches a poll, a
+    // check or a feed (see `route::check_value`).
+    if let Some(e) = params
+        .iter()
+        .find_map(|p| crate::route::check_value(p).err())
+    {
+        return text(StatusCode::BAD_REQUEST, format!("{e}\n"));
     }
     let registry = ctx.registry;
     // Every feed on the path admits the request by its own rules.
@@ -134,8 +144,10 @@ async fn admit(
             registry.upstream().clone(),
             cfg.clone(),
             &id.key.query,
+            &id.key.params,
             id.credentials,
             client,
+            ctx.checks.clone(),
         );
         match check.run().await {
             CheckVerdict::Admit => revoked.push(Box::pin(check.revoked())),
