@@ -20,6 +20,8 @@ POLLCAST_UPSTREAM_TIMEOUT, POLLCAST_LOG_LEVEL, POLLCAST_LOG_FORMAT, POLLCAST_ADM
 SIGHUP reloads the config file: feeds and [log] level take effect at once."
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Config file.
     #[arg(long, short, default_value = "config.toml", env = "POLLCAST_CONFIG")]
     config: PathBuf,
@@ -41,6 +43,13 @@ struct Cli {
     /// Log level of pollcast's own messages [default: [log] level, else info].
     #[arg(long, value_enum)]
     log_level: Option<LogLevel>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Write a commented config.toml from the API's OpenAPI 3.0/3.1 or Swagger
+    /// 2.0 document (--openapi FILE|URL), or from live GET answers (--probe URL PATH...).
+    Init(pollcast::init::InitArgs),
 }
 
 impl Cli {
@@ -68,6 +77,10 @@ fn main() -> std::process::ExitCode {
 
 #[tokio::main]
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Init(args)) = &cli.command {
+        eprintln!("{}", pollcast::init::run(args).await?);
+        return Ok(());
+    }
     if let Some(url) = &cli.healthcheck {
         let url = match url.as_str() {
             "" => pollcast::healthcheck::url_for(&Config::load(&cli.config)?)?,
