@@ -421,3 +421,127 @@ fn an_unreadable_document_is_refused_naming_the_place_and_why() {
         stderr(&o)
     );
 }
+
+/// The FastAPI app of tests/fastapi/listings.py on an ephemeral port, killed
+/// when dropped. `None` (the test skips, saying why) when python3 with
+/// fastapi and uvicorn is missing outside CI; in CI (`CI=true`, which
+/// `.ci/run` sets after installing them) a missing tool fails the test.
+struct FastApi {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl FastApi {
+    fn start() -> Option<Self> {
+        use std::io::BufRead;
+        let have = Command::new("python3")
+            .args(["-c", "import fastapi, uvicorn"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !have {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("python3 with fastapi and uvicorn is missing; .ci/run installs them");
+            }
+            eprintln!("skipped: python3 with fastapi and uvicorn (pip install fastapi uvicorn)");
+            return None;
+        }
+        let mut child = Command::new("python3")
+            .arg(format!(
+                "{}/tests/fastapi/listings.py",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the FastAPI app");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the app's port line");
+        let port = line
+            .trim()
+            .strip_prefix("port=")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        Some(Self { child, port })
+    }
+}
+
+impl Drop for FastApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_a_real_fastapi_document_to_a_live_stream() {
+    let Some(app) = tokio::task::spawn_blocking(FastApi::start)
+        .await
+        .expect("join")
+    else {
+        return;
+    };
+    let api = format!("http://127.0.0.1:{}", app.port);
+    // The socket listens before the port is printed, so this connects; the
+    // document is served once uvicorn's loop runs (the fetch waits for it).
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path().to_owned();
+    let doc = format!("{api}/openapi.json");
+    let path = tokio::task::spawn_blocking(move || init(&d, &["--openapi", &doc]))
+        .await
+        .expect("join");
+    let c = checked(&path);
+    eprintln!("{}", std::fs::read_to_string(&path).expect("read"));
+    assert_eq!(c.upstream.url.to_string(), api);
+    assert_eq!(names(&c), ["list_listings"]);
+    let f = feed(&c, "list_listings");
+    assert_eq!(f.poll, "/api/v1/listings");
+    assert_eq!(f.id.as_str(), "/id");
+    assert_eq!(f.items.as_str(), "");
+    assert_eq!(query(f), Some(vec!["limit", "offset", "form_factor"]));
+
+    let p = path.to_str().expect("path").to_owned();
+    let pc = Pollcast::spawn(
+        &["--config", &p],
+        &[("POLLCAST_SERVER_LISTEN", "127.0.0.1:0")],
+    );
+    let addr = pc.addr().await;
+    let mut sse = Sse::connect(&format!("http://{addr}/sse/list_listings")).await;
+    let snap = sse.next_named("snapshot").await;
+    assert_eq!(data(&snap)["items"].as_array().map(Vec::len), Some(2));
+    // Writes go through pollcast to the app (and refresh the feed at once).
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}/api/v1/listings");
+    let created = http
+        .post(&base)
+        .json(&json!({"title": "NUC 13 Pro", "price_usd": 389.0, "form_factor": "mini"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(created.status().as_u16(), 201);
+    let added = sse.next_named("added").await;
+    assert_eq!(data(&added)["item"]["title"], json!("NUC 13 Pro"));
+    let id = data(&added)["id"].clone();
+    let patched = http
+        .patch(format!("{base}/{id}"))
+        .json(&json!({"price_usd": 359.0}))
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(patched.status().as_u16(), 200);
+    let updated = sse.next_named("updated").await;
+    assert_eq!(data(&updated)["id"], id);
+    assert_eq!(data(&updated)["item"]["price_usd"], json!(359.0));
+    let deleted = http
+        .delete(format!("{base}/1"))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(deleted.status().as_u16(), 204);
+    let removed = sse.next_named("removed").await;
+    assert_eq!(data(&removed)["id"], json!(1));
+    pc.stop().await;
+    drop(app);
+}

@@ -61,8 +61,13 @@ async fn exchange(url: &str, uri: Uri) -> Result<Fetched, FetchError> {
         .body(Empty::new())
         .map_err(|e| failed(&e))?;
     let resp = client.request(req).await.map_err(|e| {
-        // The legacy client's Display is terse; its source says why.
-        let why = std::error::Error::source(&e).map_or(e.to_string(), |s| format!("{e}: {s}"));
+        // The legacy client's Display is terse; its sources say why.
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            why.push_str(&format!(": {s}"));
+            source = s.source();
+        }
         FetchError::Http(url.to_owned(), why)
     })?;
     let status = resp.status();
