@@ -545,3 +545,24 @@ async fn from_a_real_fastapi_document_to_a_live_stream() {
     pc.stop().await;
     drop(app);
 }
+
+#[test]
+fn init_is_a_subcommand_beside_the_existing_flags() {
+    // Top-level flags and the subcommand do not mix (usage error, exit 2)...
+    let doc = fixture("jobs_3.0.yaml");
+    let o = pollcast(&["--check", "init", "--openapi", &doc, "--out", "-"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // ...paths belong to --probe...
+    let o = pollcast(&["init", "--openapi", &doc, "/api/jobs", "--out", "-"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // ...and `--out -` prints the config instead of writing a file.
+    let o = Command::new(env!("CARGO_BIN_EXE_pollcast"))
+        .args(["init", "--openapi", &doc, "--out", "-"])
+        .env("POLLCAST_CONFIG", "/nonexistent/ignored.toml")
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("[[feeds]]\nname = \"listJobs\""), "{text}");
+    assert!(stderr(&o).contains("standard output"), "{}", stderr(&o));
+}

@@ -36,7 +36,7 @@ pub struct InitArgs {
     #[arg(long, value_name = "URL", requires = "paths")]
     pub probe: Option<String>,
     /// With --probe: the list paths to GET, e.g. /api/jobs /api/users.
-    #[arg(value_name = "PATH", requires = "probe")]
+    #[arg(value_name = "PATH", conflicts_with = "openapi")]
     pub paths: Vec<String>,
     /// The API's address for [upstream] url [default: the document's
     /// server, else where the document or the probe was fetched].
