@@ -195,7 +195,10 @@ fn clean_name(s: &str) -> Option<String> {
         }
     }
     let out = out.trim_matches('_').to_owned();
-    (!out.is_empty()).then_some(out)
+    // "." or ".." would make `/sse/..`: a name needs a letter or digit.
+    out.chars()
+        .any(|c| c.is_ascii_alphanumeric())
+        .then_some(out)
 }
 
 /// `name`, or `name_2`, `name_3`... if taken.
@@ -360,6 +363,7 @@ mod tests {
             Some("get_pets")
         );
         assert_eq!(name_from_operation("!!", "/pets"), None);
+        assert_eq!(name_from_operation("..", "/pets"), None);
         assert_eq!(name_from_path("/api/v1/users/{id}/orders"), "users_orders");
         assert_eq!(name_from_path("/"), "root");
         assert_eq!(unique("a".into(), &["a".into(), "a_2".into()]), "a_3");

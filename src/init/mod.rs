@@ -17,6 +17,8 @@ mod openapi;
 mod probe;
 mod render;
 mod schema;
+#[cfg(test)]
+mod tests;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
