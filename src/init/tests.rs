@@ -136,3 +136,39 @@ fn a_header_key_is_marked_todo() {
     assert!(f.auth_notes[0].starts_with("TODO:") && f.auth_notes[0].contains("X-API-Key"));
     assert!(matches!(f.id, IdPick::Unknown(_)));
 }
+
+#[test]
+fn the_upstream_comes_from_the_flag_the_server_or_the_document_url() {
+    use super::choose_upstream as choose;
+    // The flag wins; a base path it already ends with is not repeated in poll.
+    let (url, note, base) = choose(Some("http://api:80/v2/"), Some("http://x"), "/v2", None);
+    assert_eq!(
+        (url.as_str(), note, base.as_str()),
+        ("http://api:80/v2", None, "")
+    );
+    let (_, _, base) = choose(Some("http://api:80"), None, "/v2", None);
+    assert_eq!(base, "/v2");
+    // An http server is used; an https one is not (pollcast speaks http).
+    let (url, note, _) = choose(None, Some("http://10.0.0.5:3000"), "", None);
+    assert_eq!((url.as_str(), note), ("http://10.0.0.5:3000", None));
+    let (url, note, base) = choose(None, Some("https://api.example.com"), "/v1", None);
+    assert_eq!(url, "http://127.0.0.1:8000");
+    assert!(
+        note.is_some_and(|n| n.starts_with("TODO:") && n.contains("https://api.example.com/v1"))
+    );
+    assert_eq!(base, "/v1");
+    // A relative server (FastAPI's root_path) is relative to the document's URL.
+    let (url, note, base) = choose(
+        None,
+        None,
+        "/api",
+        Some("http://127.0.0.1:8000/api/openapi.json"),
+    );
+    assert_eq!(
+        (url.as_str(), note, base.as_str()),
+        ("http://127.0.0.1:8000", None, "/api")
+    );
+    let (url, note, _) = choose(None, None, "", None);
+    assert_eq!(url, "http://127.0.0.1:8000");
+    assert!(note.is_some_and(|n| n.starts_with("TODO:")));
+}
