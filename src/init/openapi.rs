@@ -90,6 +90,7 @@ pub(crate) fn plan(
                 let taken: Vec<String> = plan.feeds.iter().map(|f| f.name.clone()).collect();
                 f.name = detect::unique(f.name, &taken);
                 f.poll = format!("{base}{}", f.poll);
+                f.from = f.from.replacen(path, &format!("{base}{path}"), 1);
                 f.sse = sse_path(&f.name, &f.poll);
                 f.writes = writes
                     .iter()

@@ -115,7 +115,7 @@ fn feed(o: &mut String, f: &FeedPlan) {
                 .as_deref()
                 .map(|n| format!(" ({n})"))
                 .unwrap_or_default();
-            comment(o, &format!("Each item's id: {why}{of}."), "");
+            comment(o, &format!("Each item's id{of}: {why}."), "");
             let _ = writeln!(o, "id = {}", s(pointer));
         }
         IdPick::Unknown(why) => {
