@@ -167,6 +167,10 @@ fn a_3_0_yaml_document_with_cookie_security_and_a_base_path() {
     assert_eq!(query(jobs), Some(vec!["status", "cursor"]));
     assert_eq!(jobs.auth, AuthMode::Forward);
     assert!(
+        text.contains("# GET /api/jobs (operationId listJobs)"),
+        "{text}"
+    );
+    assert!(
         text.contains("Security `cookieAuth` (cookie `session`)"),
         "{text}"
     );
