@@ -26,6 +26,7 @@
 //! - [`tls`]: the optional TLS acceptor of the listener.
 //! - [`status`]: the live status page.
 //! - [`healthcheck`]: the client behind `pollcast --healthcheck`.
+//! - [`init`]: `pollcast init`, a config.toml from an OpenAPI document or a probe.
 //! - [`demo`]: a built-in upstream for `--demo`.
 //! - [`admin`]: pollcast's own endpoints under `[admin] prefix`; [`readiness`]: `/readyz`.
 //! - [`access`]: the access log line and metrics of each pass-through request.
@@ -47,6 +48,7 @@ pub mod direct;
 pub mod feed;
 pub mod fuzzing;
 pub mod healthcheck;
+pub mod init;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

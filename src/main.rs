@@ -14,12 +14,15 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser, Debug)]
 #[command(
     version,
+    args_conflicts_with_subcommands = true,
     about = "Turns polling of REST list endpoints into Server-Sent Events",
     after_help = "Environment overrides: POLLCAST_SERVER_LISTEN, POLLCAST_UPSTREAM_URL, \
 POLLCAST_UPSTREAM_TIMEOUT, POLLCAST_LOG_LEVEL, POLLCAST_LOG_FORMAT, POLLCAST_ADMIN_LISTEN.\n\
 SIGHUP reloads the config file: feeds and [log] level take effect at once."
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Config file.
     #[arg(long, short, default_value = "config.toml", env = "POLLCAST_CONFIG")]
     config: PathBuf,
@@ -41,6 +44,13 @@ struct Cli {
     /// Log level of pollcast's own messages [default: [log] level, else info].
     #[arg(long, value_enum)]
     log_level: Option<LogLevel>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Write a commented config.toml from the API's OpenAPI 3.0/3.1 or Swagger
+    /// 2.0 document (--openapi FILE|URL), or from live GET answers (--probe URL PATH...).
+    Init(pollcast::init::InitArgs),
 }
 
 impl Cli {
@@ -68,6 +78,10 @@ fn main() -> std::process::ExitCode {
 
 #[tokio::main]
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Init(args)) = &cli.command {
+        eprintln!("{}", pollcast::init::run(args).await?);
+        return Ok(());
+    }
     if let Some(url) = &cli.healthcheck {
         let url = match url.as_str() {
             "" => pollcast::healthcheck::url_for(&Config::load(&cli.config)?)?,
