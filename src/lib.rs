@@ -18,8 +18,10 @@
 //! - [`sse`]: the wire format and the subscriber streams.
 //! - [`feed`]: feeds, their poll loops, diffing and history.
 //! - [`upstream`]: the pooled client shared by proxy and feeds.
-//! - [`auth`], [`limits`], [`cors`]: who may open a stream, how many, from where.
-//! - [`preface`]: a connection's first bytes, read under the header deadline.
+//! - [`auth`], [`limits`], [`cors`]: who may open a stream, how many, from where;
+//!   [`budget`]: the memory live feeds may retain.
+//! - [`preface`]: a connection's first bytes, read under the header deadline;
+//!   [`idle`]: the same deadline for HTTP/2 connections with no request in progress.
 //! - [`fuzzing`]: entry points for the cargo-fuzz targets and their corpus regression test.
 //! - [`stall`]: write deadlines that close connections of dead or stalled clients.
 //! - [`stats`]: live counts (feeds, subscribers, tasks, fds) for `/_pollcast/stats`.
@@ -38,6 +40,7 @@
 pub mod access;
 pub mod admin;
 pub mod auth;
+pub mod budget;
 pub mod check;
 pub mod cidr;
 pub mod config;
@@ -47,6 +50,7 @@ pub mod direct;
 pub mod feed;
 pub mod fuzzing;
 pub mod healthcheck;
+pub mod idle;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

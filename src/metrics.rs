@@ -75,6 +75,8 @@ pub enum PollOutcome {
     too_large,
     /// 2xx, but the body was not the configured list shape.
     invalid_body,
+    /// 2xx, but keeping it would pass `[limits] max_feed_memory`.
+    over_budget,
     /// Anything else (the body broke off, ...).
     error,
 }
