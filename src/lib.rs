@@ -109,7 +109,8 @@ pub fn text_response(status: StatusCode, text: &'static str) -> Response<BoxBody
 /// A running pollcast: its address, its feeds, and the way to stop it.
 pub struct Running {
     pub addr: SocketAddr,
-    /// The separate admin listener's address, when `[admin] listen` is set.
+    /// The admin listener's address (operator endpoints); `None` when
+    /// `[admin] listen = ""` serves them on the main listener.
     pub admin_addr: Option<SocketAddr>,
     /// The listener's TLS acceptor, reloadable (`[server.tls]`).
     pub tls: Option<tls::Live>,
@@ -155,7 +156,11 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     let listener = TcpListener::bind(config.server.listen).await?;
     let addr = listener.local_addr()?;
     let admin_listener = match config.admin.listen {
-        Some(a) => Some(TcpListener::bind(a).await?),
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("[admin] listen {a}: {e}")))?,
+        ),
         None => None,
     };
     let shutdown = CancellationToken::new();

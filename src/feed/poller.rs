@@ -6,6 +6,11 @@
 //! its feed's items and sequence numbers.
 //! A failed poll must never change the item list: no `removed` events come
 //! from an upstream outage.
+//!
+//! Also here: refresh polls come at most once per [`refresh_gap`]; a feed
+//! whose subscribers all left before it published a good poll to one of
+//! them ends at once (no linger); a body that would not fit the memory
+//! budget (`crate::budget`) counts as a failed poll.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

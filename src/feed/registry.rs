@@ -3,8 +3,10 @@
 //! after the last subscriber left and the linger passed.
 //!
 //! This module owns feed lifetimes and the poll tasks (tracked, cancellable),
-//! and enforces the feed-count limits (`max_feeds`,
-//! `max_feeds_per_definition`) at the one place feeds are created.
+//! and enforces the feed limits (`max_feeds`, `max_feeds_per_definition`,
+//! `max_feeds_per_client`, the `max_feed_memory` reservation) at the one
+//! place feeds are created; a poll task holds its feed's per-client permit
+//! and memory charge until it ends.
 //! Its map lock is held only for lookups and inserts, never across an await.
 //!
 //! It also owns the feed *definitions* in force ([`Defs`]: definitions and
