@@ -329,6 +329,8 @@ async fn a_hundred_random_token_feeds_on_a_large_list_stay_within_the_memory_bud
             assert!(budget.used() <= CAP, "{wire:?}: {} > {CAP}", budget.used());
         }
         assert_eq!(held.len(), 2, "{wire:?}: what fits 1 MiB");
+        let charged = metric(&t.pc, "pollcast_feed_memory_bytes").await;
+        assert!(charged > 0.0 && charged <= CAP as f64, "{charged}");
         assert_eq!(refused, 98);
         assert_eq!(
             metric(
