@@ -1597,7 +1597,32 @@ credentials_env = "POLLCAST_TEST_SHARED_AUTH"
         assert_eq!(c.limits.max_feeds_per_definition, 1000);
         assert_eq!(c.limits.max_subscribers, 10_000);
         assert_eq!(c.limits.max_subscribers_per_client, 256);
+        assert_eq!(c.limits.max_feeds_per_client, 64);
+        assert_eq!(c.limits.max_feed_memory, 128 * 1024 * 1024);
         assert!(c.cors.allowed_origins.is_empty() && !c.cors.allow_credentials);
+        // Operator endpoints on loopback only.
+        assert_eq!(c.admin.listen, Some(DEFAULT_ADMIN_LISTEN));
+        assert!(c.admin.listen.is_some_and(|a| a.ip().is_loopback()));
+    }
+
+    #[test]
+    fn admin_listen_takes_an_address_or_empty_for_the_main_listener() {
+        let base = "[upstream]\nurl='http://a:1'\n[admin]\n";
+        let c = parse(&format!("{base}listen = ''\n")).expect("empty");
+        assert_eq!(c.admin.listen, None);
+        let c = parse(&format!("{base}listen = '0.0.0.0:9091'\n")).expect("addr");
+        assert_eq!(c.admin.listen, Some("0.0.0.0:9091".parse().expect("addr")));
+        let e = parse(&format!("{base}listen = 'nine'\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("admin.listen") && e.contains("`nine`"), "{e}");
+        // Written back as it was read (`--check`).
+        let text = toml::to_string(&c.admin).expect("toml");
+        assert!(text.contains("listen = \"0.0.0.0:9091\""), "{text}");
+        let mut none = c.admin.clone();
+        none.listen = None;
+        let text = toml::to_string(&none).expect("toml");
+        assert!(text.contains("listen = \"\""), "{text}");
     }
 
     #[test]
