@@ -589,3 +589,35 @@ async fn an_idle_h2_connection_is_closed_and_a_busy_one_is_not() {
         t.pc.stop().await;
     }
 }
+
+#[tokio::test]
+async fn refresh_served_on_the_main_listener_is_coalesced_there_too() {
+    for wire in WIRES {
+        let up = TestUpstream::start().await;
+        up.set("/api/jobs", json!([{"id": 1}]));
+        let mut cfg = config(&up);
+        // The operator's explicit choice: every endpoint on one listener.
+        cfg.admin.listen = None;
+        cfg.feeds[0].interval = Duration::from_secs(1);
+        let t = start(wire, cfg).await;
+        assert_eq!(t.pc.admin_addr, None);
+        let mut sub = ask(&t, A, Method::GET, "/sse/jobs", &[]).await;
+        let mut s = sub.events();
+        assert_eq!(s.next().await.event, "snapshot");
+        let before = up.hits("/api/jobs");
+        let started = Instant::now();
+        for _ in 0..200 {
+            let r = ask(&t, A, Method::POST, "/_pollcast/refresh/jobs", &[]).await;
+            assert_eq!(r.status(), 202, "{wire:?}");
+        }
+        let took = started.elapsed();
+        let polls = up.hits("/api/jobs") - before;
+        let seconds = took.as_secs_f64().ceil() as usize;
+        assert!(
+            polls <= 2 * seconds + 3,
+            "{wire:?}: {polls} polls for 200 refreshes in {took:?}"
+        );
+        drop((s, sub));
+        t.pc.stop().await;
+    }
+}
