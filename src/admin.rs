@@ -61,9 +61,11 @@ impl Admin {
 /// Who a route is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Audience {
-    /// Served on the main listener even when a separate admin listener exists.
-    Browser,
-    /// Served on the admin listener when there is one, else on the main one.
+    /// Served on every listener: browsers and probes reach it wherever they
+    /// can reach pollcast.
+    Public,
+    /// Served on the admin listener when there is one (the default, on
+    /// loopback), else on the main one (`[admin] listen = ""`).
     Operator,
 }
 
@@ -107,16 +109,15 @@ impl Route {
 
     fn audience(self) -> Audience {
         match self {
-            // The status page tells how the API is used: not for the public.
-            Self::Healthz
-            | Self::Readyz
-            | Self::Metrics
-            | Self::Status
-            | Self::StatusEvents
-            | Self::Stats
-            | Self::Refresh => Audience::Operator,
-            // Pages import it from the origin they talk to.
-            Self::ClientJs => Audience::Browser,
+            // The status page tells how the API is used (upstream address,
+            // poll paths); refresh makes upstream polls: not for the public.
+            Self::Metrics | Self::Status | Self::StatusEvents | Self::Stats | Self::Refresh => {
+                Audience::Operator
+            }
+            // Pages import it from the origin they talk to; the kubelet
+            // probes whatever port it is given. Readiness verdicts are
+            // cached (`ready_cache`), so probes cost the upstream little.
+            Self::ClientJs | Self::Healthz | Self::Readyz => Audience::Public,
         }
     }
 

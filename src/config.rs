@@ -23,6 +23,37 @@ use crate::pointer::Pointer;
 /// The default of `[admin] prefix`, under which pollcast serves its own endpoints.
 pub const DEFAULT_ADMIN_PREFIX: &str = "/_pollcast";
 
+/// The default of `[admin] listen`: operator endpoints on loopback only, so a
+/// bare binary never serves them to the clients of `[server] listen`.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090);
+
+/// `[admin] listen`: an address, or `""` for none.
+mod optional_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.trim() {
+            "" => Ok(None),
+            a => a.parse().map(Some).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{s}` is not an address like 127.0.0.1:9090 (or \"\" for none): {e}"
+                ))
+            }),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_str(""),
+        }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +135,12 @@ pub struct LimitsConfig {
     pub max_subscribers: usize,
     /// Open SSE streams per client IP address; over it: 429.
     pub max_subscribers_per_client: usize,
+    /// Live feed instances one client IP address started (they count until
+    /// they end, even when others joined them); over it: 429.
+    pub max_feeds_per_client: usize,
+    /// Bytes the retained state of all live feeds may take (see
+    /// `crate::budget`); a new feed over it: 503.
+    pub max_feed_memory: u64,
     /// Sent as `Retry-After` with every 429 and 503 pollcast gives for a limit.
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
@@ -116,6 +153,8 @@ impl Default for LimitsConfig {
             max_feeds_per_definition: 1000,
             max_subscribers: 10_000,
             max_subscribers_per_client: 256,
+            max_feeds_per_client: 64,
+            max_feed_memory: 128 * 1024 * 1024,
             retry_after: Duration::from_secs(10),
         }
     }
@@ -353,8 +392,12 @@ impl std::str::FromStr for LogFormat {
 pub struct AdminConfig {
     /// Path prefix of every pollcast endpoint; SSE paths may not use it.
     pub prefix: String,
-    /// A separate listener for the admin endpoints. When set, the main
-    /// listener answers only the public ones (such as the browser client).
+    /// The listener of the operator endpoints (metrics, status, stats,
+    /// refresh); loopback by default ([`DEFAULT_ADMIN_LISTEN`]). The main
+    /// listener then answers only the public ones (probes, the browser
+    /// client). `None` (written `""`) serves every endpoint on the main
+    /// listener: only where that listener is not reachable by clients.
+    #[serde(with = "optional_addr")]
     pub listen: Option<SocketAddr>,
     /// An upstream path that must answer 2xx for `/readyz` to say ready.
     /// Without it, ready means the upstream has answered at least once.
@@ -368,7 +411,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             prefix: DEFAULT_ADMIN_PREFIX.to_owned(),
-            listen: None,
+            listen: Some(DEFAULT_ADMIN_LISTEN),
             ready_probe: None,
             ready_cache: Duration::from_secs(1),
         }
@@ -1104,7 +1147,7 @@ impl Config {
                 return Err(Problem::in_table(
                     "admin",
                     "listen",
-                    format!("{listen} is already [server] listen; use another port or leave it unset to serve admin endpoints on the main listener"),
+                    format!("{listen} is already [server] listen; use another port, or \"\" to serve admin endpoints on the main listener"),
                 ));
             }
         }
@@ -1620,7 +1663,32 @@ query = []
         assert_eq!(c.limits.max_feeds_per_definition, 1000);
         assert_eq!(c.limits.max_subscribers, 10_000);
         assert_eq!(c.limits.max_subscribers_per_client, 256);
+        assert_eq!(c.limits.max_feeds_per_client, 64);
+        assert_eq!(c.limits.max_feed_memory, 128 * 1024 * 1024);
         assert!(c.cors.allowed_origins.is_empty() && !c.cors.allow_credentials);
+        // Operator endpoints on loopback only.
+        assert_eq!(c.admin.listen, Some(DEFAULT_ADMIN_LISTEN));
+        assert!(c.admin.listen.is_some_and(|a| a.ip().is_loopback()));
+    }
+
+    #[test]
+    fn admin_listen_takes_an_address_or_empty_for_the_main_listener() {
+        let base = "[upstream]\nurl='http://a:1'\n[admin]\n";
+        let c = parse(&format!("{base}listen = ''\n")).expect("empty");
+        assert_eq!(c.admin.listen, None);
+        let c = parse(&format!("{base}listen = '0.0.0.0:9091'\n")).expect("addr");
+        assert_eq!(c.admin.listen, Some("0.0.0.0:9091".parse().expect("addr")));
+        let e = parse(&format!("{base}listen = 'nine'\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("admin.listen") && e.contains("`nine`"), "{e}");
+        // Written back as it was read (`--check`).
+        let text = toml::to_string(&c.admin).expect("toml");
+        assert!(text.contains("listen = \"0.0.0.0:9091\""), "{text}");
+        let mut none = c.admin.clone();
+        none.listen = None;
+        let text = toml::to_string(&none).expect("toml");
+        assert!(text.contains("listen = \"\""), "{text}");
     }
 
     #[test]

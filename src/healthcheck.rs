@@ -117,6 +117,12 @@ mod tests {
     #[test]
     fn url_follows_the_listeners_and_the_prefix() {
         let mut c = config();
+        // The default: the loopback admin listener.
+        assert_eq!(
+            url_for(&c).expect("url"),
+            "http://127.0.0.1:9090/_pollcast/healthz"
+        );
+        c.admin.listen = None;
         c.server.listen = "0.0.0.0:8080".parse().expect("addr");
         assert_eq!(
             url_for(&c).expect("url"),

@@ -18,8 +18,10 @@
 //! - [`sse`]: the wire format and the subscriber streams.
 //! - [`feed`]: feeds, their poll loops, diffing and history.
 //! - [`upstream`]: the pooled client shared by proxy and feeds.
-//! - [`auth`], [`limits`], [`cors`]: who may open a stream, how many, from where.
-//! - [`preface`]: a connection's first bytes, read under the header deadline.
+//! - [`auth`], [`limits`], [`cors`]: who may open a stream, how many, from where;
+//!   [`budget`]: the memory live feeds may retain.
+//! - [`preface`]: a connection's first bytes, read under the header deadline;
+//!   [`idle`]: the same deadline for HTTP/2 connections with no request in progress.
 //! - [`fuzzing`]: entry points for the cargo-fuzz targets and their corpus regression test.
 //! - [`stall`]: write deadlines that close connections of dead or stalled clients.
 //! - [`stats`]: live counts (feeds, subscribers, tasks, fds) for `/_pollcast/stats`.
@@ -39,6 +41,7 @@
 pub mod access;
 pub mod admin;
 pub mod auth;
+pub mod budget;
 pub mod check;
 pub mod cidr;
 pub mod config;
@@ -48,6 +51,7 @@ pub mod direct;
 pub mod feed;
 pub mod fuzzing;
 pub mod healthcheck;
+pub mod idle;
 pub mod init;
 pub mod limits;
 pub mod logging;
@@ -107,7 +111,8 @@ pub fn text_response(status: StatusCode, text: &'static str) -> Response<BoxBody
 /// A running pollcast: its address, its feeds, and the way to stop it.
 pub struct Running {
     pub addr: SocketAddr,
-    /// The separate admin listener's address, when `[admin] listen` is set.
+    /// The admin listener's address (operator endpoints); `None` when
+    /// `[admin] listen = ""` serves them on the main listener.
     pub admin_addr: Option<SocketAddr>,
     /// The listener's TLS acceptor, reloadable (`[server.tls]`).
     pub tls: Option<tls::Live>,
@@ -153,7 +158,11 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     let listener = TcpListener::bind(config.server.listen).await?;
     let addr = listener.local_addr()?;
     let admin_listener = match config.admin.listen {
-        Some(a) => Some(TcpListener::bind(a).await?),
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("[admin] listen {a}: {e}")))?,
+        ),
         None => None,
     };
     let shutdown = CancellationToken::new();

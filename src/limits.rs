@@ -1,5 +1,7 @@
 //! Admission limits: how many SSE streams all clients together, and each
-//! client address, may hold open, and how many feed instances may exist.
+//! client address, may hold open, how many feed instances may exist (in all,
+//! per definition, started by one client) and how much memory they may
+//! retain (the [`Budget`]).
 //!
 //! This module owns the counters and the answer given when a limit is hit
 //! (429 for one client, 503 for the whole server, both with `Retry-After`),
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
+use crate::budget::Budget;
 use crate::cidr::Cidr;
 use crate::config::LimitsConfig;
 use crate::BoxBody;
@@ -37,15 +40,21 @@ pub enum LimitError {
     Subscribers(usize),
     #[error("too many open streams from this client (limits.max_subscribers_per_client = {0})")]
     SubscribersPerClient(usize),
+    #[error("too many live feeds started by this client (limits.max_feeds_per_client = {0})")]
+    FeedsPerClient(usize),
+    #[error("the feed memory budget is full (limits.max_feed_memory = {0} bytes)")]
+    FeedMemory(u64),
 }
 
 impl LimitError {
     /// Every kind, in the order of [`LimitError::index`].
-    pub const KINDS: [&'static str; 4] = [
+    pub const KINDS: [&'static str; 6] = [
         "max_feeds",
         "max_feeds_per_definition",
         "max_subscribers",
         "max_subscribers_per_client",
+        "max_feeds_per_client",
+        "max_feed_memory",
     ];
 
     fn index(self) -> usize {
@@ -54,6 +63,8 @@ impl LimitError {
             Self::FeedsPerDefinition(_) => 1,
             Self::Subscribers(_) => 2,
             Self::SubscribersPerClient(_) => 3,
+            Self::FeedsPerClient(_) => 4,
+            Self::FeedMemory(_) => 5,
         }
     }
 
@@ -65,7 +76,9 @@ impl LimitError {
     /// 429 when one client is over its share, 503 when the server is full.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::SubscribersPerClient(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::SubscribersPerClient(_) | Self::FeedsPerClient(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             _ => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -77,10 +90,37 @@ pub struct Limits {
     trusted: Vec<Cidr>,
     subscribers: AtomicUsize,
     per_client: Mutex<HashMap<IpAddr, usize>>,
-    refused: [AtomicU64; 4],
+    /// Live feeds each client started (see [`FeedPermit`]).
+    feeds_per_client: Mutex<HashMap<IpAddr, usize>>,
+    /// `max_feed_memory`: the bytes feeds retain.
+    budget: Arc<Budget>,
+    refused: [AtomicU64; KINDS],
     /// Milliseconds since `start` of the last log line, per limit.
-    logged: [AtomicU64; 4],
+    logged: [AtomicU64; KINDS],
     start: Instant,
+}
+
+/// How many limits there are.
+const KINDS: usize = LimitError::KINDS.len();
+
+/// A live feed counted against the client that started it, for as long as
+/// the feed lives (even if others joined it): a client cannot make feeds
+/// and walk away to make more. Released on drop.
+pub struct FeedPermit {
+    limits: Arc<Limits>,
+    client: IpAddr,
+}
+
+impl Drop for FeedPermit {
+    fn drop(&mut self) {
+        let mut map = self.limits.feed_starters();
+        if let Some(n) = map.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.client);
+            }
+        }
+    }
 }
 
 /// One open stream's slot; released on drop.
@@ -109,6 +149,8 @@ impl Limits {
             trusted: trusted_proxies.to_vec(),
             subscribers: AtomicUsize::new(0),
             per_client: Mutex::new(HashMap::new()),
+            feeds_per_client: Mutex::new(HashMap::new()),
+            budget: Budget::new(cfg.max_feed_memory),
             refused: Default::default(),
             logged: Default::default(),
             start: Instant::now(),
@@ -151,6 +193,38 @@ impl Limits {
 
     fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
         self.per_client.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn feed_starters(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.feeds_per_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The feed memory budget.
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    /// Count a new feed against the client that starts it, or refuse with
+    /// `max_feeds_per_client`.
+    pub fn start_feed(self: &Arc<Self>, client: IpAddr) -> Result<FeedPermit, LimitError> {
+        let max = self.cfg.max_feeds_per_client;
+        let mut map = self.feed_starters();
+        let n = map.entry(client).or_insert(0);
+        if max > 0 && *n >= max {
+            return Err(LimitError::FeedsPerClient(max));
+        }
+        *n += 1;
+        Ok(FeedPermit {
+            limits: self.clone(),
+            client,
+        })
+    }
+
+    /// Live feeds `client` started, for tests and the status page.
+    pub fn feeds_started_by(&self, client: IpAddr) -> usize {
+        self.feed_starters().get(&client).copied().unwrap_or(0)
     }
 
     /// Take a subscriber slot for `client`, or say which limit is full.
@@ -200,8 +274,8 @@ impl Limits {
     }
 
     /// Requests refused so far, per limit (`(kind, count)`), for metrics.
-    pub fn refused(&self) -> [(&'static str, u64); 4] {
-        let mut out = [("", 0); 4];
+    pub fn refused(&self) -> [(&'static str, u64); KINDS] {
+        let mut out = [("", 0); KINDS];
         for (i, kind) in LimitError::KINDS.iter().enumerate() {
             out[i] = (kind, self.refused[i].load(Ordering::Relaxed));
         }
@@ -280,6 +354,26 @@ mod tests {
     }
 
     #[test]
+    fn feeds_count_against_the_client_that_started_them_until_they_end() {
+        let l = Limits::new(
+            &LimitsConfig {
+                max_feeds_per_client: 2,
+                ..LimitsConfig::default()
+            },
+            &[],
+        );
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        let a1 = l.start_feed(a).expect("a1");
+        let _a2 = l.start_feed(a).expect("a2");
+        assert_eq!(l.start_feed(a).err(), Some(LimitError::FeedsPerClient(2)));
+        let _b1 = l.start_feed(b).expect("another client is not affected");
+        drop(a1);
+        assert_eq!(l.feeds_started_by(a), 1);
+        let _a3 = l.start_feed(a).expect("a feed ended: room again");
+    }
+
+    #[test]
     fn zero_disables_and_retry_after_rounds_up() {
         let l = limits(0, 0);
         let ip: IpAddr = "::1".parse().expect("ip");
@@ -297,10 +391,15 @@ mod tests {
             LimitError::SubscribersPerClient(1).status(),
             StatusCode::TOO_MANY_REQUESTS
         );
+        assert_eq!(
+            LimitError::FeedsPerClient(1).status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
         for e in [
             LimitError::Feeds(1),
             LimitError::FeedsPerDefinition(1),
             LimitError::Subscribers(1),
+            LimitError::FeedMemory(1),
         ] {
             assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         }

@@ -75,6 +75,8 @@ pub enum PollOutcome {
     too_large,
     /// 2xx, but the body was not the configured list shape.
     invalid_body,
+    /// 2xx, but keeping it would pass `[limits] max_feed_memory`.
+    over_budget,
     /// Anything else (the body broke off, ...).
     error,
 }
@@ -128,6 +130,8 @@ pub struct Metrics {
     subscribers: Family<FeedLabel, Gauge>,
     feeds: Family<FeedLabel, Gauge>,
     poll_loops: Gauge,
+    /// Bytes charged to `[limits] max_feed_memory` now.
+    feed_memory: Gauge,
     poll_delay: Family<FeedLabel, Gauge<f64, AtomicU64>>,
     polls: Family<PollLabels, Counter>,
     poll_duration: Family<FeedLabel, Histogram, fn() -> Histogram>,
@@ -170,6 +174,7 @@ impl Metrics {
             subscribers: Family::default(),
             feeds: Family::default(),
             poll_loops: Gauge::default(),
+            feed_memory: Gauge::default(),
             poll_delay: Family::default(),
             polls: Family::default(),
             poll_duration: Family::new_with_constructor(latency_histogram),
@@ -213,6 +218,12 @@ impl Metrics {
             "poll_loops",
             "Running poll loops over all feeds",
             m.poll_loops.clone(),
+        );
+        r.register_with_unit(
+            "feed_memory",
+            "Memory the live feeds' retained bodies, snapshots and items are charged to [limits] max_feed_memory",
+            Unit::Bytes,
+            m.feed_memory.clone(),
         );
         r.register_with_unit(
             "poll_delay",
@@ -442,6 +453,9 @@ impl Metrics {
             self.subscribers.get_or_create(&f).set(subs as i64);
         }
         self.poll_loops.set(feeds.live_pollers() as i64);
+        let used = feeds.limits().budget().used();
+        self.feed_memory
+            .set(i64::try_from(used).unwrap_or(i64::MAX));
         // The listener counts these without knowing a feed; mirror its
         // monotonic count (the scrape lock makes the catch-up exact).
         let seen = feeds

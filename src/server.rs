@@ -11,7 +11,10 @@
 //! Request heads are bounded in size (`max_header_size`: 431 on HTTP/1.1, a
 //! refused stream on HTTP/2) and in time (`header_read_timeout`, from the
 //! first byte of a connection on, see [`crate::preface`]), so a slowloris
-//! client holds at most one connection task for that long.
+//! client holds at most one connection task for that long. On HTTP/2 the
+//! same deadline applies to a connection with no request in progress
+//! ([`crate::idle`]): a HEADERS frame left without its CONTINUATION, or an
+//! idle connection, is closed after it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
+use crate::idle::{Activity, Tracked};
 use crate::router::{App, Router};
 use crate::stall::WriteTimeout;
 use crate::{direct, preface};
@@ -151,7 +155,8 @@ where
         },
     };
     let mut router = router;
-    let io = if io.is_h2() {
+    let h2 = io.is_h2();
+    let io = if h2 {
         io
     } else {
         let limits = direct::HeadLimits {
@@ -176,10 +181,25 @@ where
             Err(e) => return ended_badly(&counters, remote, e.is_write_stall(), &e),
         }
     };
+    let activity = Activity::new();
+    let service = Tracked::new(router, activity.clone());
     let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(router))
+        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
         .into_owned();
-    if let Err(e) = watcher.watch(conn).await {
+    let served = watcher.watch(conn);
+    // HTTP/1.1 heads are bounded by hyper (and `direct`); HTTP/2 by this.
+    let result = if h2 {
+        tokio::select! {
+            r = served => r,
+            _ = activity.idle_for(head_timeout) => {
+                tracing::debug!(%remote, timeout = ?head_timeout, "HTTP/2 connection without a request in progress closed");
+                return;
+            }
+        }
+    } else {
+        served.await
+    };
+    if let Err(e) = result {
         ended_badly(&counters, remote, crate::stall::is_write_stall(&*e), &e);
     }
 }

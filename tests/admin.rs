@@ -137,11 +137,18 @@ async fn a_separate_admin_listener_keeps_operator_endpoints_off_the_main_one() {
     let p = pollcast::start(c).await.expect("start");
     let admin = p.admin_addr.expect("admin listener");
     assert_ne!(admin, p.addr);
-    for path in ["healthz", "readyz"] {
+    for path in ["metrics", "stats", "status"] {
         let (s, _) = get(&format!("http://{admin}/_pollcast/{path}")).await;
         assert_eq!(s, 200, "{path} on the admin listener");
         let (s, body) = get(&format!("http://{}/_pollcast/{path}", p.addr)).await;
         assert_eq!(s, 404, "{path} on the main listener: {body}");
+    }
+    // Probes answer on both: the kubelet may be given either port.
+    for path in ["healthz", "readyz"] {
+        for addr in [admin, p.addr] {
+            let (s, body) = get(&format!("http://{addr}/_pollcast/{path}")).await;
+            assert_eq!(s, 200, "{path} on {addr}: {body}");
+        }
     }
     // The prefix stays reserved on the main listener: nothing goes upstream.
     assert_eq!(up.hits("/_pollcast"), 0);

@@ -43,15 +43,12 @@ async fn subscribe(pc: &pollcast::Running, name: &str) -> Sse {
 
 /// `pollcast_poll_delay_seconds{feed=...}` as scraped now.
 async fn delay(pc: &pollcast::Running, name: &str) -> Option<f64> {
-    let text = within(
-        "scrape",
-        reqwest::get(format!("http://{}/_pollcast/metrics", pc.addr)),
-    )
-    .await
-    .expect("scrape")
-    .text()
-    .await
-    .expect("body");
+    let text = within("scrape", reqwest::get(admin_url(pc, "/_pollcast/metrics")))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
     let series = format!("pollcast_poll_delay_seconds{{feed=\"{name}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(series.as_str()))
@@ -238,7 +235,7 @@ async fn a_refresh_polls_at_once_and_a_change_drops_the_cadence_to_interval_min(
     let http = reqwest::Client::new();
     let refresh = || async {
         let r = http
-            .post(format!("http://{}/_pollcast/refresh/jobs", pc.addr))
+            .post(admin_url(&pc, "/_pollcast/refresh/jobs"))
             .send()
             .await
             .expect("refresh");

@@ -45,7 +45,7 @@ async fn healthcheck_passes_against_a_running_pollcast_and_fails_otherwise() {
     std::fs::write(
         &cfg,
         format!(
-            "[server]\nlisten = \"0.0.0.0:{port}\"\n\n[upstream]\nurl = \"http://{}\"\n",
+            "[server]\nlisten = \"0.0.0.0:{port}\"\n\n[admin]\nlisten = \"\"\n\n[upstream]\nurl = \"http://{}\"\n",
             up.addr
         ),
     )

@@ -5,10 +5,10 @@ mod common;
 use common::{config, wait_until, Mode, Sse, TestUpstream};
 use serde_json::json;
 
-async fn scrape(addr: std::net::SocketAddr) -> String {
+async fn scrape(pc: &pollcast::Running) -> String {
     let r = common::within(
         "scrape",
-        reqwest::get(format!("http://{addr}/_pollcast/metrics")),
+        reqwest::get(common::admin_url(pc, "/_pollcast/metrics")),
     )
     .await
     .expect("scrape");
@@ -37,7 +37,7 @@ async fn metrics_count_feeds_polls_events_and_pass_through() {
     let sse = format!("http://{}/sse/jobs", p.addr);
 
     // Never exported, before any traffic: the definition's series exist at 0.
-    let m = scrape(p.addr).await;
+    let m = scrape(&p).await;
     assert_eq!(must(&m, r#"pollcast_feeds{feed="jobs"}"#), 0.0);
     assert_eq!(must(&m, r#"pollcast_subscribers{feed="jobs"}"#), 0.0);
     assert_eq!(
@@ -62,7 +62,7 @@ async fn metrics_count_feeds_polls_events_and_pass_through() {
     for s in [&mut a1, &mut a2, &mut b] {
         s.next_named("snapshot").await;
     }
-    let m = scrape(p.addr).await;
+    let m = scrape(&p).await;
     assert_eq!(must(&m, r#"pollcast_feeds{feed="jobs"}"#), 2.0);
     assert_eq!(must(&m, r#"pollcast_subscribers{feed="jobs"}"#), 3.0);
     assert_eq!(
@@ -83,7 +83,7 @@ async fn metrics_count_feeds_polls_events_and_pass_through() {
     for s in [&mut a1, &mut a2, &mut b] {
         s.next_named("added").await;
     }
-    let m = scrape(p.addr).await;
+    let m = scrape(&p).await;
     assert_eq!(
         must(&m, r#"pollcast_events_total{feed="jobs",event="added"}"#),
         2.0
@@ -94,7 +94,7 @@ async fn metrics_count_feeds_polls_events_and_pass_through() {
     for s in [&mut a1, &mut a2, &mut b] {
         s.next_named("stale").await;
     }
-    let m = scrape(p.addr).await;
+    let m = scrape(&p).await;
     assert!(
         must(
             &m,
@@ -109,7 +109,7 @@ async fn metrics_count_feeds_polls_events_and_pass_through() {
     for s in [&mut a1, &mut a2, &mut b] {
         s.next_named("recovered").await;
     }
-    let m = scrape(p.addr).await;
+    let m = scrape(&p).await;
     assert_eq!(
         must(
             &m,
@@ -125,7 +125,7 @@ async fn metrics_count_feeds_polls_events_and_pass_through() {
             .expect("echo");
         r.bytes().await.expect("body");
     }
-    let m = scrape(p.addr).await;
+    let m = scrape(&p).await;
     assert_eq!(
         must(&m, r#"pollcast_proxy_requests_total{status="2xx"}"#),
         2.0
@@ -151,7 +151,7 @@ async fn metrics_count_feeds_polls_events_and_pass_through() {
     // Everyone leaves: the gauges go back to zero once the feeds linger out.
     drop((a1, a2, b));
     wait_until("feeds to linger out", || p.registry.live_feeds() == 0).await;
-    let m = scrape(p.addr).await;
+    let m = scrape(&p).await;
     assert_eq!(must(&m, r#"pollcast_feeds{feed="jobs"}"#), 0.0);
     assert_eq!(must(&m, r#"pollcast_subscribers{feed="jobs"}"#), 0.0);
     p.stop().await;

@@ -207,7 +207,7 @@ async fn the_refresh_endpoint_polls_a_feed_definition_now() {
 
     up.set("/api/jobs", json!([{"id": 1}, {"id": 2}]));
     let r = http
-        .post(url(&pc, "/_pollcast/refresh/jobs"))
+        .post(admin_url(&pc, "/_pollcast/refresh/jobs"))
         .send()
         .await
         .expect("refresh");
@@ -216,13 +216,13 @@ async fn the_refresh_endpoint_polls_a_feed_definition_now() {
     assert_eq!(e.event, "added");
 
     let r = http
-        .post(url(&pc, "/_pollcast/refresh/nope"))
+        .post(admin_url(&pc, "/_pollcast/refresh/nope"))
         .send()
         .await
         .expect("refresh");
     assert_eq!(r.status(), 404);
     let r = http
-        .get(url(&pc, "/_pollcast/refresh/jobs"))
+        .get(admin_url(&pc, "/_pollcast/refresh/jobs"))
         .send()
         .await
         .expect("get");

@@ -152,7 +152,8 @@ async fn sighup_applies_feed_changes_and_keeps_unchanged_subscribers() {
     // The new log level is in force.
     p.wait_line(&["DEBUG", "feed started", "feed=d"]).await;
     // Cut-offs are counted per definition.
-    let m = reqwest::get(url("/_pollcast/metrics"))
+    let admin = p.admin_addr().await;
+    let m = reqwest::get(format!("http://{admin}/_pollcast/metrics"))
         .await
         .expect("metrics")
         .text()

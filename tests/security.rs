@@ -16,15 +16,12 @@ use tokio::net::TcpStream;
 
 /// One series' value from pollcast's `/metrics`, e.g. `pollcast_limit_refusals_total{limit="max_feeds"}`.
 async fn metric(pc: &pollcast::Running, series: &str) -> f64 {
-    let text = within(
-        "scrape",
-        reqwest::get(format!("http://{}/_pollcast/metrics", pc.addr)),
-    )
-    .await
-    .expect("scrape")
-    .text()
-    .await
-    .expect("body");
+    let text = within("scrape", reqwest::get(admin_url(pc, "/_pollcast/metrics")))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.split(' ').next()?.parse().ok())

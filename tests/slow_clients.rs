@@ -201,6 +201,7 @@ interval = "100ms"
     let path = config.path().to_str().expect("utf-8 path");
     let pc = Pollcast::spawn(&["--config", path], &[]);
     let addr = pc.addr().await;
+    let admin = pc.admin_addr().await;
     up.set_raw("/api/huge", JSON, huge(0));
     let rss_idle = procstat::rss_kib(pc.pid());
     let url = format!("http://{addr}/sse/big");
@@ -266,7 +267,7 @@ interval = "100ms"
     }
     let want = READERS + DEAD;
     let start = Instant::now();
-    while procstat::stats(addr).await["subscribers"] != want {
+    while procstat::stats(admin).await["subscribers"] != want {
         assert!(
             start.elapsed() < DEADLINE,
             "{want} subscribers never connected"
@@ -307,14 +308,14 @@ interval = "100ms"
     // The readers are gone (pollcast notices each closed connection soon);
     // the non-readers are all still there, and none has drained yet.
     let start = Instant::now();
-    while procstat::stats(addr).await["subscribers"] != DEAD {
+    while procstat::stats(admin).await["subscribers"] != DEAD {
         assert!(
             start.elapsed() < DEADLINE,
             "readers' subscriptions left behind"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(procstat::stats(addr).await["resyncs"], 0);
+    assert_eq!(procstat::stats(admin).await["resyncs"], 0);
 
     // The non-readers drain now. One stuck far behind the history is
     // resynced: one fresh snapshot of the newest list, nothing after it. One
@@ -347,14 +348,14 @@ interval = "100ms"
     let resynced = resynced.load(Ordering::SeqCst);
     eprintln!("{resynced} of {DEAD} non-readers were resynced");
     assert!(resynced > 0, "none of the non-readers was ever stuck");
-    assert_eq!(procstat::stats(addr).await["resyncs"], resynced);
+    assert_eq!(procstat::stats(admin).await["resyncs"], resynced);
 
-    let stats = procstat::stats(addr).await;
+    let stats = procstat::stats(admin).await;
     assert_eq!(stats["subscribers"], DEAD, "{stats}");
     eprintln!("after the non-readers drained: {stats}");
     drop(dead);
     let start = Instant::now();
-    while procstat::stats(addr).await["subscribers"] != 0 {
+    while procstat::stats(admin).await["subscribers"] != 0 {
         assert!(start.elapsed() < DEADLINE, "subscribers left behind");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -28,8 +28,9 @@ async fn status_stream_reports_feeds_polls_events_and_upstream_state_without_cre
     up.set("/api/jobs", items(1));
     let pc = pollcast::start(config(&up)).await.expect("start");
     let base = format!("http://{}", pc.addr);
+    let ops = admin_url(&pc, "");
 
-    let page = reqwest::get(format!("{base}/_pollcast/status"))
+    let page = reqwest::get(format!("{ops}/_pollcast/status"))
         .await
         .expect("page");
     assert_eq!(page.status(), 200);
@@ -43,7 +44,7 @@ async fn status_stream_reports_feeds_polls_events_and_upstream_state_without_cre
     .await;
     assert_eq!(sub.next().await.event, "snapshot");
 
-    let mut st = Sse::connect(&format!("{base}/_pollcast/status/events")).await;
+    let mut st = Sse::connect(&format!("{ops}/_pollcast/status/events")).await;
     assert_eq!(st.headers["content-type"], "text/event-stream");
     assert!(!st.headers.contains_key("content-encoding"));
 
@@ -115,6 +116,7 @@ async fn status_page_renders_live_in_chromium() {
     up.set("/api/jobs", items(1));
     let pc = pollcast::start(config(&up)).await.expect("start");
     let base = format!("http://{}", pc.addr);
+    let ops = admin_url(&pc, "");
     let mut sub = Sse::connect_with(
         &format!("{base}/sse/jobs?owner={QUERY_SECRET}"),
         &[("authorization", TOKEN)],
@@ -140,7 +142,7 @@ async fn status_page_renders_live_in_chromium() {
 
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     let _ = std::fs::remove_file(&shot);
-    let url = format!("{base}/_pollcast/status");
+    let url = format!("{ops}/_pollcast/status");
     let script = browser_dir.join("status.mjs");
     let out = tokio::task::spawn_blocking({
         let shot = shot.clone();

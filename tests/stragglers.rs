@@ -83,7 +83,7 @@ async fn direct(up: &TestUpstream, path: &str) -> bytes::Bytes {
 }
 
 async fn metrics(pc: &pollcast::Running) -> String {
-    reqwest::get(url(pc, "/_pollcast/metrics"))
+    reqwest::get(admin_url(pc, "/_pollcast/metrics"))
         .await
         .expect("metrics")
         .text()

@@ -6,6 +6,11 @@
 //! its feed's items and sequence numbers.
 //! A failed poll must never change the item list: no `removed` events come
 //! from an upstream outage.
+//!
+//! Also here: refresh polls come at most once per [`refresh_gap`]; a feed
+//! whose subscribers all left before it published a good poll to one of
+//! them ends at once (no linger); a body that would not fit the memory
+//! budget (`crate::budget`) counts as a failed poll.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,6 +25,7 @@ use super::extract::{extract, ExtractError, ItemList, Skipped};
 use super::object::{appended, extract_object};
 use super::registry::Inner;
 use super::Feed;
+use crate::budget::{retained, Charge};
 use crate::config::{AuthMode, FeedConfig};
 use crate::metrics::{Metrics, PollOutcome};
 use crate::sse::encode;
@@ -28,8 +34,20 @@ use crate::upstream::{PollError, Polled, UpstreamError, Validators};
 /// How long a refresh request waits for more of its kind before polling.
 pub const REFRESH_DEBOUNCE: Duration = Duration::from_millis(5);
 
-/// Run until the feed is idle past its linger, or shutdown.
-pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
+/// The longest gap [`refresh_gap`] imposes between two refresh polls.
+pub const REFRESH_GAP_MAX: Duration = Duration::from_secs(1);
+
+/// At most one poll per this long is made for refreshes (the refresh
+/// endpoint, write-through) of one feed: `min(interval, 1s)`. Refreshes in
+/// between are coalesced into one poll at the end of the gap, so none is
+/// lost and a flood of them costs the upstream a bounded number of polls.
+pub fn refresh_gap(def: &FeedConfig) -> Duration {
+    def.interval.min(REFRESH_GAP_MAX)
+}
+
+/// Run until the feed is idle past its linger, or shutdown. `charge` is the
+/// feed's share of the memory budget, resized to what each good poll keeps.
+pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>, mut charge: Charge) {
     let def = feed.def.clone();
     let stats = ctx.stats(feed.key.def);
     let poll = feed.poll_path.clone();
@@ -61,6 +79,14 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
     let mut stale_since = SystemTime::now();
     let mut idle_since: Option<Instant> = None;
     let mut cadence = Cadence::new(&def);
+    // When the last refresh poll began (see `refresh_gap`).
+    let mut last_refresh: Option<tokio::time::Instant> = None;
+    // A good poll was published while someone listened. Until then, a feed
+    // nobody listens to ends at once instead of lingering: a client cannot
+    // park feeds by opening streams and leaving before they deliver.
+    let mut served = false;
+    // Woken by `Subscription`'s drop when the last subscriber leaves.
+    let mut changes = feed.watch();
 
     loop {
         if feed.is_finished() {
@@ -83,6 +109,9 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
             continue;
         }
         if feed.subscribers() == 0 {
+            if !served && ctx.remove_if_idle(&feed) {
+                break;
+            }
             let since = *idle_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= def.linger && ctx.remove_if_idle(&feed) {
                 break;
@@ -109,6 +138,19 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
             Ok(Polled::Body(body, v, head)) => {
                 let kept = body.clone();
                 match prepare(&def, &feed.render, prev.as_ref(), body) {
+                    // Over the budget: a failed poll, the old list stays (no
+                    // item looks removed); retried with the failure backoff.
+                    Ok(Some(u)) if !charge.resize(u.retained()) => (
+                        PollOutcome::over_budget,
+                        Err((
+                            format!(
+                                "keeping this body ({} bytes) would pass the feed memory budget ([limits] max_feed_memory = {} bytes)",
+                                u.body.len(),
+                                ctx.limits().budget().cap()
+                            ),
+                            None,
+                        )),
+                    ),
                     Ok(update) => {
                         validators = v;
                         // Before publishing: a client that saw the event gets this body.
@@ -147,6 +189,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
                     stats.record_events(update.changes.len());
                     let end = update.terminal.clone();
                     prev = Some(update.publish(&feed, &ctx.metrics));
+                    served = served || feed.subscribers() > 0;
                     if let Some(end) = end {
                         // No more polls: nothing would keep the answer current.
                         replay.withdraw();
@@ -186,13 +229,38 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>) {
         if let Some(since) = idle_since {
             delay = delay.min(def.linger.saturating_sub(since.elapsed()));
         }
-        tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
-            _ = feed.retired() => break,
-            _ = tokio::time::sleep(delay) => {}
-            _ = feed.refresh_requested() => {
-                // A burst of writes becomes one poll.
-                tokio::time::sleep(REFRESH_DEBOUNCE).await;
+        let wake_at = tokio::time::Instant::now() + delay;
+        let refreshed = loop {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => break None,
+                _ = feed.retired() => break None,
+                _ = tokio::time::sleep_until(wake_at) => break Some(false),
+                // Before it served anyone, the last subscriber leaving ends
+                // the feed now, not at the next poll.
+                r = changes.changed(), if !served => {
+                    if r.is_err() || (feed.subscribers() == 0 && ctx.remove_if_idle(&feed)) {
+                        break None;
+                    }
+                }
+                _ = feed.refresh_requested() => break Some(true),
+            }
+        };
+        match refreshed {
+            None => break,
+            Some(false) => {}
+            Some(true) => {
+                // A burst of writes becomes one poll, and refresh polls come
+                // at most once per gap; refreshes meanwhile wait for it.
+                let now = tokio::time::Instant::now();
+                let at = last_refresh
+                    .map_or(now, |t| t + refresh_gap(&def))
+                    .max(now + REFRESH_DEBOUNCE);
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => break,
+                    _ = feed.retired() => break,
+                    _ = tokio::time::sleep_until(at) => {}
+                }
+                last_refresh = Some(tokio::time::Instant::now());
             }
         }
     }
@@ -270,6 +338,11 @@ pub fn prepare(
 }
 
 impl Update {
+    /// What keeping this update costs the memory budget.
+    pub fn retained(&self) -> u64 {
+        retained(self.body.len(), self.list.items.len())
+    }
+
     /// How many events this update publishes.
     pub fn len(&self) -> usize {
         self.changes.len()

@@ -3,8 +3,10 @@
 //! after the last subscriber left and the linger passed.
 //!
 //! This module owns feed lifetimes and the poll tasks (tracked, cancellable),
-//! and enforces the feed-count limits (`max_feeds`,
-//! `max_feeds_per_definition`) at the one place feeds are created.
+//! and enforces the feed limits (`max_feeds`, `max_feeds_per_definition`,
+//! `max_feeds_per_client`, the `max_feed_memory` reservation) at the one
+//! place feeds are created; a poll task holds its feed's per-client permit
+//! and memory charge until it ends.
 //! Its map lock is held only for lookups and inserts, never across an await.
 //!
 //! It also owns the feed *definitions* in force ([`Defs`]: definitions and
@@ -180,6 +182,11 @@ pub struct Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.feed.remove_subscriber();
+        if self.feed.subscribers() == 0 {
+            // The poll loop of a feed that has not served anyone yet ends
+            // at once (see `poller::run`); it learns of it through this.
+            self.feed.wake();
+        }
     }
 }
 
@@ -299,8 +306,29 @@ impl Registry {
     }
 
     /// Join (or start) the feed for `key`. Starting one may be refused by
-    /// `max_feeds` or `max_feeds_per_definition`; joining never is.
+    /// `max_feeds` or `max_feeds_per_definition`; joining never is. Nothing
+    /// is counted against a client (tests, internal use): see
+    /// [`Registry::subscribe_from`].
     pub fn subscribe(&self, key: FeedKey) -> Result<Subscription, LimitError> {
+        self.join_or_start(key, None)
+    }
+
+    /// [`Registry::subscribe`] for a request from `client`: a feed it starts
+    /// counts against it (`max_feeds_per_client`) until the feed ends, and
+    /// must fit the memory budget (`max_feed_memory`).
+    pub fn subscribe_from(
+        &self,
+        key: FeedKey,
+        client: std::net::IpAddr,
+    ) -> Result<Subscription, LimitError> {
+        self.join_or_start(key, Some(client))
+    }
+
+    fn join_or_start(
+        &self,
+        key: FeedKey,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Subscription, LimitError> {
         let mut feeds = self.inner.feeds();
         // Under the map lock: the ticker stops only when the map is empty.
         if !self.inner.ticking.swap(true, Ordering::AcqRel) {
@@ -338,13 +366,22 @@ impl Registry {
                 counters: self.inner.counters.clone(),
             });
         }
+        let limits = &self.inner.limits;
+        let starter = client.map(|c| limits.start_feed(c)).transpose()?;
+        let charge = limits
+            .budget()
+            .reserve(key.def)
+            .ok_or(LimitError::FeedMemory(limits.budget().cap()))?;
         feed.add_subscriber();
         feeds.insert(key, feed.clone());
         drop(feeds);
         tracing::debug!(feed = %feed.label(), "feed started");
-        self.inner
-            .tasks
-            .spawn(poller::run(feed.clone(), self.inner.clone()));
+        let (inner, polled) = (self.inner.clone(), feed.clone());
+        self.inner.tasks.spawn(async move {
+            // Counted against its starter until the loop (the feed) ends.
+            let _starter = starter;
+            poller::run(polled, inner, charge).await;
+        });
         Ok(Subscription {
             feed,
             metrics: self.inner.metrics.clone(),
@@ -506,6 +543,10 @@ async fn ticker(inner: Arc<Inner>) {
 }
 
 impl Inner {
+    pub(crate) fn limits(&self) -> &Arc<Limits> {
+        &self.limits
+    }
+
     /// Counters of definition `def`, kept across reloads while it is unchanged.
     pub(crate) fn stats(&self, def: usize) -> Arc<DefStats> {
         self.defs.load().stats.get(def).cloned().unwrap_or_default()

@@ -172,7 +172,7 @@ async fn admit(
     };
     let mut subs = Vec::with_capacity(keys.len());
     for key in keys {
-        match registry.subscribe(key) {
+        match registry.subscribe_from(key, client) {
             Ok(sub) => subs.push(sub),
             Err(e) => return limits.response(limits.refuse(e, client)),
         }

@@ -37,6 +37,11 @@ impl Pollcast {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // The admin listener's default port (9090) would clash between tests
+        // running at once: an ephemeral one unless the test chose.
+        if !env.iter().any(|(k, _)| *k == "POLLCAST_ADMIN_LISTEN") {
+            cmd.env("POLLCAST_ADMIN_LISTEN", "127.0.0.1:0");
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -113,6 +118,11 @@ impl Pollcast {
     /// The main listener's address, once it is listening.
     pub async fn addr(&self) -> SocketAddr {
         self.addr_of("pollcast listening").await
+    }
+
+    /// The admin listener's address (operator endpoints), once it listens.
+    pub async fn admin_addr(&self) -> SocketAddr {
+        self.addr_of("admin listening").await
     }
 
     /// Send `signal` (e.g. `libc::SIGHUP`) to the process.

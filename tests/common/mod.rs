@@ -632,6 +632,7 @@ pub fn config(upstream: &TestUpstream) -> Config {
     feed.backoff_max = Duration::from_millis(200);
     let mut c = Config::new(upstream.url(), vec![feed]);
     c.server.listen = "127.0.0.1:0".parse().expect("addr");
+    c.admin.listen = Some("127.0.0.1:0".parse().expect("addr"));
     c.upstream.timeout = Duration::from_secs(2);
     c.server.drain_timeout = Duration::from_secs(2);
     c
@@ -935,6 +936,9 @@ pub fn example(file: &str, upstream: &TestUpstream) -> Config {
     let mut c = Config::load(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
     c.upstream.url = upstream.url();
     c.server.listen = "127.0.0.1:0".parse().expect("addr");
+    if c.admin.listen.is_some() {
+        c.admin.listen = Some("127.0.0.1:0".parse().expect("addr"));
+    }
     c.server.drain_timeout = Duration::from_secs(2);
     for f in &mut c.feeds {
         f.interval = Duration::from_millis(50);
@@ -942,4 +946,32 @@ pub fn example(file: &str, upstream: &TestUpstream) -> Config {
         f.linger = Duration::from_secs(5);
     }
     c
+}
+
+/// A URL of pollcast's operator endpoints (metrics, status, stats, refresh):
+/// on the admin listener, where they are served by default.
+pub fn admin_url(pc: &pollcast::Running, path: &str) -> String {
+    let addr = pc.admin_addr.unwrap_or(pc.addr);
+    format!("http://{addr}{path}")
+}
+
+/// The text of pollcast's `/_pollcast/metrics`, scraped over HTTP from the
+/// admin listener (as Prometheus does).
+pub async fn scrape_metrics(pc: &pollcast::Running) -> String {
+    let r = within(
+        "scrape metrics",
+        reqwest::get(admin_url(pc, "/_pollcast/metrics")),
+    )
+    .await
+    .expect("scrape");
+    assert_eq!(r.status(), 200, "metrics answered");
+    within("metrics body", r.text()).await.expect("body")
+}
+
+/// One series' value in a metrics text, e.g.
+/// `pollcast_limit_refusals_total{limit="max_feeds"}`.
+pub fn series(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split(' ').next()?.parse().ok())
 }
