@@ -983,7 +983,7 @@ async fn a_stream_is_closed_after_three_failed_rechecks_not_at_the_first() {
     assert_eq!(
         pollcast::auth::MAX_FAILED_RECHECKS,
         3,
-        "README documents three"
+        "docs/security.md documents three"
     );
     pc.stop().await;
 }

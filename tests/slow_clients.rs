@@ -168,7 +168,7 @@ async fn a_thousand_readers_get_every_event_while_fifty_never_read() {
     const ROUNDS: usize = 12;
     // The readers' feed: one item of about 3 KiB whose version changes each round.
     const SIZE: usize = 3072;
-    // Stated bound: see README "Slow and dead subscribers".
+    // Stated bound: see docs/failure-modes.md "Slow and dead subscribers".
     const RSS_BOUND_KIB: u64 = 160 * 1024;
 
     let up = TestUpstream::start().await;
