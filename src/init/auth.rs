@@ -105,7 +105,7 @@ pub(crate) fn choose(doc: &Doc<'_>, swagger2: bool, op: &Node<'_>) -> Result<Aut
                 }
                 "query" => format!("Security `{name}` (apiKey in query `{}`): only one token_param per feed; `{}` is used.", s("name"), plan.token_param.as_deref().unwrap_or("")),
                 inn => format!(
-                    "TODO: security `{name}` sends a key in {inn} `{}`, which pollcast does not forward (only Authorization and Cookie). Have the API also accept a bearer token or a cookie, or use auth = \"check\" with credentials_env (README \"Security\").",
+                    "TODO: security `{name}` sends a key in {inn} `{}`, which pollcast does not forward (only Authorization and Cookie). Have the API also accept a bearer token or a cookie, or use auth = \"check\" with credentials_env (docs/security.md).",
                     s("name")
                 ),
             },
