@@ -77,5 +77,6 @@ pub mod tls;
 pub mod upstream;
 pub mod wire;
 
+pub use body::{BoxBody, BoxError};
 pub use config::Config;
 pub use start::{start, Running};
