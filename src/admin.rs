@@ -12,15 +12,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 
+use crate::body::BoxBody;
 use crate::config::AdminConfig;
+use crate::feed::registry::Registry;
 use crate::readiness::Readiness;
-use crate::router::App;
+use crate::response::uncached_text as text;
 use crate::status::StatusFeed;
-use crate::BoxBody;
 
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,11 +128,11 @@ impl Route {
         }
     }
 
-    async fn serve(self, app: Arc<App>, sub: &str) -> Response<BoxBody> {
+    async fn serve(self, at: At, sub: &str) -> Response<BoxBody> {
         match self {
             Self::Refresh => {
                 let name = sub.trim_start_matches("/refresh/");
-                match app.registry.refresh_definition(name) {
+                match at.registry.refresh_definition(name) {
                     Some(n) => text(
                         StatusCode::ACCEPTED,
                         format!("refreshing {n} live feed(s) of {name}\n"),
@@ -141,10 +140,10 @@ impl Route {
                     None => text(StatusCode::NOT_FOUND, format!("no feed named {name}\n")),
                 }
             }
-            Self::Healthz => text(StatusCode::OK, "ok\n".into()),
-            Self::Stats => crate::stats::Stats::response(&app.registry),
+            Self::Healthz => text(StatusCode::OK, "ok\n"),
+            Self::Stats => crate::stats::Stats::response(&at.registry),
             Self::Readyz => {
-                let v = app.admin.readiness.check().await;
+                let v = at.admin.readiness.check().await;
                 let status = if v.ready {
                     StatusCode::OK
                 } else {
@@ -154,7 +153,7 @@ impl Route {
                 text(status, format!("{word}: {}\n", v.detail))
             }
             Self::Metrics => {
-                let body = app.registry.metrics().render(&app.registry);
+                let body = at.registry.metrics().render(&at.registry);
                 let mut r = text(StatusCode::OK, body);
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -162,9 +161,9 @@ impl Route {
                 );
                 r
             }
-            Self::Status => app.admin.status.page(),
+            Self::Status => at.admin.status.page(),
             Self::ClientJs => {
-                let mut r = text(StatusCode::OK, CLIENT_JS.into());
+                let mut r = text(StatusCode::OK, CLIENT_JS);
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/javascript; charset=utf-8"),
@@ -173,7 +172,7 @@ impl Route {
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
                 r
             }
-            Self::StatusEvents => app.admin.status.events(&app.shutdown),
+            Self::StatusEvents => at.admin.status.events(&at.shutdown),
         }
     }
 }
@@ -185,17 +184,27 @@ const CLIENT_JS: &str = include_str!("../clients/js/client/dist/index.js");
 
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<BoxBody>> + Send>>;
 
+/// What the admin endpoints read, handed in by the listener's service (so
+/// this module never sees the router that calls it).
+#[derive(Clone)]
+pub struct At {
+    pub admin: Arc<Admin>,
+    pub side: Side,
+    pub registry: Registry,
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
 /// Answer `req` when its path is under the admin prefix; `None` otherwise.
-pub fn handle<B>(app: &Arc<App>, req: &Request<B>) -> Option<ResponseFuture> {
-    let sub = app.admin.own(req.uri().path())?;
-    let route = Route::parse(sub).filter(|r| match (app.side, r.audience()) {
-        (Side::Main, Audience::Operator) => !app.admin.separate,
+pub fn handle<B>(at: &At, req: &Request<B>) -> Option<ResponseFuture> {
+    let sub = at.admin.own(req.uri().path())?;
+    let route = Route::parse(sub).filter(|r| match (at.side, r.audience()) {
+        (Side::Main, Audience::Operator) => !at.admin.separate,
         _ => true,
     });
     let Some(route) = route else {
         return Some(ready(text(
             StatusCode::NOT_FOUND,
-            "no such pollcast endpoint\n".into(),
+            "no such pollcast endpoint\n",
         )));
     };
     let allow = route.allow();
@@ -205,38 +214,18 @@ pub fn handle<B>(app: &Arc<App>, req: &Request<B>) -> Option<ResponseFuture> {
             .insert(header::ALLOW, HeaderValue::from_static(allow));
         return Some(ready(resp));
     }
-    let (app, sub) = (app.clone(), sub.to_owned());
-    Some(Box::pin(async move { route.serve(app, &sub).await }))
+    let (at, sub) = (at.clone(), sub.to_owned());
+    Some(Box::pin(async move { route.serve(at, &sub).await }))
 }
 
 /// Anything that is not an own route on the admin listener.
 pub fn not_found() -> Response<BoxBody> {
     text(
         StatusCode::NOT_FOUND,
-        "the admin listener serves only pollcast's own endpoints\n".into(),
+        "the admin listener serves only pollcast's own endpoints\n",
     )
 }
 
 fn ready(resp: Response<BoxBody>) -> ResponseFuture {
     Box::pin(async move { resp })
-}
-
-/// A plain-text response with a computed body.
-pub fn text(status: StatusCode, body: String) -> Response<BoxBody> {
-    uncached(status, "text/plain; charset=utf-8", Bytes::from(body))
-}
-
-/// An admin answer: never cached, since it describes this instant.
-pub fn uncached(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<BoxBody> {
-    let mut r = Response::new(
-        Full::new(body)
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
 }

@@ -35,12 +35,12 @@ use http_body_util::{BodyExt, Empty, Full, Limited};
 use moka::sync::Cache;
 use tokio::sync::OnceCell;
 
+use crate::body::BoxBody;
 use crate::config::{CheckMethod, FeedConfig};
 use crate::feed::key::Credentials;
 use crate::metrics::{CheckOutcome, Metrics};
 use crate::route::Pattern;
 use crate::upstream::Upstream;
-use crate::BoxBody;
 
 /// Longest time a check's answer is shared.
 pub const MAX_SHARE: Duration = Duration::from_secs(5);

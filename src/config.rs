@@ -20,6 +20,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::cidr::Cidr;
 use crate::pointer::Pointer;
 
+/// Query parameters that belong to pollcast and are never forwarded
+/// upstream (a config may not list them in a feed's `query`).
+pub const OWN_PARAMS: &[&str] = &["lastEventId"];
+
 /// The default of `[admin] prefix`, under which pollcast serves its own endpoints.
 pub const DEFAULT_ADMIN_PREFIX: &str = "/_pollcast";
 
@@ -1232,7 +1236,7 @@ impl Config {
             let param_ok = |p: &str| {
                 !p.is_empty()
                     && !p.contains(['&', '=', '#', '+', '%', ' '])
-                    && !crate::feed::key::OWN_PARAMS.contains(&p)
+                    && !OWN_PARAMS.contains(&p)
             };
             if let Some(t) = &f.token_param {
                 if !param_ok(t) {
@@ -1241,7 +1245,7 @@ impl Config {
                         "token_param",
                         format!(
                             "`{t}` must be a plain parameter name, not one of pollcast's own ({})",
-                            crate::feed::key::OWN_PARAMS.join(", ")
+                            OWN_PARAMS.join(", ")
                         ),
                     ));
                 }

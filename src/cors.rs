@@ -9,8 +9,8 @@
 
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 
+use crate::body::BoxBody;
 use crate::config::CorsConfig;
-use crate::BoxBody;
 
 /// How a request relates to the CORS rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,15 +105,15 @@ impl Cors {
         let headers_ok = requested.iter().all(|h| self.allowed_headers.contains(h));
         let verdict = self.judge(headers, authority);
         if verdict == Verdict::Refused || !method_ok || !headers_ok {
-            let mut resp = crate::sse::text(
+            let mut resp = crate::response::text(
                 StatusCode::FORBIDDEN,
-                "CORS preflight refused: origin, method or headers not allowed for this event stream\n".into(),
+                "CORS preflight refused: origin, method or headers not allowed for this event stream\n",
             );
             resp.headers_mut()
                 .insert(header::VARY, HeaderValue::from_static("Origin"));
             return resp;
         }
-        let mut resp = crate::sse::text(StatusCode::NO_CONTENT, String::new());
+        let mut resp = crate::response::text(StatusCode::NO_CONTENT, "");
         resp.headers_mut().remove(header::CONTENT_TYPE);
         self.decorate(&verdict, resp.headers_mut());
         let h = resp.headers_mut();

@@ -37,9 +37,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
+use crate::body::BoxBody;
 use crate::preface::Prefixed;
 use crate::router::Router;
-use crate::BoxBody;
 
 /// hyper's own default header count limit.
 const MAX_HEADERS: usize = 100;
@@ -70,7 +70,7 @@ pub enum DirectError {
     #[error("writing the response: {0}")]
     Io(#[from] io::Error),
     #[error("the response body failed: {0}")]
-    Body(crate::BoxError),
+    Body(crate::body::BoxError),
 }
 
 impl DirectError {

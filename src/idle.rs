@@ -27,7 +27,7 @@ use http_body_util::BodyExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::BoxBody;
+use crate::body::BoxBody;
 
 /// Requests in progress on one connection, and since when there were none.
 #[derive(Default)]

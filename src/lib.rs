@@ -41,6 +41,7 @@
 pub mod access;
 pub mod admin;
 pub mod auth;
+pub mod body;
 pub mod budget;
 pub mod check;
 pub mod cidr;
@@ -61,189 +62,21 @@ pub mod preface;
 pub mod proxy;
 pub mod readiness;
 pub mod reload;
+pub mod response;
 pub mod route;
 pub mod router;
 pub mod server;
 pub mod sse;
 pub mod stall;
+pub mod start;
 pub mod stats;
 pub mod status;
 pub mod stragglers;
 pub mod template;
 pub mod tls;
 pub mod upstream;
+pub mod wire;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
+pub use body::{BoxBody, BoxError};
 pub use config::Config;
-use feed::registry::Registry;
-use router::App;
-use upstream::Upstream;
-
-/// Boxed error type of response bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body type of every response pollcast produces.
-pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
-
-/// A short plain-text response, for pollcast's own answers.
-pub fn text_response(status: StatusCode, text: &'static str) -> Response<BoxBody> {
-    let mut r = Response::new(
-        Full::new(Bytes::from_static(text.as_bytes()))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
-/// A running pollcast: its address, its feeds, and the way to stop it.
-pub struct Running {
-    pub addr: SocketAddr,
-    /// The admin listener's address (operator endpoints); `None` when
-    /// `[admin] listen = ""` serves them on the main listener.
-    pub admin_addr: Option<SocketAddr>,
-    /// The listener's TLS acceptor, reloadable (`[server.tls]`).
-    pub tls: Option<tls::Live>,
-    pub registry: Registry,
-    shutdown: CancellationToken,
-    server: JoinHandle<()>,
-    admin_server: Option<JoinHandle<()>>,
-    sampler: JoinHandle<()>,
-}
-
-impl Running {
-    /// Begin a graceful shutdown.
-    pub fn shutdown(&self) {
-        self.shutdown.cancel();
-    }
-
-    /// Wait until the listener has drained and every poll loop has ended.
-    pub async fn wait(self) {
-        let _ = self.server.await;
-        if let Some(admin) = self.admin_server {
-            let _ = admin.await;
-        }
-        let _ = self.sampler.await;
-        self.registry.closed().await;
-    }
-
-    /// Shut down and wait.
-    pub async fn stop(self) {
-        self.shutdown();
-        self.wait().await;
-    }
-}
-
-/// Bind the listeners and start serving `config`.
-pub async fn start(config: Config) -> std::io::Result<Running> {
-    let tls = config
-        .server
-        .tls
-        .as_ref()
-        .map(tls::Live::new)
-        .transpose()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let listener = TcpListener::bind(config.server.listen).await?;
-    let addr = listener.local_addr()?;
-    let admin_listener = match config.admin.listen {
-        Some(a) => Some(
-            TcpListener::bind(a)
-                .await
-                .map_err(|e| std::io::Error::new(e.kind(), format!("[admin] listen {a}: {e}")))?,
-        ),
-        None => None,
-    };
-    let shutdown = CancellationToken::new();
-    let upstream = Upstream::new(&config.upstream);
-    let metrics = Arc::new(metrics::Metrics::new());
-    let registry = Registry::new(&config, upstream.clone(), shutdown.clone(), metrics);
-    let proxy = proxy::Proxy::new(upstream.clone(), &config.upstream);
-    let readiness = readiness::Readiness::new(&config.admin, upstream.clone(), shutdown.clone());
-    let admin = Arc::new(admin::Admin::new(&config.admin, readiness));
-    let app = Arc::new(App::new(
-        registry.clone(),
-        upstream,
-        proxy,
-        shutdown.clone(),
-        admin,
-        cors::Cors::new(&config.cors),
-    ));
-    let mut admin_addr = None;
-    let admin_server = match admin_listener {
-        Some(l) => {
-            let a = l.local_addr()?;
-            admin_addr = Some(a);
-            tracing::info!(addr = %a, prefix = %config.admin.prefix, "admin listening");
-            Some(tokio::spawn(server::serve(
-                l,
-                Arc::new(app.for_admin_listener()),
-                shutdown.clone(),
-                config.server.clone(),
-                // Probes and scrapers inside the pod or node speak plain HTTP.
-                None,
-            )))
-        }
-        None => None,
-    };
-    let sampler = tokio::spawn(status::sample(
-        app.admin.status.clone(),
-        registry.clone(),
-        config.upstream.url.clone(),
-        shutdown.clone(),
-    ));
-    let server = tokio::spawn(server::serve(
-        listener,
-        app,
-        shutdown.clone(),
-        config.server.clone(),
-        tls.clone(),
-    ));
-    tracing::info!(%addr, tls = config.server.tls.is_some(), upstream = %config.upstream.url, feeds = config.feeds.len(), "pollcast listening");
-    for f in &config.feeds {
-        tracing::info!(feed = %f.name, sse = %f.sse_path(), poll = %f.poll, interval = ?f.interval, auth = ?f.auth, "feed");
-        if f.query.is_none() {
-            tracing::warn!(feed = %f.name, "any query parameter is forwarded and makes its own feed (bounded only by [limits]); list the accepted ones in `query`");
-        }
-        if unscoped_check(f) {
-            tracing::warn!(feed = %f.name, "the `check` path names none of the SSE path's parameters: a subscriber it admits may follow every instance of this feed; put the {{param}} that scopes the data in `check`");
-        }
-    }
-    Ok(Running {
-        addr,
-        admin_addr,
-        tls,
-        registry,
-        shutdown,
-        server,
-        admin_server,
-        sampler,
-    })
-}
-
-/// An explicit `check` on a feed with path parameters that uses none of them:
-/// one admission for every instance (legitimate for "any logged-in user",
-/// a cross-tenant hole for per-project data), so it is pointed out.
-fn unscoped_check(f: &config::FeedConfig) -> bool {
-    let Some(check) = &f.check else {
-        return false;
-    };
-    let (Ok(sse), Ok(check)) = (
-        route::Pattern::parse(&f.sse_path()),
-        route::Pattern::parse(check),
-    ) else {
-        return false;
-    };
-    f.auth == config::AuthMode::Check && sse.has_params() && !check.has_params()
-}
+pub use start::{start, Running};

@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
+use crate::body::BoxBody;
 use crate::budget::Budget;
 use crate::cidr::Cidr;
 use crate::config::LimitsConfig;
-use crate::BoxBody;
 
 /// Which limit refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -284,7 +284,7 @@ impl Limits {
 
     /// The 429/503 answer for `e`, with `Retry-After`.
     pub fn response(&self, e: LimitError) -> Response<BoxBody> {
-        let mut resp = crate::sse::text(e.status(), format!("{e}; retry later\n"));
+        let mut resp = crate::response::text(e.status(), format!("{e}; retry later\n"));
         let secs = retry_after_secs(self.cfg.retry_after);
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));

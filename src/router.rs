@@ -16,11 +16,12 @@ use http::{Request, Response};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin, Side};
+use crate::body::{BoxBody, BoxError};
 use crate::cors::Cors;
 use crate::feed::registry::Registry;
 use crate::proxy::Proxy;
 use crate::upstream::Upstream;
-use crate::{access, sse, BoxBody, BoxError};
+use crate::{access, sse};
 
 /// Everything a request may need, shared by all connections.
 pub struct App {
@@ -36,6 +37,8 @@ pub struct App {
     pub cors: Arc<Cors>,
     /// `auth = "check"` answers shared between subscribers.
     pub checks: Arc<crate::auth::Checks>,
+    /// What this listener's admin endpoints read.
+    pub admin_at: admin::At,
 }
 
 impl App {
@@ -48,7 +51,14 @@ impl App {
         cors: Cors,
     ) -> Self {
         let checks = Arc::new(crate::auth::Checks::new(registry.metrics().clone()));
+        let admin_at = admin::At {
+            admin: admin.clone(),
+            side: Side::Main,
+            registry: registry.clone(),
+            shutdown: shutdown.clone(),
+        };
         Self {
+            admin_at,
             checks,
             registry,
             upstream,
@@ -71,6 +81,10 @@ impl App {
             side: Side::Admin,
             cors: self.cors.clone(),
             checks: self.checks.clone(),
+            admin_at: admin::At {
+                side: Side::Admin,
+                ..self.admin_at.clone()
+            },
         }
     }
 }
@@ -133,7 +147,7 @@ where
         let app = self.app.clone();
         let remote = self.remote;
         let scheme = if self.tls { "https" } else { "http" };
-        if let Some(resp) = admin::handle(&app, &req) {
+        if let Some(resp) = admin::handle(&app.admin_at, &req) {
             return Box::pin(async move { Ok(resp.await) });
         }
         if app.side == Side::Admin {

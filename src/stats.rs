@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde::Serialize;
 
+use crate::body::BoxBody;
 use crate::feed::registry::Registry;
-use crate::BoxBody;
 
 /// Event counters shared by the registry, the subscribers and the listener.
 #[derive(Debug, Default)]
@@ -70,7 +70,7 @@ impl Stats {
     /// The JSON response for `/_pollcast/stats`.
     pub fn response(registry: &Registry) -> Response<BoxBody> {
         let body = serde_json::to_vec(&Self::collect(registry)).unwrap_or_default();
-        crate::admin::uncached(StatusCode::OK, "application/json", Bytes::from(body))
+        crate::response::uncached(StatusCode::OK, "application/json", Bytes::from(body))
     }
 }
 

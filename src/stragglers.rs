@@ -30,12 +30,12 @@ use http_body_util::{BodyExt, Empty, Full};
 use moka::ops::compute::Op;
 use moka::sync::Cache;
 
+use crate::body::BoxBody;
 use crate::config::{AdminConfig, Config, FeedConfig, UpstreamConfig};
 use crate::feed::key::normalize_query;
 use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::route::Pattern;
-use crate::BoxBody;
 
 /// The response header that marks an answer pollcast gave from a snapshot.
 pub const HEADER: &str = "x-pollcast";

@@ -17,8 +17,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::body::BoxBody;
 use crate::config::{UpstreamConfig, UpstreamUrl};
-use crate::BoxBody;
 
 /// Why a request to the upstream produced no usable response.
 #[derive(Debug, thiserror::Error)]
@@ -339,7 +339,7 @@ struct SentSignal {
 
 impl http_body::Body for SentSignal {
     type Data = Bytes;
-    type Error = crate::BoxError;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,

@@ -21,8 +21,8 @@ use super::object::text_at;
 use crate::config::{EventSpec, FeedConfig};
 use crate::pointer::Pointer;
 use crate::route::Pattern;
-use crate::sse::encode;
 use crate::template::{Scope, Slot, Template, Vars};
+use crate::wire as encode;
 
 /// The default contract's event names.
 pub const SNAPSHOT: &str = "snapshot";

@@ -15,10 +15,8 @@ use std::fmt;
 
 use http::{header, HeaderMap, HeaderValue};
 
+pub use crate::config::OWN_PARAMS;
 use crate::config::{AuthMode, FeedConfig};
-
-/// Query parameters that belong to pollcast and are never forwarded upstream.
-pub const OWN_PARAMS: &[&str] = &["lastEventId"];
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct FeedKey {

@@ -473,7 +473,7 @@ impl Snapshot {
 mod tests {
     use super::*;
     use crate::pointer::Pointer;
-    use crate::sse::encode;
+    use crate::wire as encode;
 
     fn feed(history: usize) -> Feed {
         Feed::new(

@@ -28,8 +28,8 @@ use super::Feed;
 use crate::budget::{retained, Charge};
 use crate::config::{AuthMode, FeedConfig};
 use crate::metrics::{Metrics, PollOutcome};
-use crate::sse::encode;
 use crate::upstream::{PollError, Polled, UpstreamError, Validators};
+use crate::wire as encode;
 
 /// How long a refresh request waits for more of its kind before polling.
 pub const REFRESH_DEBOUNCE: Duration = Duration::from_millis(5);

@@ -93,7 +93,7 @@ pub(crate) fn choose(doc: &Doc<'_>, swagger2: bool, op: &Node<'_>) -> Result<Aut
                     let param = s("name");
                     if param.is_empty()
                         || param.contains(['&', '=', '#', '+', '%', ' '])
-                        || crate::feed::key::OWN_PARAMS.contains(&param)
+                        || crate::config::OWN_PARAMS.contains(&param)
                     {
                         format!("TODO: security `{name}` is a key in query parameter `{param}`, which cannot be a token_param; decide how subscribers authenticate.")
                     } else {

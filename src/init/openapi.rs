@@ -322,7 +322,7 @@ fn feed(
         }
         if name.is_empty()
             || name.contains(['&', '=', '#', '+', '%', ' '])
-            || crate::feed::key::OWN_PARAMS.contains(&name.as_str())
+            || crate::config::OWN_PARAMS.contains(&name.as_str())
         {
             notes.push(format!(
                 "query parameter `{name}` cannot be listed in `query` (pollcast's own or not a plain name)"

@@ -25,9 +25,10 @@ use hyper::upgrade::OnUpgrade;
 pub use headers::{joined_cookie, strip_hop_by_hop, Forwarding};
 pub use tunnel::Tunnels;
 
+use crate::body::{BoxBody, BoxError};
 use crate::config::UpstreamConfig;
+use crate::response::text as text_response;
 use crate::upstream::{Upstream, UpstreamError};
-use crate::{text_response, BoxBody, BoxError};
 
 /// The pass-through half of pollcast: the upstream client, the header policy
 /// and the open tunnels.

@@ -11,23 +11,22 @@
 //! HTTP/1.1, else hyper) as the socket accepts bytes, so a client that stops
 //! reading stops costing anything but its cursor.
 
-pub mod encode;
+pub use crate::wire as encode;
 pub mod stream;
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Check, Checks, Verdict as CheckVerdict};
+use crate::body::BoxBody;
 use crate::config::AuthMode;
 use crate::cors::{Cors, Verdict as CorsVerdict};
 use crate::feed::key::identify;
 use crate::feed::registry::Registry;
-use crate::BoxBody;
+use crate::response::text;
 
 /// What every SSE request needs, shared by all connections.
 pub struct SseContext<'a> {
@@ -55,7 +54,7 @@ pub async fn respond(
     let mut resp = if verdict == CorsVerdict::Refused {
         text(
             StatusCode::FORBIDDEN,
-            "this origin may not open this event stream (see [cors] allowed_origins)\n".into(),
+            "this origin may not open this event stream (see [cors] allowed_origins)\n",
         )
     } else {
         admit(&ctx, defs, params, &head, client).await
@@ -74,7 +73,7 @@ async fn admit(
     if head.method != Method::GET && head.method != Method::HEAD {
         let mut resp = text(
             StatusCode::METHOD_NOT_ALLOWED,
-            "this path is an event stream: open it with GET (EventSource)\n".into(),
+            "this path is an event stream: open it with GET (EventSource)\n",
         );
         resp.headers_mut().insert(
             header::ALLOW,
@@ -95,7 +94,7 @@ async fn admit(
     let mut ids = Vec::with_capacity(defs.len());
     for &def in defs {
         let Some(cfg) = registry.defs().get(def).cloned() else {
-            return text(StatusCode::NOT_FOUND, "no such feed\n".into());
+            return text(StatusCode::NOT_FOUND, "no such feed\n");
         };
         match identify(def, &cfg, head.uri.query(), &head.headers) {
             Ok(mut id) => {
@@ -159,7 +158,7 @@ async fn admit(
                 tracing::warn!(feed = %cfg.name, client = %client, %reason, "admission check failed: refusing");
                 return text(
                     StatusCode::BAD_GATEWAY,
-                    "the upstream could not confirm access to this event stream\n".into(),
+                    "the upstream could not confirm access to this event stream\n",
                 );
             }
         }
@@ -191,21 +190,6 @@ async fn admit(
     .revoked_by(revoked);
     *resp.body_mut() = subscriber.into_body();
     resp
-}
-
-/// A short plain-text response with an owned message.
-pub fn text(status: StatusCode, message: String) -> Response<BoxBody> {
-    let mut r = Response::new(
-        Full::new(Bytes::from(message))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
 }
 
 fn sse_headers() -> HeaderMap {

@@ -21,12 +21,12 @@ use hyper::body::Frame;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::encode;
+use crate::body::{BoxBody, BoxError};
 use crate::config::SseConfig;
 use crate::feed::registry::Subscription;
 use crate::feed::{Cursor, Out};
 use crate::limits::Permit;
-use crate::{BoxBody, BoxError};
+use crate::wire as encode;
 
 /// Resolves when the subscriber's admission is withdrawn (`check` mode).
 type Revoked = Pin<Box<dyn Future<Output = ()> + Send>>;

@@ -19,11 +19,11 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::body::{BoxBody, BoxError};
 use crate::config::UpstreamUrl;
 use crate::feed::registry::Registry;
 use crate::feed::stats::StatsSample;
-use crate::sse::encode;
-use crate::{BoxBody, BoxError};
+use crate::wire as encode;
 
 /// The page, served as is.
 const PAGE: &str = include_str!("page.html");

@@ -1,0 +1,158 @@
+//! Start-up: binding the listeners and wiring the parts together, and the
+//! handle of a running pollcast (its addresses, its feeds, its shutdown).
+//!
+//! The top of the crate: it may import every module, and no module imports it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::{admin, config, cors, metrics, proxy, readiness, route, server, status, tls};
+
+use crate::feed::registry::Registry;
+use crate::router::App;
+use crate::upstream::Upstream;
+
+/// A running pollcast: its address, its feeds, and the way to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    /// The admin listener's address (operator endpoints); `None` when
+    /// `[admin] listen = ""` serves them on the main listener.
+    pub admin_addr: Option<SocketAddr>,
+    /// The listener's TLS acceptor, reloadable (`[server.tls]`).
+    pub tls: Option<tls::Live>,
+    pub registry: Registry,
+    shutdown: CancellationToken,
+    server: JoinHandle<()>,
+    admin_server: Option<JoinHandle<()>>,
+    sampler: JoinHandle<()>,
+}
+
+impl Running {
+    /// Begin a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Wait until the listener has drained and every poll loop has ended.
+    pub async fn wait(self) {
+        let _ = self.server.await;
+        if let Some(admin) = self.admin_server {
+            let _ = admin.await;
+        }
+        let _ = self.sampler.await;
+        self.registry.closed().await;
+    }
+
+    /// Shut down and wait.
+    pub async fn stop(self) {
+        self.shutdown();
+        self.wait().await;
+    }
+}
+
+/// Bind the listeners and start serving `config`.
+pub async fn start(config: Config) -> std::io::Result<Running> {
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(tls::Live::new)
+        .transpose()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let listener = TcpListener::bind(config.server.listen).await?;
+    let addr = listener.local_addr()?;
+    let admin_listener = match config.admin.listen {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("[admin] listen {a}: {e}")))?,
+        ),
+        None => None,
+    };
+    let shutdown = CancellationToken::new();
+    let upstream = Upstream::new(&config.upstream);
+    let metrics = Arc::new(metrics::Metrics::new());
+    let registry = Registry::new(&config, upstream.clone(), shutdown.clone(), metrics);
+    let proxy = proxy::Proxy::new(upstream.clone(), &config.upstream);
+    let readiness = readiness::Readiness::new(&config.admin, upstream.clone(), shutdown.clone());
+    let admin = Arc::new(admin::Admin::new(&config.admin, readiness));
+    let app = Arc::new(App::new(
+        registry.clone(),
+        upstream,
+        proxy,
+        shutdown.clone(),
+        admin,
+        cors::Cors::new(&config.cors),
+    ));
+    let mut admin_addr = None;
+    let admin_server = match admin_listener {
+        Some(l) => {
+            let a = l.local_addr()?;
+            admin_addr = Some(a);
+            tracing::info!(addr = %a, prefix = %config.admin.prefix, "admin listening");
+            Some(tokio::spawn(server::serve(
+                l,
+                Arc::new(app.for_admin_listener()),
+                shutdown.clone(),
+                config.server.clone(),
+                // Probes and scrapers inside the pod or node speak plain HTTP.
+                None,
+            )))
+        }
+        None => None,
+    };
+    let sampler = tokio::spawn(status::sample(
+        app.admin.status.clone(),
+        registry.clone(),
+        config.upstream.url.clone(),
+        shutdown.clone(),
+    ));
+    let server = tokio::spawn(server::serve(
+        listener,
+        app,
+        shutdown.clone(),
+        config.server.clone(),
+        tls.clone(),
+    ));
+    tracing::info!(%addr, tls = config.server.tls.is_some(), upstream = %config.upstream.url, feeds = config.feeds.len(), "pollcast listening");
+    for f in &config.feeds {
+        tracing::info!(feed = %f.name, sse = %f.sse_path(), poll = %f.poll, interval = ?f.interval, auth = ?f.auth, "feed");
+        if f.query.is_none() {
+            tracing::warn!(feed = %f.name, "any query parameter is forwarded and makes its own feed (bounded only by [limits]); list the accepted ones in `query`");
+        }
+        if unscoped_check(f) {
+            tracing::warn!(feed = %f.name, "the `check` path names none of the SSE path's parameters: a subscriber it admits may follow every instance of this feed; put the {{param}} that scopes the data in `check`");
+        }
+    }
+    Ok(Running {
+        addr,
+        admin_addr,
+        tls,
+        registry,
+        shutdown,
+        server,
+        admin_server,
+        sampler,
+    })
+}
+
+/// An explicit `check` on a feed with path parameters that uses none of them:
+/// one admission for every instance (legitimate for "any logged-in user",
+/// a cross-tenant hole for per-project data), so it is pointed out.
+fn unscoped_check(f: &config::FeedConfig) -> bool {
+    let Some(check) = &f.check else {
+        return false;
+    };
+    let (Ok(sse), Ok(check)) = (
+        route::Pattern::parse(&f.sse_path()),
+        route::Pattern::parse(check),
+    ) else {
+        return false;
+    };
+    f.auth == config::AuthMode::Check && sse.has_params() && !check.has_params()
+}
