@@ -75,6 +75,7 @@ pub mod stragglers;
 pub mod template;
 pub mod tls;
 pub mod upstream;
+pub mod validation;
 pub mod wire;
 
 pub use body::{BoxBody, BoxError};

@@ -1,0 +1,84 @@
+//! What the process environment changes: `POLLCAST_*` overrides and the
+//! credentials a feed names with `credentials_env`.
+
+use super::*;
+
+impl Config {
+    /// Environment overrides, one scheme: `POLLCAST_<TABLE>_<KEY>` in upper case.
+    /// Only the keys a platform team changes per environment are overridable.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let err = |var: &str, message: String| ConfigError::Env {
+            var: var.to_owned(),
+            message,
+        };
+        if let Some(v) = get("POLLCAST_SERVER_LISTEN") {
+            self.server.listen = v.parse().map_err(|e| {
+                err(
+                    "POLLCAST_SERVER_LISTEN",
+                    format!("`{v}` is not an address like 0.0.0.0:8080: {e}"),
+                )
+            })?;
+        }
+        if let Some(v) = get("POLLCAST_UPSTREAM_URL") {
+            self.upstream.url =
+                UpstreamUrl::parse(&v).map_err(|m| err("POLLCAST_UPSTREAM_URL", m))?;
+        }
+        if let Some(v) = get("POLLCAST_LOG_LEVEL") {
+            self.log.level = v.parse().map_err(|m| err("POLLCAST_LOG_LEVEL", m))?;
+        }
+        if let Some(v) = get("POLLCAST_LOG_FORMAT") {
+            self.log.format = v.parse().map_err(|m| err("POLLCAST_LOG_FORMAT", m))?;
+        }
+        if let Some(v) = get("POLLCAST_ADMIN_LISTEN") {
+            // Empty turns a listener set in the file off again.
+            self.admin.listen = match v.trim() {
+                "" => None,
+                a => Some(a.parse().map_err(|e| {
+                    err(
+                        "POLLCAST_ADMIN_LISTEN",
+                        format!(
+                            "`{v}` is not an address like 127.0.0.1:9090 (or empty for none): {e}"
+                        ),
+                    )
+                })?),
+            };
+        }
+        if let Some(v) = get("POLLCAST_UPSTREAM_TIMEOUT") {
+            self.upstream.timeout = humantime::parse_duration(&v).map_err(|e| {
+                err(
+                    "POLLCAST_UPSTREAM_TIMEOUT",
+                    format!("`{v}` is not a duration like \"5s\": {e}"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Read each feed's `credentials_env` variable. The value is kept only
+    /// as a [`Secret`]; the error names the variable, never a value.
+    pub fn resolve_credentials(
+        &mut self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), Problem> {
+        for (i, f) in self.feeds.iter_mut().enumerate() {
+            let Some(var) = &f.credentials_env else {
+                continue;
+            };
+            let value = get(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                Problem::feed(
+                    i,
+                    "credentials_env",
+                    format!("environment variable {var} is not set or empty"),
+                )
+            })?;
+            f.credentials = Some(Secret::new(&value).ok_or_else(|| {
+                Problem::feed(
+                    i,
+                    "credentials_env",
+                    format!("the value of {var} cannot be sent as an Authorization header"),
+                )
+            })?);
+        }
+        Ok(())
+    }
+}
