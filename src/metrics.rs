@@ -22,7 +22,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::feed::registry::Registry as Feeds;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FeedLabel {
@@ -443,7 +442,7 @@ impl Metrics {
     }
 
     /// The text exposition, with the live gauges read from `feeds` now.
-    pub fn render(&self, feeds: &Feeds) -> String {
+    pub fn render(&self, feeds: &impl Gauges) -> String {
         let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         self.subscribers.clear();
         self.feeds.clear();
@@ -453,19 +452,16 @@ impl Metrics {
             self.subscribers.get_or_create(&f).set(subs as i64);
         }
         self.poll_loops.set(feeds.live_pollers() as i64);
-        let used = feeds.limits().budget().used();
+        let used = feeds.feed_memory();
         self.feed_memory
             .set(i64::try_from(used).unwrap_or(i64::MAX));
         // The listener counts these without knowing a feed; mirror its
         // monotonic count (the scrape lock makes the catch-up exact).
-        let seen = feeds
-            .counters()
-            .write_timeouts
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let seen = feeds.write_timeouts();
         self.write_timeouts
             .inc_by(seen.saturating_sub(self.write_timeouts.get()));
         // The limits keep their own counts; bring the counters up to them.
-        for (limit, total) in feeds.limits().refused() {
+        for (limit, total) in feeds.refused() {
             let c = self.limit_refusals.get_or_create(&LimitLabel {
                 limit: limit.into(),
             });
@@ -476,6 +472,21 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// What a scrape reads from the live feeds. The feed registry implements
+/// it, so this module never imports the registry that records into it.
+pub trait Gauges {
+    /// `(definition, live instances, subscribers)` per feed definition.
+    fn live_by_definition(&self) -> Vec<(String, usize, usize)>;
+    /// Running poll loops.
+    fn live_pollers(&self) -> usize;
+    /// Bytes charged to the feed memory budget.
+    fn feed_memory(&self) -> u64;
+    /// Connections cut by the write timeout since start.
+    fn write_timeouts(&self) -> u64;
+    /// Requests refused so far, per limit.
+    fn refused(&self) -> Vec<(&'static str, u64)>;
 }
 
 /// The `Content-Type` of [`Metrics::render`]'s output.

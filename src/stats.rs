@@ -12,7 +12,6 @@ use http::{Response, StatusCode};
 use serde::Serialize;
 
 use crate::body::BoxBody;
-use crate::feed::registry::Registry;
 
 /// Event counters shared by the registry, the subscribers and the listener.
 #[derive(Debug, Default)]
@@ -52,7 +51,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn collect(registry: &Registry) -> Self {
+    pub fn collect(registry: &impl Source) -> Self {
         let c = registry.counters();
         Self {
             feeds: registry.live_feeds(),
@@ -68,10 +67,19 @@ impl Stats {
     }
 
     /// The JSON response for `/_pollcast/stats`.
-    pub fn response(registry: &Registry) -> Response<BoxBody> {
+    pub fn response(registry: &impl Source) -> Response<BoxBody> {
         let body = serde_json::to_vec(&Self::collect(registry)).unwrap_or_default();
         crate::response::uncached(StatusCode::OK, "application/json", Bytes::from(body))
     }
+}
+
+/// The live counts a snapshot reads. The feed registry implements it, so
+/// this module never imports the registry that uses its [`Counters`].
+pub trait Source {
+    fn live_feeds(&self) -> usize;
+    fn live_pollers(&self) -> usize;
+    fn subscribers(&self) -> usize;
+    fn counters(&self) -> &Counters;
 }
 
 /// Open file descriptors of this process, not counting the one used to count them.

@@ -571,6 +571,43 @@ impl Inner {
     }
 }
 
+
+impl crate::metrics::Gauges for Registry {
+    fn live_by_definition(&self) -> Vec<(String, usize, usize)> {
+        Registry::live_by_definition(self)
+    }
+    fn live_pollers(&self) -> usize {
+        Registry::live_pollers(self)
+    }
+    fn feed_memory(&self) -> u64 {
+        self.inner.limits.budget().used()
+    }
+    fn write_timeouts(&self) -> u64 {
+        self.inner
+            .counters
+            .write_timeouts
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn refused(&self) -> Vec<(&'static str, u64)> {
+        self.inner.limits.refused().to_vec()
+    }
+}
+
+impl crate::stats::Source for Registry {
+    fn live_feeds(&self) -> usize {
+        Registry::live_feeds(self)
+    }
+    fn live_pollers(&self) -> usize {
+        Registry::live_pollers(self)
+    }
+    fn subscribers(&self) -> usize {
+        Registry::subscribers(self)
+    }
+    fn counters(&self) -> &crate::stats::Counters {
+        &self.inner.counters
+    }
+}
+
 #[cfg(test)]
 mod reload_tests {
     use super::*;
