@@ -23,12 +23,14 @@ use super::contract::{self, Events, Render};
 use super::diff::diff;
 use super::extract::{extract, ExtractError, ItemList, Skipped};
 use super::object::{appended, extract_object};
-use super::registry::Inner;
+use super::stats::DefStats;
 use super::Feed;
 use crate::budget::{retained, Charge};
 use crate::config::{AuthMode, FeedConfig};
+use crate::limits::Limits;
 use crate::metrics::{Metrics, PollOutcome};
-use crate::upstream::{PollError, Polled, UpstreamError, Validators};
+use crate::stragglers::Stragglers;
+use crate::upstream::{PollError, Polled, Upstream, UpstreamError, Validators};
 use crate::wire as encode;
 
 /// How long a refresh request waits for more of its kind before polling.
@@ -45,11 +47,29 @@ pub fn refresh_gap(def: &FeedConfig) -> Duration {
     def.interval.min(REFRESH_GAP_MAX)
 }
 
+/// Ends a feed nobody subscribes to; `true` when it ended.
+pub(crate) type RemoveIfIdle = Box<dyn Fn(&Arc<Feed>) -> bool + Send + Sync>;
+
+/// What one poll loop needs from the registry that started it, handed in so
+/// the poller never reaches into the registry's insides.
+pub(crate) struct PollCtx {
+    pub upstream: Upstream,
+    pub metrics: Arc<Metrics>,
+    pub limits: Arc<Limits>,
+    pub stragglers: Arc<Stragglers>,
+    /// This feed definition's counters for the status page.
+    pub stats: Arc<DefStats>,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// End the feed if nobody subscribes to it (the check and the removal
+    /// are one step under the registry's lock); `true` when it ended.
+    pub remove_if_idle: RemoveIfIdle,
+}
+
 /// Run until the feed is idle past its linger, or shutdown. `charge` is the
 /// feed's share of the memory budget, resized to what each good poll keeps.
-pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>, mut charge: Charge) {
+pub(crate) async fn run(feed: Arc<Feed>, ctx: PollCtx, mut charge: Charge) {
     let def = feed.def.clone();
-    let stats = ctx.stats(feed.key.def);
+    let stats = ctx.stats.clone();
     let poll = feed.poll_path.clone();
     let path = if feed.key.query.is_empty() {
         poll.clone()
@@ -93,7 +113,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>, mut charge: Charge) {
             // Nothing changes any more: no polls, only wait to be dropped.
             if feed.subscribers() == 0 {
                 let since = *idle_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= def.linger && ctx.remove_if_idle(&feed) {
+                if since.elapsed() >= def.linger && (ctx.remove_if_idle)(&feed) {
                     break;
                 }
             } else {
@@ -109,11 +129,11 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>, mut charge: Charge) {
             continue;
         }
         if feed.subscribers() == 0 {
-            if !served && ctx.remove_if_idle(&feed) {
+            if !served && (ctx.remove_if_idle)(&feed) {
                 break;
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= def.linger && ctx.remove_if_idle(&feed) {
+            if since.elapsed() >= def.linger && (ctx.remove_if_idle)(&feed) {
                 break;
             }
         } else {
@@ -146,7 +166,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>, mut charge: Charge) {
                             format!(
                                 "keeping this body ({} bytes) would pass the feed memory budget ([limits] max_feed_memory = {} bytes)",
                                 u.body.len(),
-                                ctx.limits().budget().cap()
+                                ctx.limits.budget().cap()
                             ),
                             None,
                         )),
@@ -238,7 +258,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: Arc<Inner>, mut charge: Charge) {
                 // Before it served anyone, the last subscriber leaving ends
                 // the feed now, not at the next poll.
                 r = changes.changed(), if !served => {
-                    if r.is_err() || (feed.subscribers() == 0 && ctx.remove_if_idle(&feed)) {
+                    if r.is_err() || (feed.subscribers() == 0 && (ctx.remove_if_idle)(&feed)) {
                         break None;
                     }
                 }

@@ -41,7 +41,7 @@ pub struct Registry {
     inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
+struct Inner {
     feeds: Mutex<HashMap<FeedKey, Arc<Feed>>>,
     /// Replaced only under the `feeds` lock (see [`Registry::reload`]).
     defs: ArcSwap<Defs>,
@@ -376,11 +376,21 @@ impl Registry {
         feeds.insert(key, feed.clone());
         drop(feeds);
         tracing::debug!(feed = %feed.label(), "feed started");
-        let (inner, polled) = (self.inner.clone(), feed.clone());
+        let inner = self.inner.clone();
+        let ctx = poller::PollCtx {
+            upstream: inner.upstream.clone(),
+            metrics: inner.metrics.clone(),
+            limits: inner.limits.clone(),
+            stragglers: inner.stragglers.clone(),
+            stats: inner.stats(feed.key.def),
+            shutdown: inner.shutdown.clone(),
+            remove_if_idle: Box::new(move |f| inner.remove_if_idle(f)),
+        };
+        let polled = feed.clone();
         self.inner.tasks.spawn(async move {
             // Counted against its starter until the loop (the feed) ends.
             let _starter = starter;
-            poller::run(polled, inner, charge).await;
+            poller::run(polled, ctx, charge).await;
         });
         Ok(Subscription {
             feed,
@@ -543,10 +553,6 @@ async fn ticker(inner: Arc<Inner>) {
 }
 
 impl Inner {
-    pub(crate) fn limits(&self) -> &Arc<Limits> {
-        &self.limits
-    }
-
     /// Counters of definition `def`, kept across reloads while it is unchanged.
     pub(crate) fn stats(&self, def: usize) -> Arc<DefStats> {
         self.defs.load().stats.get(def).cloned().unwrap_or_default()
@@ -570,7 +576,6 @@ impl Inner {
         true
     }
 }
-
 
 impl crate::metrics::Gauges for Registry {
     fn live_by_definition(&self) -> Vec<(String, usize, usize)> {
