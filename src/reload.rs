@@ -13,7 +13,7 @@
 use crate::config::Config;
 use crate::feed::registry::Reloaded;
 use crate::logging::LogHandle;
-use crate::Running;
+use crate::start::Running;
 
 /// What one reload did.
 #[derive(Debug, Clone)]

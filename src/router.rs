@@ -39,6 +39,8 @@ pub struct App {
     pub checks: Arc<crate::auth::Checks>,
     /// What this listener's admin endpoints read.
     pub admin_at: admin::At,
+    /// Latest answers of feeds that serve polls (`serve_polls`).
+    pub stragglers: Arc<crate::stragglers::Stragglers>,
 }
 
 impl App {
@@ -49,6 +51,7 @@ impl App {
         shutdown: CancellationToken,
         admin: Arc<Admin>,
         cors: Cors,
+        stragglers: Arc<crate::stragglers::Stragglers>,
     ) -> Self {
         let checks = Arc::new(crate::auth::Checks::new(registry.metrics().clone()));
         let admin_at = admin::At {
@@ -59,6 +62,7 @@ impl App {
         };
         Self {
             admin_at,
+            stragglers,
             checks,
             registry,
             upstream,
@@ -85,6 +89,7 @@ impl App {
                 side: Side::Admin,
                 ..self.admin_at.clone()
             },
+            stragglers: self.stragglers.clone(),
         }
     }
 }
@@ -168,7 +173,7 @@ where
                 Ok(sse::respond(ctx, &defs, params, head, remote).await)
             });
         }
-        if let Some(resp) = app.registry.stragglers().answer(&req, remote) {
+        if let Some(resp) = app.stragglers.answer(&req, remote) {
             return Box::pin(async move { Ok(resp) });
         }
         let method = req.method().clone();

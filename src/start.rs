@@ -11,7 +11,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::{admin, config, cors, metrics, proxy, readiness, route, server, status, tls};
+use crate::{
+    admin, config, cors, metrics, proxy, readiness, route, server, status, stragglers, tls,
+};
 
 use crate::feed::registry::Registry;
 use crate::router::App;
@@ -77,7 +79,14 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     let shutdown = CancellationToken::new();
     let upstream = Upstream::new(&config.upstream);
     let metrics = Arc::new(metrics::Metrics::new());
-    let registry = Registry::new(&config, upstream.clone(), shutdown.clone(), metrics);
+    let stragglers = Arc::new(stragglers::Stragglers::new(&config, metrics.clone()));
+    let registry = Registry::with_answers(
+        &config,
+        upstream.clone(),
+        shutdown.clone(),
+        metrics,
+        Arc::new(stragglers.clone()),
+    );
     let proxy = proxy::Proxy::new(upstream.clone(), &config.upstream);
     let readiness = readiness::Readiness::new(&config.admin, upstream.clone(), shutdown.clone());
     let admin = Arc::new(admin::Admin::new(&config.admin, readiness));
@@ -88,6 +97,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         shutdown.clone(),
         admin,
         cors::Cors::new(&config.cors),
+        stragglers,
     ));
     let mut admin_addr = None;
     let admin_server = match admin_listener {

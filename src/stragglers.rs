@@ -33,6 +33,7 @@ use moka::sync::Cache;
 use crate::body::BoxBody;
 use crate::config::{AdminConfig, Config, FeedConfig, UpstreamConfig};
 use crate::feed::key::normalize_query;
+use crate::feed::poller::{Answers, Record};
 use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::route::Pattern;
@@ -148,7 +149,7 @@ impl Stragglers {
 
     /// The recorder of one poll loop: `poll` is the feed's upstream path
     /// (parameters filled in), `headers` the credentials its polls send.
-    pub(crate) fn recorder(
+    pub(crate) fn recorder_of(
         self: &Arc<Self>,
         feed: &Arc<Feed>,
         poll: &str,
@@ -551,6 +552,27 @@ impl Recorder {
                 _ => Op::Nop,
             });
         st.serving.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Answers for Arc<Stragglers> {
+    fn recorder(&self, feed: &Arc<Feed>, poll: &str, headers: &HeaderMap) -> Box<dyn Record> {
+        Box::new(self.recorder_of(feed, poll, headers))
+    }
+}
+
+impl Record for Recorder {
+    fn polling(&mut self, feed: &Feed) {
+        Recorder::polling(self, feed);
+    }
+    fn body(&mut self, body: Bytes, head: &HeaderMap, next: Duration) {
+        Recorder::body(self, body, head, next);
+    }
+    fn confirmed(&mut self, next: Duration) {
+        Recorder::confirmed(self, next);
+    }
+    fn withdraw(&mut self) {
+        Recorder::withdraw(self);
     }
 }
 

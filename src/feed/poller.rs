@@ -29,7 +29,6 @@ use crate::budget::{retained, Charge};
 use crate::config::{AuthMode, FeedConfig};
 use crate::limits::Limits;
 use crate::metrics::{Metrics, PollOutcome};
-use crate::stragglers::Stragglers;
 use crate::upstream::{PollError, Polled, Upstream, UpstreamError, Validators};
 use crate::wire as encode;
 
@@ -47,6 +46,44 @@ pub fn refresh_gap(def: &FeedConfig) -> Duration {
     def.interval.min(REFRESH_GAP_MAX)
 }
 
+/// Where poll loops leave their latest answer, so plain polls of the same
+/// upstream path can be answered from it (`serve_polls`). The straggler
+/// cache implements it; the feed layer never imports that cache.
+pub trait Answers: Send + Sync {
+    /// The recorder of one poll loop: `poll` is the feed's upstream path
+    /// (parameters filled in), `headers` the credentials its polls send.
+    fn recorder(&self, feed: &Arc<Feed>, poll: &str, headers: &HeaderMap) -> Box<dyn Record>;
+}
+
+/// One poll loop's side of [`Answers`], told at each moment of a poll.
+/// Dropping it withdraws the loop's answer.
+pub trait Record: Send {
+    /// A poll is about to start.
+    fn polling(&mut self, feed: &Feed);
+    /// A poll answered 200 with this body; the next poll is `next` away.
+    fn body(&mut self, body: Bytes, head: &HeaderMap, next: Duration);
+    /// A poll confirmed the answer in force (304, or an unchanged body).
+    fn confirmed(&mut self, next: Duration);
+    /// The answer in force no longer stands (a failure, a write).
+    fn withdraw(&mut self);
+}
+
+/// No feed serves polls: every record does nothing.
+pub(crate) struct NoAnswers;
+
+impl Answers for NoAnswers {
+    fn recorder(&self, _: &Arc<Feed>, _: &str, _: &HeaderMap) -> Box<dyn Record> {
+        Box::new(NoAnswers)
+    }
+}
+
+impl Record for NoAnswers {
+    fn polling(&mut self, _: &Feed) {}
+    fn body(&mut self, _: Bytes, _: &HeaderMap, _: Duration) {}
+    fn confirmed(&mut self, _: Duration) {}
+    fn withdraw(&mut self) {}
+}
+
 /// Ends a feed nobody subscribes to; `true` when it ended.
 pub(crate) type RemoveIfIdle = Box<dyn Fn(&Arc<Feed>) -> bool + Send + Sync>;
 
@@ -56,7 +93,7 @@ pub(crate) struct PollCtx {
     pub upstream: Upstream,
     pub metrics: Arc<Metrics>,
     pub limits: Arc<Limits>,
-    pub stragglers: Arc<Stragglers>,
+    pub answers: Arc<dyn Answers>,
     /// This feed definition's counters for the status page.
     pub stats: Arc<DefStats>,
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -91,7 +128,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: PollCtx, mut charge: Charge) {
     }
 
     // Withdraws this feed's answer to stragglers however the loop ends.
-    let mut replay = ctx.stragglers.recorder(&feed, &poll, &headers);
+    let mut replay = ctx.answers.recorder(&feed, &poll, &headers);
     let mut prev: Option<(Bytes, Arc<ItemList>)> = None;
     let mut validators = Validators::default();
     let mut failures: u32 = 0;

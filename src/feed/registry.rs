@@ -32,7 +32,6 @@ use crate::limits::{LimitError, Limits};
 use crate::metrics::Metrics;
 use crate::route::Pattern;
 use crate::stats::Counters;
-use crate::stragglers::Stragglers;
 use crate::upstream::Upstream;
 
 /// Shared handle to all live feeds.
@@ -57,7 +56,7 @@ struct Inner {
     ticking: AtomicBool,
     ticker: TaskTracker,
     /// Latest answers of feeds that serve polls (`serve_polls`).
-    pub(crate) stragglers: Arc<Stragglers>,
+    answers: Arc<dyn poller::Answers>,
 }
 
 /// The feed definitions in force and the SSE paths that lead to them.
@@ -197,6 +196,24 @@ impl Registry {
         shutdown: CancellationToken,
         metrics: Arc<Metrics>,
     ) -> Self {
+        Self::with_answers(
+            config,
+            upstream,
+            shutdown,
+            metrics,
+            Arc::new(poller::NoAnswers),
+        )
+    }
+
+    /// A registry whose poll loops leave their answers in `answers`
+    /// (`serve_polls`; see `stragglers`).
+    pub fn with_answers(
+        config: &Config,
+        upstream: Upstream,
+        shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
+        answers: Arc<dyn poller::Answers>,
+    ) -> Self {
         for f in &config.feeds {
             metrics.declare_feed(&f.name);
         }
@@ -213,7 +230,7 @@ impl Registry {
                 counters: Arc::default(),
                 ticking: AtomicBool::new(false),
                 ticker: TaskTracker::new(),
-                stragglers: Arc::new(Stragglers::new(config, metrics.clone())),
+                answers,
             }),
         }
     }
@@ -381,7 +398,7 @@ impl Registry {
             upstream: inner.upstream.clone(),
             metrics: inner.metrics.clone(),
             limits: inner.limits.clone(),
-            stragglers: inner.stragglers.clone(),
+            answers: inner.answers.clone(),
             stats: inner.stats(feed.key.def),
             shutdown: inner.shutdown.clone(),
             remove_if_idle: Box::new(move |f| inner.remove_if_idle(f)),
@@ -397,11 +414,6 @@ impl Registry {
             metrics: self.inner.metrics.clone(),
             counters: self.inner.counters.clone(),
         })
-    }
-
-    /// The latest answers of feeds that serve polls of their upstream path.
-    pub fn stragglers(&self) -> &Arc<Stragglers> {
-        &self.inner.stragglers
     }
 
     /// Resync and cut-off counters, for `/_pollcast/stats`.
