@@ -3,20 +3,51 @@
 //! One path for data:
 //!
 //! ```text
-//! config ──> server ──> router ─┬─> proxy ──────────────> upstream (pass-through)
-//!                               └─> sse (subscribers) <── feed (registry, poller,
-//!                                                              extract, diff, contract)
-//!                                                              └──> upstream (polls)
+//! server ──> router ─┬─> proxy ─────────────────────────> upstream (pass-through)
+//!                    └─> sse (subscribers) <── feed (registry, poller, extract,
+//!                                                    diff, contract)
+//!                                                    └──> upstream (polls)
 //! ```
 //!
-//! - [`config`]: the typed, validated configuration.
+//! The module map. Layers run one way: a module imports only modules on the
+//! layers below its own (and its own folder), never one above; there are no
+//! import loops. This list is the one map of the crate.
+//!
+//! ```text
+//! start-up    start (listeners, wiring, Running), reload (SIGHUP), validation
+//!             (the features' checks handed to config); main.rs on top
+//! listener    server (accept, connections, shutdown) > direct (HTTP/1.1 streams
+//!             written to the socket)
+//! routing     router (the tower service: pollcast or the upstream)
+//! answers     sse (admission, subscriber streams), admin (own endpoints),
+//!             status (status page), stragglers (polls answered from a feed),
+//!             auth (`check` admission), fuzzing
+//! feeds       feed/ (registry, poller, cadence, extract, scan, diff, contract,
+//!             key, object, stats), access (pass-through access log)
+//! services    metrics, readiness, proxy/ (pass-through, tunnels)
+//! policy, io  upstream (pooled client), limits, cors, stats, tls, logging,
+//!             healthcheck, check (`--check` rendering), init (`pollcast init`)
+//! model       config/ (model and defaults, load, env, validate), idle, response
+//! leaves      body, wire (SSE encoding), template, pointer, route, budget,
+//!             cidr, stall, preface, demo
+//! ```
+//!
+//! - [`body`] and [`response`]: the one body type and every short answer
+//!   pollcast writes itself; [`wire`]: the SSE wire encoding, used by the feed
+//!   layer to encode each event once.
+//! - [`config`]: the typed, validated configuration; it imports no feature:
+//!   [`validation`] hands it the checks that need one.
+//! - [`start`]: binding the listeners and wiring the parts; [`reload`]: what a
+//!   SIGHUP applies to a running pollcast.
 //! - [`server`]: the listener, connections, graceful shutdown; [`direct`]:
 //!   HTTP/1.1 event streams written to the socket without hyper's buffers.
 //! - [`router`]: the tower service choosing between pollcast and the upstream.
 //! - [`proxy`]: pass-through of every request pollcast does not own, WebSocket
 //!   tunnels included; [`cidr`]: the address blocks of `trusted_proxies`.
-//! - [`sse`]: the wire format and the subscriber streams.
-//! - [`feed`]: feeds, their poll loops, diffing and history.
+//! - [`sse`]: admission and the subscriber streams.
+//! - [`feed`]: feeds, their poll loops, diffing and history; the poller's seams
+//!   (`feed::poller::PollCtx`, [`feed::poller::Answers`]) are what it is
+//!   handed, never the registry's insides.
 //! - [`upstream`]: the pooled client shared by proxy and feeds.
 //! - [`auth`], [`limits`], [`cors`]: who may open a stream, how many, from where;
 //!   [`budget`]: the memory live feeds may retain.
@@ -34,7 +65,6 @@
 //! - [`access`]: the access log line and metrics of each pass-through request.
 //! - [`stragglers`]: polls of a live feed's upstream path answered from its latest poll.
 //! - [`metrics`]: the Prometheus metrics behind `<prefix>/metrics`.
-//! - [`reload`]: what a SIGHUP applies to a running pollcast.
 //! - [`check`]: `--check`'s rendering of the effective config, secrets redacted.
 //! - [`logging`]: the tracing subscriber, text or JSON, reloadable level.
 

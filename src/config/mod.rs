@@ -2,9 +2,9 @@
 //! the one-time validation that runs before anything listens.
 //!
 //! This module owns the *shape* of the configuration and every rule about which
-//! values are acceptable: the model and its defaults here, [`load`] (file,
-//! line and column of every error), [`env`] (environment overrides),
-//! [`validate`] (rules across values). It imports no feature of the crate: the
+//! values are acceptable: the model and its defaults here, `load` (file,
+//! line and column of every error), `env` (environment overrides),
+//! `validate` (rules across values). It imports no feature of the crate: the
 //! checks that need one (an event contract compiles, a certificate loads) are
 //! handed in as [`Checks`] by whoever loads the config. It must never do I/O
 //! beyond reading the file and the process environment, and nothing outside
