@@ -486,6 +486,22 @@ impl Recorder {
             .get(header::LAST_MODIFIED)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok());
+        self.keep(&st, body, headers, etag, last_modified, varies, next);
+    }
+
+    /// Put this answer in force, fetched now, standing until the next poll
+    /// (`next`) could have come back.
+    #[allow(clippy::too_many_arguments)]
+    fn keep(
+        &mut self,
+        st: &Arc<Stragglers>,
+        body: Bytes,
+        headers: HeaderMap,
+        etag: HeaderValue,
+        last_modified: Option<SystemTime>,
+        varies: Vec<HeaderName>,
+        next: Duration,
+    ) {
         let answer = Arc::new(Answer {
             body,
             headers,
@@ -499,7 +515,7 @@ impl Recorder {
             owner: self.owner,
             name: self.name.clone(),
         });
-        self.put(&st, answer);
+        self.put(st, answer);
     }
 
     /// The upstream answered 304: the last body still stands, fetched now;
@@ -508,20 +524,9 @@ impl Recorder {
         let (Some(st), Some(last)) = (self.on.clone(), &self.last) else {
             return;
         };
-        let answer = Arc::new(Answer {
-            body: last.body.clone(),
-            headers: last.headers.clone(),
-            etag: last.etag.clone(),
-            last_modified: last.last_modified,
-            varies: last.varies.clone(),
-            fetched: Instant::now(),
-            ttl: next.saturating_add(self.timeout),
-            feed: self.feed.clone(),
-            refreshes: self.began,
-            owner: self.owner,
-            name: self.name.clone(),
-        });
-        self.put(&st, answer);
+        let (body, headers, etag) = (last.body.clone(), last.headers.clone(), last.etag.clone());
+        let (last_modified, varies) = (last.last_modified, last.varies.clone());
+        self.keep(&st, body, headers, etag, last_modified, varies, next);
     }
 
     fn put(&mut self, st: &Stragglers, answer: Arc<Answer>) {

@@ -170,14 +170,23 @@ impl Scanner<'_> {
         }
     }
 
-    fn object(&mut self, role: Role, depth: usize) -> Result<(), SyntaxError> {
+    /// Step into the object or array at `pos`: `None` when it is empty (its
+    /// closing `close` consumed too), else the depth inside it.
+    fn open(&mut self, depth: usize, close: u8) -> Result<Option<usize>, SyntaxError> {
         let depth = self.enter(depth)?;
         self.pos += 1;
         self.ws();
-        if self.peek() == Some(b'}') {
+        if self.peek() == Some(close) {
             self.pos += 1;
-            return Ok(());
+            return Ok(None);
         }
+        Ok(Some(depth))
+    }
+
+    fn object(&mut self, role: Role, depth: usize) -> Result<(), SyntaxError> {
+        let Some(depth) = self.open(depth, b'}')? else {
+            return Ok(());
+        };
         loop {
             if self.peek() != Some(b'"') {
                 return Err(self.err("expected a string key"));
@@ -207,13 +216,9 @@ impl Scanner<'_> {
     }
 
     fn array(&mut self, role: Role, depth: usize) -> Result<(), SyntaxError> {
-        let depth = self.enter(depth)?;
-        self.pos += 1;
-        self.ws();
-        if self.peek() == Some(b']') {
-            self.pos += 1;
+        let Some(depth) = self.open(depth, b']')? else {
             return Ok(());
-        }
+        };
         let mut i = 0;
         loop {
             let child = self.index_role(role, i);
@@ -227,13 +232,9 @@ impl Scanner<'_> {
 
     /// The items array: like [`Self::array`], recording each element.
     fn items_array(&mut self, depth: usize) -> Result<(), SyntaxError> {
-        let depth = self.enter(depth)?;
-        self.pos += 1;
-        self.ws();
-        if self.peek() == Some(b']') {
-            self.pos += 1;
+        let Some(depth) = self.open(depth, b']')? else {
             return Ok(());
-        }
+        };
         loop {
             let index = self.found.elements.len();
             let start = self.pos;

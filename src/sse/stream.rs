@@ -357,6 +357,17 @@ mod tests {
     use crate::pointer::Pointer;
     use crate::upstream::Upstream;
 
+    /// An empty item list, as a first poll of `[]` gives.
+    fn empty_list() -> Arc<crate::feed::extract::ItemList> {
+        let (l, _) = extract(
+            Bytes::from_static(b"[]"),
+            &Pointer::default(),
+            &Pointer::parse("/id").expect("p"),
+        )
+        .expect("list");
+        Arc::new(l)
+    }
+
     #[tokio::test]
     async fn a_subscriber_that_fell_behind_is_resynced_and_counted() {
         // An upstream nobody listens on: the poll loop fails quietly and
@@ -445,16 +456,7 @@ mod tests {
         let feed = sub.feed.clone();
         let t0 = tokio::time::Instant::now();
         let mut s = Subscriber::new(vec![sub], None, &config.sse, shutdown.clone());
-        let empty = || {
-            let (l, _) = extract(
-                Bytes::from_static(b"[]"),
-                &Pointer::default(),
-                &Pointer::parse("/id").expect("p"),
-            )
-            .expect("list");
-            Arc::new(l)
-        };
-        feed.publish(empty(), vec![], true);
+        feed.publish(empty_list(), vec![], true);
         for _ in 0..3 {
             s.next().await.expect("retry, id, snapshot");
         }
@@ -469,7 +471,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(7)).await;
         let seq = feed.next_seq();
         let e = encode::event(&feed.id(seq), "added", b"{}");
-        feed.publish(empty(), vec![(seq, e.clone())], false);
+        feed.publish(empty_list(), vec![(seq, e.clone())], false);
         assert_eq!(s.next().await.expect("event"), e);
         let event_at = t0.elapsed();
         assert_eq!(s.next().await.expect("keepalive"), feed.keepalive);
@@ -551,17 +553,8 @@ mod tests {
                     .collect::<Vec<_>>()
             };
             let feeds: Vec<_> = subscribe().into_iter().map(|s| s.feed.clone()).collect();
-            let empty = || {
-                let (l, _) = extract(
-                    Bytes::from_static(b"[]"),
-                    &Pointer::default(),
-                    &Pointer::parse("/id").expect("p"),
-                )
-                .expect("list");
-                Arc::new(l)
-            };
             for f in &feeds {
-                f.publish(empty(), vec![], true);
+                f.publish(empty_list(), vec![], true);
             }
             let mut published = Vec::new();
             let mut received = Vec::new();
@@ -593,7 +586,7 @@ mod tests {
                         let data = format!("{i}:{seq}");
                         published.push(data.clone());
                         let e = encode::event(&f.id(seq), "added", data.as_bytes());
-                        f.publish(empty(), vec![(seq, e)], false);
+                        f.publish(empty_list(), vec![(seq, e)], false);
                     }
                     Step::Read => read(&mut s, &mut last_id),
                     Step::Reconnect => {
