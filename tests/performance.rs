@@ -8,10 +8,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-fn url(pc: &pollcast::Running, path: &str) -> String {
-    format!("http://{}{}", pc.addr, path)
-}
-
 #[tokio::test]
 async fn unchanged_lists_cost_a_304_which_is_a_successful_empty_poll() {
     let up = TestUpstream::start().await;

@@ -13,10 +13,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-fn url(pc: &pollcast::Running, path: &str) -> String {
-    format!("http://{}{}", pc.addr, path)
-}
-
 /// The test config with `serve_polls` on.
 fn serving(up: &TestUpstream) -> pollcast::Config {
     let mut c = config(up);
