@@ -126,17 +126,6 @@ fn lists_show(names: &[&str]) -> String {
     )
 }
 
-/// Open streams, from `/_pollcast/stats` on the admin listener.
-async fn subscribers(pc: &pollcast::Running) -> u64 {
-    let stats: Value = reqwest::get(admin_url(pc, "/_pollcast/stats"))
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("stats JSON");
-    stats["subscribers"].as_u64().expect("subscribers")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn react_app_built_with_vite_stays_in_sync_through_pollcast() {
     let Some(dir) = frontend_tools() else { return };
@@ -170,7 +159,11 @@ async fn react_app_built_with_vite_stays_in_sync_through_pollcast() {
     // StrictMode mounted every component twice; four users of one URL.
     let opened = on_eval(&mut b, "window.__es");
     assert_eq!(opened, json!(["/sse/items"]), "EventSources constructed");
-    assert_eq!(subscribers(&pc).await, 1, "pollcast's open streams");
+    assert_eq!(
+        scrape_stats(&pc).await["subscribers"],
+        1,
+        "pollcast's open streams"
+    );
 
     up.set(
         "/api/items",
@@ -215,7 +208,11 @@ async fn react_app_built_with_vite_stays_in_sync_through_pollcast() {
         );
     });
     assert_eq!(on_eval(&mut b, "window.__es"), json!(["/sse/items"]));
-    assert_eq!(subscribers(&pc).await, 1, "one stream after the restart");
+    assert_eq!(
+        scrape_stats(&pc).await["subscribers"],
+        1,
+        "one stream after the restart"
+    );
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-frontend.png");
     on(&mut b, &|b| {
         b.cmd(&format!("shot {}", shot.display()));

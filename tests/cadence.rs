@@ -43,16 +43,8 @@ async fn subscribe(pc: &pollcast::Running, name: &str) -> Sse {
 
 /// `pollcast_poll_delay_seconds{feed=...}` as scraped now.
 async fn delay(pc: &pollcast::Running, name: &str) -> Option<f64> {
-    let text = within("scrape", reqwest::get(admin_url(pc, "/_pollcast/metrics")))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
-    let series = format!("pollcast_poll_delay_seconds{{feed=\"{name}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series.as_str()))
-        .and_then(|v| v.split(' ').next()?.parse().ok())
+    let text = scrape_metrics(pc).await;
+    metric_value(&text, "pollcast_poll_delay_seconds", &[("feed", name)])
 }
 
 /// Wait until the feed's decided delay is exactly `want`.

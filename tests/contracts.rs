@@ -12,10 +12,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-fn url(pc: &pollcast::Running, path: &str) -> String {
-    format!("http://{}{}", pc.addr, path)
-}
-
 #[tokio::test]
 async fn contract_1_job_list_named_events_wrapped_payloads_and_query_params() {
     let up = TestUpstream::start().await;

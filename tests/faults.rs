@@ -10,10 +10,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-fn url(pc: &pollcast::Running, path: &str) -> String {
-    format!("http://{}{}", pc.addr, path)
-}
-
 /// The whole fault cycle for one `fault`; `reason_parts` say what the `stale`
 /// event's reason must say (any of them, when the exact first failure depends
 /// on timing, e.g. a pooled connection cut under a request).

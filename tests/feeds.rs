@@ -18,10 +18,6 @@ async fn setup() -> (TestUpstream, pollcast::Running) {
     (up, pc)
 }
 
-fn url(pc: &pollcast::Running, path: &str) -> String {
-    format!("http://{}{}", pc.addr, path)
-}
-
 #[tokio::test]
 async fn snapshot_then_added_updated_removed_with_ids_and_patch() {
     let (up, pc) = setup().await;

@@ -5,7 +5,7 @@
 mod common;
 
 use common::child::{config_file, rewrite, Pollcast};
-use common::{data, Sse, TestUpstream, DEADLINE};
+use common::{data, metric_value, scrape_metrics_at, Sse, TestUpstream, DEADLINE};
 use futures_util::StreamExt;
 use serde_json::json;
 
@@ -153,15 +153,13 @@ async fn sighup_applies_feed_changes_and_keeps_unchanged_subscribers() {
     p.wait_line(&["DEBUG", "feed started", "feed=d"]).await;
     // Cut-offs are counted per definition.
     let admin = p.admin_addr().await;
-    let m = reqwest::get(format!("http://{admin}/_pollcast/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let m = scrape_metrics_at(admin).await;
     for feed in ["b", "c"] {
-        let series = format!("pollcast_subscribers_cut_off_total{{feed=\"{feed}\"}} 1\n");
-        assert!(m.contains(&series), "{series} not in:\n{m}");
+        assert_eq!(
+            metric_value(&m, "pollcast_subscribers_cut_off_total", &[("feed", feed)]),
+            Some(1.0),
+            "cut-offs of {feed} in:\n{m}"
+        );
     }
 
     // An invalid config is rejected with its location; everything keeps running.

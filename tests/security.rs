@@ -14,24 +14,6 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// One series' value from pollcast's `/metrics`, e.g. `pollcast_limit_refusals_total{limit="max_feeds"}`.
-async fn metric(pc: &pollcast::Running, series: &str) -> f64 {
-    let text = within("scrape", reqwest::get(admin_url(pc, "/_pollcast/metrics")))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.split(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
-}
-
-fn url(pc: &pollcast::Running, path: &str) -> String {
-    format!("http://{}{}", pc.addr, path)
-}
-
 async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut req = reqwest::Client::new().get(url);
     for (k, v) in headers {

@@ -207,11 +207,6 @@ fn retry_after(a: &Answer) -> u64 {
         .unwrap_or_else(|| panic!("no Retry-After on a {}", a.status()))
 }
 
-async fn metric(pc: &pollcast::Running, name: &str) -> f64 {
-    let text = scrape_metrics(pc).await;
-    series(&text, name).unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-}
-
 // ------------------------------------------------------- item 3: feeds
 
 #[tokio::test]

@@ -267,7 +267,7 @@ interval = "100ms"
     }
     let want = READERS + DEAD;
     let start = Instant::now();
-    while procstat::stats(admin).await["subscribers"] != want {
+    while scrape_stats_at(admin).await["subscribers"] != want {
         assert!(
             start.elapsed() < DEADLINE,
             "{want} subscribers never connected"
@@ -308,14 +308,14 @@ interval = "100ms"
     // The readers are gone (pollcast notices each closed connection soon);
     // the non-readers are all still there, and none has drained yet.
     let start = Instant::now();
-    while procstat::stats(admin).await["subscribers"] != DEAD {
+    while scrape_stats_at(admin).await["subscribers"] != DEAD {
         assert!(
             start.elapsed() < DEADLINE,
             "readers' subscriptions left behind"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(procstat::stats(admin).await["resyncs"], 0);
+    assert_eq!(scrape_stats_at(admin).await["resyncs"], 0);
 
     // The non-readers drain now. One stuck far behind the history is
     // resynced: one fresh snapshot of the newest list, nothing after it. One
@@ -348,14 +348,14 @@ interval = "100ms"
     let resynced = resynced.load(Ordering::SeqCst);
     eprintln!("{resynced} of {DEAD} non-readers were resynced");
     assert!(resynced > 0, "none of the non-readers was ever stuck");
-    assert_eq!(procstat::stats(admin).await["resyncs"], resynced);
+    assert_eq!(scrape_stats_at(admin).await["resyncs"], resynced);
 
-    let stats = procstat::stats(admin).await;
+    let stats = scrape_stats_at(admin).await;
     assert_eq!(stats["subscribers"], DEAD, "{stats}");
     eprintln!("after the non-readers drained: {stats}");
     drop(dead);
     let start = Instant::now();
-    while procstat::stats(admin).await["subscribers"] != 0 {
+    while scrape_stats_at(admin).await["subscribers"] != 0 {
         assert!(start.elapsed() < DEADLINE, "subscribers left behind");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

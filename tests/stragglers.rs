@@ -13,10 +13,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-fn url(pc: &pollcast::Running, path: &str) -> String {
-    format!("http://{}{}", pc.addr, path)
-}
-
 /// The test config with `serve_polls` on.
 fn serving(up: &TestUpstream) -> pollcast::Config {
     let mut c = config(up);
@@ -82,15 +78,6 @@ async fn direct(up: &TestUpstream, path: &str) -> bytes::Bytes {
         .expect("body")
 }
 
-async fn metrics(pc: &pollcast::Running) -> String {
-    reqwest::get(admin_url(pc, "/_pollcast/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
-}
-
 #[tokio::test]
 async fn polls_of_a_live_feed_are_answered_from_its_latest_poll_without_the_upstream() {
     let up = TestUpstream::start().await;
@@ -143,9 +130,11 @@ async fn polls_of_a_live_feed_are_answered_from_its_latest_poll_without_the_upst
     assert_ne!(Some(&h["etag"]), etag.as_ref(), "a new body has a new ETag");
     assert_eq!(passed(&up), 0);
 
-    let m = metrics(&pc).await;
-    assert!(
-        m.contains("pollcast_stragglers_answered_total{feed=\"jobs\",status=\"200\"} 22\n"),
+    let m = scrape_metrics(&pc).await;
+    let answered = [("feed", "jobs"), ("status", "200")];
+    assert_eq!(
+        metric_value(&m, "pollcast_stragglers_answered_total", &answered),
+        Some(22.0),
         "{m}"
     );
     let bytes = 20 * upstream_body.len() + body.len();
@@ -185,9 +174,11 @@ async fn if_none_match_with_the_etag_gives_304() {
     assert!(from_snapshot(&h));
     assert_eq!(body, direct(&up, "/api/jobs").await);
     assert_eq!(passed(&up), 0);
-    let m = metrics(&pc).await;
-    assert!(
-        m.contains("pollcast_stragglers_answered_total{feed=\"jobs\",status=\"304\"} 4\n"),
+    let m = scrape_metrics(&pc).await;
+    let answered = [("feed", "jobs"), ("status", "304")];
+    assert_eq!(
+        metric_value(&m, "pollcast_stragglers_answered_total", &answered),
+        Some(4.0),
         "{m}"
     );
     pc.stop().await;

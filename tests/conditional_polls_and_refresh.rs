@@ -1,5 +1,8 @@
-//! The engineering behind the performance targets, end to end: conditional
-//! polling, write-through refresh, the refresh endpoint.
+//! Conditional polls and refresh, end to end: polls carry the upstream's
+//! validators and a `304` is a successful poll; a successful write through
+//! pollcast refreshes the feeds its path covers (and only those); the refresh
+//! endpoint polls a feed definition now. (The polling work these save is
+//! measured in bench/, not here.)
 
 mod common;
 
@@ -7,10 +10,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-
-fn url(pc: &pollcast::Running, path: &str) -> String {
-    format!("http://{}{}", pc.addr, path)
-}
 
 #[tokio::test]
 async fn unchanged_lists_cost_a_304_which_is_a_successful_empty_poll() {
