@@ -357,6 +357,18 @@ mod tests {
     use crate::pointer::Pointer;
     use crate::upstream::Upstream;
 
+    /// A registry of `config`'s feeds with fresh metrics, and its shutdown.
+    fn registry_for(config: &Config) -> (Registry, CancellationToken) {
+        let shutdown = CancellationToken::new();
+        let registry = Registry::new(
+            config,
+            Upstream::new(&config.upstream),
+            shutdown.clone(),
+            Arc::new(Metrics::new()),
+        );
+        (registry, shutdown)
+    }
+
     /// An empty item list, as a first poll of `[]` gives.
     fn empty_list() -> Arc<crate::feed::extract::ItemList> {
         let (l, _) = extract(
@@ -443,13 +455,7 @@ mod tests {
         let mut config = Config::new(url, vec![FeedConfig::new("t", "/t")]);
         config.upstream.timeout = Duration::from_secs(3600);
         config.sse.keepalive = Duration::from_secs(10);
-        let shutdown = CancellationToken::new();
-        let registry = Registry::new(
-            &config,
-            Upstream::new(&config.upstream),
-            shutdown.clone(),
-            Arc::new(Metrics::new()),
-        );
+        let (registry, shutdown) = registry_for(&config);
         let sub = registry
             .subscribe(FeedKey::new(0, String::new(), None, None))
             .expect("no limits configured");
@@ -536,13 +542,7 @@ mod tests {
                 vec![FeedConfig::new("a", "/a"), FeedConfig::new("b", "/b")],
             );
             config.sse.history = 1024;
-            let shutdown = CancellationToken::new();
-            let registry = Registry::new(
-                &config,
-                Upstream::new(&config.upstream),
-                shutdown.clone(),
-                Arc::new(Metrics::new()),
-            );
+            let (registry, shutdown) = registry_for(&config);
             let subscribe = || {
                 (0..2)
                     .map(|i| {
