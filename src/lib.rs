@@ -26,11 +26,15 @@
 //!             key, object, stats), access (pass-through access log)
 //! services    metrics, readiness, proxy/ (pass-through, tunnels)
 //! policy, io  upstream (pooled client), limits, cors, stats, tls, logging,
-//!             healthcheck, check (`--check` rendering), init (`pollcast init`)
+//!             init (`pollcast init`)
 //! model       config/ (model and defaults, load, env, validate), idle, response
 //! leaves      body, wire (SSE encoding), template, pointer, route, budget,
-//!             cidr, stall, preface, demo
+//!             cidr, stall, preface
 //! ```
+//!
+//! The binary (`src/main.rs`) sits on top and keeps its own side in
+//! `src/cli/`: the `--demo` upstream, the `--healthcheck` client and the
+//! `--check` rendering, which nothing in the library imports.
 //!
 //! - [`body`] and [`response`]: the one body type and every short answer
 //!   pollcast writes itself; [`wire`]: the SSE wire encoding, used by the feed
@@ -58,14 +62,11 @@
 //! - [`stats`]: live counts (feeds, subscribers, tasks, fds) for `/_pollcast/stats`.
 //! - [`tls`]: the optional TLS acceptor of the listener.
 //! - [`status`]: the live status page.
-//! - [`healthcheck`]: the client behind `pollcast --healthcheck`.
 //! - [`init`]: `pollcast init`, a config.toml from an OpenAPI document or a probe.
-//! - [`demo`]: a built-in upstream for `--demo`.
 //! - [`admin`]: pollcast's own endpoints under `[admin] prefix`; [`readiness`]: `/readyz`.
 //! - [`access`]: the access log line and metrics of each pass-through request.
 //! - [`stragglers`]: polls of a live feed's upstream path answered from its latest poll.
 //! - [`metrics`]: the Prometheus metrics behind `<prefix>/metrics`.
-//! - [`check`]: `--check`'s rendering of the effective config, secrets redacted.
 //! - [`logging`]: the tracing subscriber, text or JSON, reloadable level.
 
 pub mod access;
@@ -73,15 +74,12 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod budget;
-pub mod check;
 pub mod cidr;
 pub mod config;
 pub mod cors;
-pub mod demo;
 pub mod direct;
 pub mod feed;
 pub mod fuzzing;
-pub mod healthcheck;
 pub mod idle;
 pub mod init;
 pub mod limits;

@@ -1,6 +1,9 @@
 //! The `pollcast` binary: parse the command line, load the config, start,
-//! reload on SIGHUP, and stop gracefully on SIGTERM or SIGINT. All logic
-//! lives in the library.
+//! reload on SIGHUP, and stop gracefully on SIGTERM or SIGINT. The serving
+//! logic lives in the library; what only the command does (the `--demo`
+//! upstream, the `--healthcheck` client, `--check`'s rendering) is in `cli/`.
+
+mod cli;
 
 use std::path::PathBuf;
 
@@ -84,10 +87,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if let Some(url) = &cli.healthcheck {
         let url = match url.as_str() {
-            "" => pollcast::healthcheck::url_for(&Config::load(&cli.config)?)?,
+            "" => cli::healthcheck::url_for(&Config::load(&cli.config)?)?,
             url => url.to_owned(),
         };
-        let status = pollcast::healthcheck::probe(&url)
+        let status = cli::healthcheck::probe(&url)
             .await
             .with_context(|| format!("health check of {url} failed"))?;
         println!("{url}: {status}");
@@ -95,7 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let demo_stop = CancellationToken::new();
     let mut config = if cli.demo {
-        let addr = pollcast::demo::start(demo_stop.clone())
+        let addr = cli::demo::start(demo_stop.clone())
             .await
             .context("starting the demo upstream")?;
         let url = UpstreamUrl::parse(&format!("http://{addr}")).map_err(anyhow::Error::msg)?;
@@ -119,7 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli.config.display().to_string()
         };
         println!("# {source}: valid. Effective configuration, secrets redacted.");
-        println!("{}", pollcast::check::render(&config)?.trim_end());
+        println!("{}", cli::check::render(&config)?.trim_end());
         return Ok(());
     }
 

@@ -12,7 +12,7 @@
 
 use toml::Value;
 
-use crate::config::Config;
+use pollcast::config::Config;
 
 /// What replaces a secret.
 pub const REDACTED: &str = "REDACTED";

@@ -14,7 +14,7 @@ use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::config::Config;
+use pollcast::config::Config;
 
 /// Connect, send and receive the response head within this.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
@@ -105,7 +105,7 @@ async fn exchange(url: &str) -> Result<StatusCode, HealthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::UpstreamUrl;
+    use pollcast::config::UpstreamUrl;
 
     fn config() -> Config {
         Config::new(
@@ -132,7 +132,7 @@ mod tests {
         c.admin.prefix = "/ops".into();
         assert_eq!(url_for(&c).expect("url"), "http://[::1]:9090/ops/healthz");
         c.admin.listen = None;
-        c.server.tls = Some(crate::config::TlsConfig {
+        c.server.tls = Some(pollcast::config::TlsConfig {
             cert: "c.pem".into(),
             key: "k.pem".into(),
         });
