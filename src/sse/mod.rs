@@ -24,8 +24,9 @@ use crate::auth::{Check, Checks, Verdict as CheckVerdict};
 use crate::body::BoxBody;
 use crate::config::AuthMode;
 use crate::cors::{Cors, Verdict as CorsVerdict};
-use crate::feed::key::identify;
+use crate::feed::key::{self, FeedKey, Identified};
 use crate::feed::registry::Registry;
+use crate::limits::Permit;
 use crate::response::text;
 
 /// What every SSE request needs, shared by all connections.
@@ -63,6 +64,10 @@ pub async fn respond(
     resp
 }
 
+/// The admission of one request, phase by phase, each named after the
+/// moment it runs (CORS was judged by [`respond`]): method, [`identify`],
+/// [`resume`], [`limit`], [`authorize`], [`subscribe`]. A phase that refuses
+/// returns the answer to send.
 async fn admit(
     ctx: &SseContext<'_>,
     defs: &[usize],
@@ -70,69 +75,130 @@ async fn admit(
     head: &Parts,
     client: SocketAddr,
 ) -> Response<BoxBody> {
-    if head.method != Method::GET && head.method != Method::HEAD {
-        let mut resp = text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "this path is an event stream: open it with GET (EventSource)\n",
-        );
-        resp.headers_mut().insert(
-            header::ALLOW,
-            HeaderValue::from_static("GET, HEAD, OPTIONS"),
-        );
-        return resp;
+    let phases = async {
+        method(head)?;
+        let mut ids = identify(ctx, defs, params, head)?;
+        let last_event_id = resume(head, &mut ids)?;
+        let (client, permit) = limit(ctx, head, client)?;
+        let (keys, revoked) = authorize(ctx, ids, client).await?;
+        subscribe(ctx, keys, client, permit, last_event_id, revoked)
+    };
+    match phases.await {
+        Ok(resp) | Err(resp) => resp,
     }
+}
+
+/// A phase's outcome: go on with `T`, or send this answer. (A refusal is
+/// the cold path: it is not boxed, so admitting costs no allocation.)
+type Phase<T> = Result<T, Response<BoxBody>>;
+
+/// Withdrawn admissions (`check` mode), one per feed that was checked.
+type Revocations = Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>;
+
+/// An event stream is opened with GET (HEAD asks whether it would be).
+#[allow(clippy::result_large_err)]
+fn method(head: &Parts) -> Phase<()> {
+    if head.method == Method::GET || head.method == Method::HEAD {
+        return Ok(());
+    }
+    let mut resp = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this path is an event stream: open it with GET (EventSource)\n",
+    );
+    resp.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    Err(resp)
+}
+
+/// Which feed instance each definition on the path means for this request:
+/// path parameter values, the query allowlist and the credentials.
+#[allow(clippy::result_large_err)]
+fn identify(
+    ctx: &SseContext<'_>,
+    defs: &[usize],
+    params: Vec<String>,
+    head: &Parts,
+) -> Phase<Vec<(std::sync::Arc<crate::config::FeedConfig>, Identified)>> {
     // A value that could leave its path segment never reaches a poll, a
     // check or a feed (see `route::check_value`).
     if let Some(e) = params
         .iter()
         .find_map(|p| crate::route::check_value(p).err())
     {
-        return text(StatusCode::BAD_REQUEST, format!("{e}\n"));
+        return Err(text(StatusCode::BAD_REQUEST, format!("{e}\n")));
     }
-    let registry = ctx.registry;
     // Every feed on the path admits the request by its own rules.
     let mut ids = Vec::with_capacity(defs.len());
     for &def in defs {
-        let Some(cfg) = registry.defs().get(def).cloned() else {
-            return text(StatusCode::NOT_FOUND, "no such feed\n");
+        let Some(cfg) = ctx.registry.defs().get(def).cloned() else {
+            return Err(text(StatusCode::NOT_FOUND, "no such feed\n"));
         };
-        match identify(def, &cfg, head.uri.query(), &head.headers) {
+        match key::identify(def, &cfg, head.uri.query(), &head.headers) {
             Ok(mut id) => {
                 id.key = id.key.with_params(params.clone());
                 ids.push((cfg, id));
             }
-            Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+            Err(e) => return Err(text(StatusCode::BAD_REQUEST, format!("{e}\n"))),
         }
     }
+    Ok(ids)
+}
+
+/// Where the client resumes: `Last-Event-ID` (header, or the query
+/// parameter). A stream that already ended with a terminal event gets 204,
+/// the one answer that makes EventSource stop reconnecting.
+#[allow(clippy::result_large_err)]
+fn resume(
+    head: &Parts,
+    ids: &mut [(std::sync::Arc<crate::config::FeedConfig>, Identified)],
+) -> Phase<Option<String>> {
     let last_event_id = head
         .headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| ids.first_mut().and_then(|(_, id)| id.last_event_id.take()));
-    // The stream this client follows already ended with a terminal event:
-    // 204 is the one answer that makes EventSource stop reconnecting.
     if last_event_id
         .as_deref()
         .is_some_and(|id| id.ends_with(stream::END_SUFFIX))
     {
-        let mut resp = text(StatusCode::NO_CONTENT, String::new());
+        let mut resp = text(StatusCode::NO_CONTENT, "");
         resp.headers_mut().remove(header::CONTENT_TYPE);
-        return resp;
+        return Err(resp);
     }
+    Ok(last_event_id)
+}
 
-    let limits = registry.limits();
+/// How many streams this client and everyone may hold: a permit, or 429/503
+/// (HEAD holds none).
+#[allow(clippy::result_large_err)]
+fn limit(
+    ctx: &SseContext<'_>,
+    head: &Parts,
+    client: SocketAddr,
+) -> Phase<(std::net::IpAddr, Option<Permit>)> {
+    let limits = ctx.registry.limits();
     let client = limits.client(client.ip(), &head.headers);
-    let permit = if head.method == Method::HEAD {
-        None
-    } else {
-        match limits.admit(client) {
-            Ok(p) => Some(p),
-            Err(e) => return limits.response(e),
-        }
-    };
+    if head.method == Method::HEAD {
+        return Ok((client, None));
+    }
+    match limits.admit(client) {
+        Ok(p) => Ok((client, Some(p))),
+        Err(e) => Err(limits.response(e)),
+    }
+}
 
-    let mut revoked = Vec::new();
+/// `auth = "check"`: the upstream admits the credentials for each feed that
+/// asks (shared answers, see `auth`); its later rechecks can end the stream.
+#[allow(clippy::result_large_err)]
+async fn authorize(
+    ctx: &SseContext<'_>,
+    ids: Vec<(std::sync::Arc<crate::config::FeedConfig>, Identified)>,
+    client: std::net::IpAddr,
+) -> Phase<(Vec<FeedKey>, Revocations)> {
+    let mut revoked: Revocations = Vec::new();
     let mut keys = Vec::with_capacity(ids.len());
     for (cfg, id) in ids {
         keys.push(id.key.clone());
@@ -140,7 +206,7 @@ async fn admit(
             continue;
         }
         let check = Check::new(
-            registry.upstream().clone(),
+            ctx.registry.upstream().clone(),
             cfg.clone(),
             &id.key.query,
             &id.key.params,
@@ -152,28 +218,41 @@ async fn admit(
             CheckVerdict::Admit => revoked.push(Box::pin(check.revoked())),
             CheckVerdict::Deny(resp) => {
                 tracing::debug!(feed = %cfg.name, client = %client, status = resp.status().as_u16(), "admission refused by the upstream");
-                return resp;
+                return Err(resp);
             }
             CheckVerdict::Failed(reason) => {
                 tracing::warn!(feed = %cfg.name, client = %client, %reason, "admission check failed: refusing");
-                return text(
+                return Err(text(
                     StatusCode::BAD_GATEWAY,
                     "the upstream could not confirm access to this event stream\n",
-                );
+                ));
             }
         }
     }
+    Ok((keys, revoked))
+}
 
-    let mut resp = text(StatusCode::OK, String::new());
+/// Join (or start) each feed and answer with the stream that follows them.
+#[allow(clippy::result_large_err)]
+fn subscribe(
+    ctx: &SseContext<'_>,
+    keys: Vec<FeedKey>,
+    client: std::net::IpAddr,
+    permit: Option<Permit>,
+    last_event_id: Option<String>,
+    revoked: Revocations,
+) -> Phase<Response<BoxBody>> {
+    let mut resp = text(StatusCode::OK, "");
     *resp.headers_mut() = sse_headers();
     let Some(permit) = permit else {
-        return resp; // HEAD: admitted, nothing to stream
+        return Ok(resp); // HEAD: admitted, nothing to stream
     };
+    let (registry, limits) = (ctx.registry, ctx.registry.limits());
     let mut subs = Vec::with_capacity(keys.len());
     for key in keys {
         match registry.subscribe_from(key, client) {
             Ok(sub) => subs.push(sub),
-            Err(e) => return limits.response(limits.refuse(e, client)),
+            Err(e) => return Err(limits.response(limits.refuse(e, client))),
         }
     }
     // Withdrawn admission to any of the feeds ends the stream.
@@ -189,7 +268,7 @@ async fn admit(
     .hold(permit)
     .revoked_by(revoked);
     *resp.body_mut() = subscriber.into_body();
-    resp
+    Ok(resp)
 }
 
 fn sse_headers() -> HeaderMap {
