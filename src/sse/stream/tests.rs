@@ -1,0 +1,311 @@
+use std::sync::Arc;
+
+use proptest::strategy::Strategy;
+
+use super::*;
+use crate::config::{Config, FeedConfig, UpstreamUrl};
+use crate::feed::extract::extract;
+use crate::feed::registry::Registry;
+use crate::feed::FeedKey;
+use crate::metrics::Metrics;
+use crate::pointer::Pointer;
+use crate::upstream::Upstream;
+
+/// A registry of `config`'s feeds with fresh metrics, and its shutdown.
+fn registry_for(config: &Config) -> (Registry, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let registry = Registry::new(
+        config,
+        Upstream::new(&config.upstream),
+        shutdown.clone(),
+        Arc::new(Metrics::new()),
+    );
+    (registry, shutdown)
+}
+
+/// An empty item list, as a first poll of `[]` gives.
+fn empty_list() -> Arc<crate::feed::extract::ItemList> {
+    let (l, _) = extract(
+        Bytes::from_static(b"[]"),
+        &Pointer::default(),
+        &Pointer::parse("/id").expect("p"),
+    )
+    .expect("list");
+    Arc::new(l)
+}
+
+#[tokio::test]
+async fn a_subscriber_that_fell_behind_is_resynced_and_counted() {
+    // An upstream nobody listens on: the poll loop fails quietly and
+    // never publishes, so this test alone drives the feed.
+    let url = UpstreamUrl::parse("http://127.0.0.1:9").expect("url");
+    let mut config = Config::new(url, vec![FeedConfig::new("t", "/t")]);
+    config.sse.history = 1;
+    let shutdown = CancellationToken::new();
+    let metrics = Arc::new(Metrics::new());
+    let registry = Registry::new(
+        &config,
+        Upstream::new(&config.upstream),
+        shutdown.clone(),
+        metrics.clone(),
+    );
+    let sub = registry
+        .subscribe(FeedKey::new(0, String::new(), None, None))
+        .expect("no limits configured");
+    let feed = sub.feed.clone();
+    let mut s = Subscriber::new(vec![sub], None, &config.sse, shutdown.clone());
+    let list = |body: &'static str| {
+        let (l, _) = extract(
+            Bytes::from_static(body.as_bytes()),
+            &Pointer::default(),
+            &Pointer::parse("/id").expect("p"),
+        )
+        .expect("list");
+        Arc::new(l)
+    };
+    feed.publish(list("[]"), vec![], true);
+    s.next().await.expect("retry"); // retry:
+    s.next().await.expect("id"); // first snapshot
+    s.next().await.expect("body");
+    // Three events while the subscriber does not read: history holds one.
+    for _ in 0..3 {
+        let seq = feed.next_seq();
+        let e = encode::event(&feed.id(seq), "added", b"{}");
+        feed.publish(list("[]"), vec![(seq, e)], false);
+    }
+    s.next().await.expect("id");
+    let body = s.next().await.expect("snapshot body");
+    assert!(String::from_utf8_lossy(&body).contains("event: snapshot"));
+    let text = metrics.render(&registry);
+    assert!(
+        text.contains("pollcast_subscribers_resynced_total{feed=\"t\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pollcast_snapshots_sent_total{feed=\"t\"} 2\n"),
+        "{text}"
+    );
+    shutdown.cancel();
+    drop(s);
+    registry.closed().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalives_come_from_one_shared_tick_and_only_to_silent_streams() {
+    // An upstream that accepts and never answers: the one poll hangs
+    // (timeout 1h), so nothing but this test publishes, and no failure
+    // turns the feed stale.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = UpstreamUrl::parse(&format!("http://{}", listener.local_addr().expect("addr")))
+        .expect("url");
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let mut config = Config::new(url, vec![FeedConfig::new("t", "/t")]);
+    config.upstream.timeout = Duration::from_secs(3600);
+    config.sse.keepalive = Duration::from_secs(10);
+    let (registry, shutdown) = registry_for(&config);
+    let sub = registry
+        .subscribe(FeedKey::new(0, String::new(), None, None))
+        .expect("no limits configured");
+    let feed = sub.feed.clone();
+    let t0 = tokio::time::Instant::now();
+    let mut s = Subscriber::new(vec![sub], None, &config.sse, shutdown.clone());
+    feed.publish(empty_list(), vec![], true);
+    for _ in 0..3 {
+        s.next().await.expect("retry, id, snapshot");
+    }
+    // Ticks at 5 s (the stream wrote since it started: nothing) and
+    // 10 s (silent for a whole tick period: a keepalive).
+    let k = s.next().await.expect("keepalive");
+    assert_eq!(k, feed.keepalive);
+    assert_eq!(t0.elapsed(), Duration::from_secs(10));
+    // An event at 17 s: the next tick sees it was written, the one after
+    // sends a keepalive, between half and all of `keepalive` after it
+    // (never more than `keepalive` of silence).
+    tokio::time::advance(Duration::from_secs(7)).await;
+    let seq = feed.next_seq();
+    let e = encode::event(&feed.id(seq), "added", b"{}");
+    feed.publish(empty_list(), vec![(seq, e.clone())], false);
+    assert_eq!(s.next().await.expect("event"), e);
+    let event_at = t0.elapsed();
+    assert_eq!(s.next().await.expect("keepalive"), feed.keepalive);
+    let silence = t0.elapsed() - event_at;
+    assert!(
+        silence >= Duration::from_secs(5) && silence <= Duration::from_secs(10),
+        "{silence:?}"
+    );
+    shutdown.cancel();
+    // Shutdown reaches the waiting subscriber through the same signal.
+    let hint = s.next().await.expect("retry hint");
+    assert!(
+        String::from_utf8_lossy(&hint).starts_with("retry: "),
+        "{hint:?}"
+    );
+    assert_eq!(s.next().await, None);
+    drop(s);
+    registry.closed().await;
+}
+
+/// One step of a shared-path stream's life.
+#[derive(Debug, Clone)]
+enum Step {
+    /// An event on feed `0` or `1`.
+    Change(usize),
+    /// The client reads everything it has been sent so far.
+    Read,
+    /// The connection drops; the client reconnects with its last id.
+    Reconnect,
+}
+
+/// Every `(event, id)` in `wire`, status events and snapshots included.
+fn blocks(wire: &str) -> Vec<(String, Option<String>, String)> {
+    wire.split("\n\n")
+        .filter(|b| b.contains("event: "))
+        .map(|b| {
+            let field = |name: &str| {
+                b.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::to_owned)
+            };
+            (
+                field("event: ").unwrap_or_default(),
+                field("id: "),
+                field("data: ").unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Runs `steps` against two feeds sharing one stream; returns every
+/// `added` payload the client received, across all its connections.
+fn shared_path_run(steps: &[Step]) -> (Vec<String>, Vec<String>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let url = UpstreamUrl::parse("http://127.0.0.1:9").expect("url");
+        let mut config = Config::new(
+            url,
+            vec![FeedConfig::new("a", "/a"), FeedConfig::new("b", "/b")],
+        );
+        config.sse.history = 1024;
+        let (registry, shutdown) = registry_for(&config);
+        let subscribe = || {
+            (0..2)
+                .map(|i| {
+                    registry
+                        .subscribe(FeedKey::new(i, String::new(), None, None))
+                        .expect("no limits")
+                })
+                .collect::<Vec<_>>()
+        };
+        let feeds: Vec<_> = subscribe().into_iter().map(|s| s.feed.clone()).collect();
+        for f in &feeds {
+            f.publish(empty_list(), vec![], true);
+        }
+        let mut published = Vec::new();
+        let mut received = Vec::new();
+        let mut last_id: Option<String> = None;
+        let mut s = Subscriber::new(subscribe(), None, &config.sse, shutdown.clone());
+        let mut read = |s: &mut Subscriber, last_id: &mut Option<String>| {
+            let mut wire = Vec::new();
+            while let Some(Some(b)) = s.next().now_or_never() {
+                wire.extend_from_slice(&b);
+            }
+            for (event, id, data) in blocks(&String::from_utf8_lossy(&wire)) {
+                if let Some(id) = id {
+                    *last_id = Some(id);
+                }
+                if event == "added" {
+                    received.push(data);
+                }
+            }
+        };
+        // The first read is the two snapshots: every event after it
+        // must arrive as an event.
+        read(&mut s, &mut last_id);
+        assert!(last_id.is_some(), "snapshots read");
+        for step in steps {
+            match step {
+                Step::Change(i) => {
+                    let f = &feeds[*i];
+                    let seq = f.next_seq();
+                    let data = format!("{i}:{seq}");
+                    published.push(data.clone());
+                    let e = encode::event(&f.id(seq), "added", data.as_bytes());
+                    f.publish(empty_list(), vec![(seq, e)], false);
+                }
+                Step::Read => read(&mut s, &mut last_id),
+                Step::Reconnect => {
+                    s = Subscriber::new(
+                        subscribe(),
+                        last_id.as_deref(),
+                        &config.sse,
+                        shutdown.clone(),
+                    );
+                }
+            }
+        }
+        read(&mut s, &mut last_id);
+        shutdown.cancel();
+        drop(s);
+        registry.closed().await;
+        (published, received)
+    })
+}
+
+#[test]
+fn a_resumed_shared_stream_carries_every_feeds_position() {
+    // Read a's and b's events, reconnect, hear only of a, reconnect:
+    // b's events in between must still be replayed.
+    use Step::*;
+    let (published, received) = shared_path_run(&[
+        Change(0),
+        Change(1),
+        Read,
+        Reconnect,
+        Change(0),
+        Read,
+        Change(1),
+        Reconnect,
+        Read,
+    ]);
+    assert_eq!(received, published);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+    /// Repeated reconnects across interleaved changes of several feeds
+    /// never lose or repeat an event.
+    #[test]
+    fn shared_stream_resumes_never_lose_or_repeat(
+        steps in proptest::collection::vec(
+            proptest::prop_oneof![
+                4 => (0..2usize).prop_map(Step::Change),
+                3 => proptest::strategy::Just(Step::Read),
+                2 => proptest::strategy::Just(Step::Reconnect),
+            ],
+            1..60,
+        )
+    ) {
+        let (mut published, mut received) = shared_path_run(&steps);
+        // Feeds are independent: order within each feed is what counts.
+        for i in 0..2 {
+            let mine = |v: &Vec<String>| -> Vec<String> {
+                v.iter().filter(|d| d.starts_with(&format!("{i}:"))).cloned().collect()
+            };
+            proptest::prop_assert_eq!(mine(&received), mine(&published));
+        }
+        published.sort();
+        received.sort();
+        proptest::prop_assert_eq!(received, published);
+    }
+}
