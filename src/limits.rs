@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 
 use crate::body::BoxBody;
 use crate::budget::Budget;
@@ -284,11 +284,11 @@ impl Limits {
 
     /// The 429/503 answer for `e`, with `Retry-After`.
     pub fn response(&self, e: LimitError) -> Response<BoxBody> {
-        let mut resp = crate::response::text(e.status(), format!("{e}; retry later\n"));
-        let secs = retry_after_secs(self.cfg.retry_after);
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        resp
+        crate::response::retry_later(
+            e.status(),
+            format!("{e}; retry later\n"),
+            retry_after_secs(self.cfg.retry_after),
+        )
     }
 }
 
@@ -300,6 +300,7 @@ fn retry_after_secs(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn limits(total: usize, per: usize) -> Arc<Limits> {
         Limits::new(

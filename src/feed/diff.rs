@@ -11,8 +11,9 @@
 use serde_json::Value;
 
 use super::extract::{Item, ItemList};
-use super::object::find_raw;
+use super::object::{find_raw_in, raw_root};
 use crate::pointer::Pointer;
+use serde_json::value::RawValue;
 
 /// One difference between two snapshots.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,12 +47,14 @@ impl Patch {
         match self {
             Patch::Ops(p) => {
                 let mut out = Vec::with_capacity(64 * p.0.len() + 2);
+                // Parsed once for all operations' values.
+                let root = raw_root(item);
                 out.push(b'[');
                 for (n, op) in p.0.iter().enumerate() {
                     if n > 0 {
                         out.push(b',');
                     }
-                    encode_op(op, item, &mut out);
+                    encode_op(op, root, &mut out);
                 }
                 out.push(b']');
                 out
@@ -68,7 +71,7 @@ impl Patch {
 }
 
 /// One operation, its value taken from `item`'s raw bytes where found.
-fn encode_op(op: &json_patch::PatchOperation, item: &[u8], out: &mut Vec<u8>) {
+fn encode_op(op: &json_patch::PatchOperation, item: Option<&RawValue>, out: &mut Vec<u8>) {
     use json_patch::PatchOperation as P;
     let (name, path, value) = match op {
         P::Add(o) => ("add", &o.path, &o.value),
@@ -91,9 +94,9 @@ fn encode_op(op: &json_patch::PatchOperation, item: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(br#"","path":"#);
     json_string(&path, out);
     out.extend_from_slice(br#","value":"#);
-    let raw = Pointer::parse(&path)
-        .ok()
-        .and_then(|p| find_raw(item, &p))
+    let raw = item
+        .zip(Pointer::parse(&path).ok())
+        .and_then(|(root, p)| find_raw_in(root, &p))
         .filter(|raw| serde_json::from_slice::<Value>(raw).is_ok_and(|v| v == *value));
     match raw {
         Some(raw) => out.extend_from_slice(raw),
@@ -167,7 +170,6 @@ fn changed(old: &Item, new: &Item, ignore: &[Pointer]) -> Option<Patch> {
 /// Top-level fields whose raw values differ (added or removed included),
 /// sorted; empty when either side is not an object.
 fn raw_changed_fields(old: &[u8], new: &[u8]) -> Vec<String> {
-    use serde_json::value::RawValue;
     use std::collections::BTreeMap;
     type Fields<'a> = BTreeMap<String, &'a RawValue>;
     let (Ok(a), Ok(b)) = (

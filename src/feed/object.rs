@@ -48,8 +48,17 @@ fn offset(outer: &str, inner: &str) -> usize {
 
 /// The raw JSON at `at` inside one compact JSON value, if any.
 pub fn find_raw<'a>(value: &'a [u8], at: &Pointer) -> Option<&'a [u8]> {
-    let text = std::str::from_utf8(value).ok()?;
-    let root: &RawValue = serde_json::from_str(text).ok()?;
+    find_raw_in(raw_root(value)?, at)
+}
+
+/// One compact JSON value as a [`RawValue`], to look up several pointers
+/// in it without scanning it again from the top for each.
+pub fn raw_root(value: &[u8]) -> Option<&RawValue> {
+    serde_json::from_str(std::str::from_utf8(value).ok()?).ok()
+}
+
+/// The raw JSON at `at` inside `root`, if any.
+pub fn find_raw_in<'a>(root: &'a RawValue, at: &Pointer) -> Option<&'a [u8]> {
     find(root, at.tokens())
         .ok()
         .flatten()
