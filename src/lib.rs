@@ -22,7 +22,7 @@
 //! answers     sse (admission, subscriber streams), admin (own endpoints),
 //!             status (status page), stragglers (polls answered from a feed),
 //!             auth (`check` admission), fuzzing
-//! feeds       feed/ (registry, poller, cadence, extract, scan, diff, contract,
+//! feeds       feed/ (registry, defs, poller, update, cadence, extract, scan, diff, contract,
 //!             key, object, stats), access (pass-through access log)
 //! services    metrics, readiness, proxy/ (pass-through, tunnels)
 //! policy, io  upstream (pooled client), limits, cors, stats, tls, logging,
@@ -50,14 +50,14 @@
 //!   tunnels included; [`cidr`]: the address blocks of `trusted_proxies`.
 //! - [`sse`]: admission and the subscriber streams.
 //! - [`feed`]: feeds, their poll loops, diffing and history; the poller's seams
-//!   (`feed::poller::PollCtx`, [`feed::poller::Answers`]) are what it is
+//!   (`feed::poller::PollCtx`, [`feed::poller::StragglerSink`]) are what it is
 //!   handed, never the registry's insides.
 //! - [`upstream`]: the pooled client shared by proxy and feeds.
 //! - [`auth`], [`limits`], [`cors`]: who may open a stream, how many, from where;
 //!   [`budget`]: the memory live feeds may retain.
 //! - [`preface`]: a connection's first bytes, read under the header deadline;
 //!   [`idle`]: the same deadline for HTTP/2 connections with no request in progress.
-//! - [`fuzzing`]: entry points for the cargo-fuzz targets and their corpus regression test.
+//! - `fuzzing` (feature `fuzzing`): entry points for the cargo-fuzz targets and their corpus regression test.
 //! - [`stall`]: write deadlines that close connections of dead or stalled clients.
 //! - [`stats`]: live counts (feeds, subscribers, tasks, fds) for `/_pollcast/stats`.
 //! - [`tls`]: the optional TLS acceptor of the listener.
@@ -69,41 +69,42 @@
 //! - [`metrics`]: the Prometheus metrics behind `<prefix>/metrics`.
 //! - [`logging`]: the tracing subscriber, text or JSON, reloadable level.
 
-pub mod access;
-pub mod admin;
+pub(crate) mod access;
+pub(crate) mod admin;
 pub mod auth;
-pub mod body;
-pub mod budget;
+pub(crate) mod body;
+pub(crate) mod budget;
 pub mod cidr;
 pub mod config;
-pub mod cors;
-pub mod direct;
+pub(crate) mod cors;
+pub(crate) mod direct;
 pub mod feed;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-pub mod idle;
+pub(crate) mod idle;
 pub mod init;
-pub mod limits;
+pub(crate) mod limits;
 pub mod logging;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod pointer;
-pub mod preface;
-pub mod proxy;
-pub mod readiness;
+pub(crate) mod preface;
+pub(crate) mod proxy;
+pub(crate) mod readiness;
 pub mod reload;
-pub mod response;
+pub(crate) mod response;
 pub mod route;
-pub mod router;
-pub mod server;
+pub(crate) mod router;
+pub(crate) mod server;
 pub mod sse;
-pub mod stall;
+pub(crate) mod stall;
 pub mod start;
 pub mod stats;
-pub mod status;
-pub mod stragglers;
-pub mod template;
-pub mod tls;
-pub mod upstream;
-pub mod validation;
+pub(crate) mod status;
+pub(crate) mod stragglers;
+pub(crate) mod template;
+pub(crate) mod tls;
+pub(crate) mod upstream;
+pub(crate) mod validation;
 pub mod wire;
 
 pub use body::{BoxBody, BoxError};

@@ -80,7 +80,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     let upstream = Upstream::new(&config.upstream);
     let metrics = Arc::new(metrics::Metrics::new());
     let stragglers = Arc::new(stragglers::Stragglers::new(&config, metrics.clone()));
-    let registry = Registry::with_answers(
+    let registry = Registry::with_stragglers(
         &config,
         upstream.clone(),
         shutdown.clone(),

@@ -8,7 +8,7 @@
 //! whether a client's request is *the same request* as a poll and may be
 //! answered from it, and that answer (200 or 304, `ETag`, `Age`,
 //! `x-pollcast: snapshot`). A feed's poll loop is the only writer of its
-//! entry, through its [`Recorder`].
+//! entry, through its [`StragglerRecorder`].
 //!
 //! It must never answer a request that would reach the upstream as another
 //! request than the poll (other path, query or credentials, an `Origin`, a
@@ -33,7 +33,7 @@ use moka::sync::Cache;
 use crate::body::BoxBody;
 use crate::config::{AdminConfig, Config, FeedConfig, UpstreamConfig};
 use crate::feed::key::normalize_query;
-use crate::feed::poller::{Answers, Record};
+use crate::feed::poller::{StragglerRecord, StragglerSink};
 use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::route::Pattern;
@@ -149,13 +149,13 @@ impl Stragglers {
 
     /// The recorder of one poll loop: `poll` is the feed's upstream path
     /// (parameters filled in), `headers` the credentials its polls send.
-    pub(crate) fn recorder_of(
+    pub(crate) fn recorder_for(
         self: &Arc<Self>,
         feed: &Arc<Feed>,
         poll: &str,
         headers: &HeaderMap,
-    ) -> Recorder {
-        Recorder {
+    ) -> StragglerRecorder {
+        StragglerRecorder {
             on: feed.def.serve_polls.then(|| self.clone()),
             identity: Identity {
                 path: poll.to_owned(),
@@ -399,201 +399,6 @@ const KEPT: [HeaderName; 4] = [
     header::VARY,
 ];
 
-/// What one poll loop tells the cache: its latest good body, or that it has
-/// none to give. Dropping it (the loop ended, however) withdraws the answer.
-pub(crate) struct Recorder {
-    /// `None` when the feed does not serve polls: every call does nothing.
-    on: Option<Arc<Stragglers>>,
-    identity: Identity,
-    owner: u64,
-    feed: Weak<Feed>,
-    name: Arc<str>,
-    timeout: Duration,
-    last: Option<Arc<Answer>>,
-    serving: bool,
-    /// `Feed::refreshes` when the current poll began.
-    began: u64,
-}
-
-impl Recorder {
-    /// A poll is about to be sent.
-    pub(crate) fn polling(&mut self, feed: &Feed) {
-        if self.on.is_some() {
-            self.began = feed.refreshes();
-        }
-    }
-
-    /// The poll returned this body with these headers, and it was a good
-    /// list; the next poll follows within `next`.
-    pub(crate) fn body(&mut self, body: Bytes, head: &HeaderMap, next: Duration) {
-        let Some(st) = self.on.clone() else { return };
-        let mut varies = Vec::new();
-        for name in head
-            .get_all(header::VARY)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|n| n.trim().to_ascii_lowercase())
-        {
-            match name.as_str() {
-                // The poll's answer is for pollcast's own User-Agent: no
-                // client request is the same request.
-                "*" | "user-agent" => {
-                    tracing::debug!(feed = %self.name, vary = %name, "upstream varies on what no client shares with the poll; not serving polls");
-                    self.last = None;
-                    return self.withdraw();
-                }
-                // Matched by identity, by `Accept`, or any coding is fine (identity).
-                "authorization" | "cookie" | "accept" | "accept-encoding" | "" => {}
-                _ => {
-                    if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
-                        varies.push(n);
-                    }
-                }
-            }
-        }
-        let upstream_etag = head
-            .get(header::ETAG)
-            .filter(|v| v.as_bytes().starts_with(b"\"") || v.as_bytes().starts_with(b"W/\""));
-        let etag = match (upstream_etag, &self.last) {
-            (Some(e), _) => e.clone(),
-            (None, Some(last)) if last.body == body => last.etag.clone(),
-            (None, _) => strong_etag(&body),
-        };
-        let mut headers = HeaderMap::new();
-        for name in KEPT {
-            for v in head.get_all(&name) {
-                headers.append(name.clone(), v.clone());
-            }
-        }
-        // Without the upstream's own policy, clients revalidate every time
-        // (a cheap 304): pollcast never makes a client keep older data than
-        // polling the upstream would.
-        let cc = head
-            .get_all(header::CACHE_CONTROL)
-            .iter()
-            .cloned()
-            .collect::<Vec<_>>();
-        if cc.is_empty() {
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        }
-        for v in cc {
-            headers.append(header::CACHE_CONTROL, v);
-        }
-        headers.insert(header::ETAG, etag.clone());
-        headers.insert(HEADER, HeaderValue::from_static("snapshot"));
-        let last_modified = head
-            .get(header::LAST_MODIFIED)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| httpdate::parse_http_date(v).ok());
-        self.keep(&st, body, headers, etag, last_modified, varies, next);
-    }
-
-    /// Put this answer in force, fetched now, standing until the next poll
-    /// (`next`) could have come back.
-    #[allow(clippy::too_many_arguments)]
-    fn keep(
-        &mut self,
-        st: &Arc<Stragglers>,
-        body: Bytes,
-        headers: HeaderMap,
-        etag: HeaderValue,
-        last_modified: Option<SystemTime>,
-        varies: Vec<HeaderName>,
-        next: Duration,
-    ) {
-        let answer = Arc::new(Answer {
-            body,
-            headers,
-            etag,
-            last_modified,
-            varies,
-            fetched: Instant::now(),
-            ttl: next.saturating_add(self.timeout),
-            feed: self.feed.clone(),
-            refreshes: self.began,
-            owner: self.owner,
-            name: self.name.clone(),
-        });
-        self.put(st, answer);
-    }
-
-    /// The upstream answered 304: the last body still stands, fetched now;
-    /// the next poll follows within `next`.
-    pub(crate) fn confirmed(&mut self, next: Duration) {
-        let (Some(st), Some(last)) = (self.on.clone(), &self.last) else {
-            return;
-        };
-        let (body, headers, etag) = (last.body.clone(), last.headers.clone(), last.etag.clone());
-        let (last_modified, varies) = (last.last_modified, last.varies.clone());
-        self.keep(&st, body, headers, etag, last_modified, varies, next);
-    }
-
-    fn put(&mut self, st: &Stragglers, answer: Arc<Answer>) {
-        st.cache.insert(self.identity.clone(), answer.clone());
-        self.last = Some(answer);
-        if !self.serving {
-            self.serving = true;
-            st.serving.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-
-    /// Stop answering for this feed (its poll failed, it ended): requests
-    /// pass through again. The last body is kept for a 304 that confirms it.
-    pub(crate) fn withdraw(&mut self) {
-        let Some(st) = &self.on else { return };
-        if !self.serving {
-            return;
-        }
-        self.serving = false;
-        let owner = self.owner;
-        // Only our own entry: another definition's feed may have written a
-        // fresher answer to the same request.
-        let _ = st
-            .cache
-            .entry_by_ref(&self.identity)
-            .and_compute_with(|e| match e {
-                Some(e) if e.value().owner == owner => Op::Remove,
-                _ => Op::Nop,
-            });
-        st.serving.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Answers for Arc<Stragglers> {
-    fn recorder(&self, feed: &Arc<Feed>, poll: &str, headers: &HeaderMap) -> Box<dyn Record> {
-        Box::new(self.recorder_of(feed, poll, headers))
-    }
-}
-
-impl Record for Recorder {
-    fn polling(&mut self, feed: &Feed) {
-        Recorder::polling(self, feed);
-    }
-    fn body(&mut self, body: Bytes, head: &HeaderMap, next: Duration) {
-        Recorder::body(self, body, head, next);
-    }
-    fn confirmed(&mut self, next: Duration) {
-        Recorder::confirmed(self, next);
-    }
-    fn withdraw(&mut self) {
-        Recorder::withdraw(self);
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.withdraw();
-    }
-}
-
-/// A strong `ETag` from the body bytes: XXH3-128, quoted.
-fn strong_etag(body: &[u8]) -> HeaderValue {
-    let h = xxhash_rust::xxh3::xxh3_128(body);
-    // Hex digits and quotes are always a valid header value.
-    HeaderValue::from_str(&format!("\"{h:032x}\"")).unwrap_or(HeaderValue::from_static("\"\""))
-}
-
 /// The config rules of `serve_polls` for feed `f`: an `Err` is the message.
 pub fn check(
     f: &FeedConfig,
@@ -625,6 +430,9 @@ pub fn check(
     }
     Ok(())
 }
+
+mod recorder;
+pub(crate) use recorder::StragglerRecorder;
 
 #[cfg(test)]
 mod tests;

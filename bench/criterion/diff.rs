@@ -17,7 +17,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use pollcast::config::FeedConfig;
 use pollcast::feed::contract::{Contract, Render};
 use pollcast::feed::extract::extract;
-use pollcast::feed::poller::prepare;
+use pollcast::feed::update::prepare;
 use pollcast::pointer::Pointer;
 
 /// One item of about 1 KiB; `version` changes its content.

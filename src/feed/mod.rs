@@ -20,6 +20,7 @@
 
 pub mod cadence;
 pub mod contract;
+pub mod defs;
 pub mod diff;
 pub mod extract;
 pub mod key;
@@ -28,6 +29,7 @@ pub mod poller;
 pub mod registry;
 pub mod scan;
 pub mod stats;
+pub mod update;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -19,18 +19,16 @@ use bytes::Bytes;
 use http::{header, HeaderMap};
 
 use super::cadence::Cadence;
-use super::contract::{self, Events, Render};
-use super::diff::diff;
-use super::extract::{extract, ExtractError, ItemList, Skipped};
-use super::object::{appended, extract_object};
+use super::contract;
+use super::extract::{ItemList, Skipped};
 use super::stats::DefStats;
+use super::update::{prepare, Update};
 use super::Feed;
-use crate::budget::{retained, Charge};
+use crate::budget::Charge;
 use crate::config::{AuthMode, FeedConfig};
 use crate::limits::Limits;
 use crate::metrics::{Metrics, PollOutcome};
 use crate::upstream::{PollError, Polled, Upstream, UpstreamError, Validators};
-use crate::wire as encode;
 
 /// How long a refresh request waits for more of its kind before polling.
 pub const REFRESH_DEBOUNCE: Duration = Duration::from_millis(5);
@@ -49,15 +47,20 @@ pub fn refresh_gap(def: &FeedConfig) -> Duration {
 /// Where poll loops leave their latest answer, so plain polls of the same
 /// upstream path can be answered from it (`serve_polls`). The straggler
 /// cache implements it; the feed layer never imports that cache.
-pub trait Answers: Send + Sync {
+pub trait StragglerSink: Send + Sync {
     /// The recorder of one poll loop: `poll` is the feed's upstream path
     /// (parameters filled in), `headers` the credentials its polls send.
-    fn recorder(&self, feed: &Arc<Feed>, poll: &str, headers: &HeaderMap) -> Box<dyn Record>;
+    fn straggler_recorder(
+        &self,
+        feed: &Arc<Feed>,
+        poll: &str,
+        headers: &HeaderMap,
+    ) -> Box<dyn StragglerRecord>;
 }
 
-/// One poll loop's side of [`Answers`], told at each moment of a poll.
+/// One poll loop's side of [`StragglerSink`], told at each moment of a poll.
 /// Dropping it withdraws the loop's answer.
-pub trait Record: Send {
+pub trait StragglerRecord: Send {
     /// A poll is about to start.
     fn polling(&mut self, feed: &Feed);
     /// A poll answered 200 with this body; the next poll is `next` away.
@@ -69,15 +72,20 @@ pub trait Record: Send {
 }
 
 /// No feed serves polls: every record does nothing.
-pub(crate) struct NoAnswers;
+pub(crate) struct NoStragglers;
 
-impl Answers for NoAnswers {
-    fn recorder(&self, _: &Arc<Feed>, _: &str, _: &HeaderMap) -> Box<dyn Record> {
-        Box::new(NoAnswers)
+impl StragglerSink for NoStragglers {
+    fn straggler_recorder(
+        &self,
+        _: &Arc<Feed>,
+        _: &str,
+        _: &HeaderMap,
+    ) -> Box<dyn StragglerRecord> {
+        Box::new(NoStragglers)
     }
 }
 
-impl Record for NoAnswers {
+impl StragglerRecord for NoStragglers {
     fn polling(&mut self, _: &Feed) {}
     fn body(&mut self, _: Bytes, _: &HeaderMap, _: Duration) {}
     fn confirmed(&mut self, _: Duration) {}
@@ -93,7 +101,7 @@ pub(crate) struct PollCtx {
     pub upstream: Upstream,
     pub metrics: Arc<Metrics>,
     pub limits: Arc<Limits>,
-    pub answers: Arc<dyn Answers>,
+    pub stragglers: Arc<dyn StragglerSink>,
     /// This feed definition's counters for the status page.
     pub stats: Arc<DefStats>,
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -104,343 +112,331 @@ pub(crate) struct PollCtx {
 
 /// Run until the feed is idle past its linger, or shutdown. `charge` is the
 /// feed's share of the memory budget, resized to what each good poll keeps.
-pub(crate) async fn run(feed: Arc<Feed>, ctx: PollCtx, mut charge: Charge) {
-    let def = feed.def.clone();
-    let stats = ctx.stats.clone();
-    let poll = feed.poll_path.clone();
-    let path = if feed.key.query.is_empty() {
-        poll.clone()
-    } else {
-        format!("{poll}?{}", feed.key.query)
-    };
-    let mut headers = HeaderMap::new();
-    if let Some(v) = &feed.key.authorization {
-        headers.insert(header::AUTHORIZATION, v.clone());
-    }
-    if let Some(v) = &feed.key.cookie {
-        headers.insert(header::COOKIE, v.clone());
-    }
-    // `check` and `none` feeds are shared: they poll as pollcast itself.
-    if def.auth != AuthMode::Forward {
-        if let Some(secret) = &def.credentials {
-            headers.insert(header::AUTHORIZATION, secret.header().clone());
-        }
-    }
-
-    // Withdraws this feed's answer to stragglers however the loop ends.
-    let mut replay = ctx.answers.recorder(&feed, &poll, &headers);
-    let mut prev: Option<(Bytes, Arc<ItemList>)> = None;
-    let mut validators = Validators::default();
-    let mut failures: u32 = 0;
-    let mut skipped = Skipped::default();
-    let mut stale_since = SystemTime::now();
-    let mut idle_since: Option<Instant> = None;
-    let mut cadence = Cadence::new(&def);
-    // When the last refresh poll began (see `refresh_gap`).
-    let mut last_refresh: Option<tokio::time::Instant> = None;
-    // A good poll was published while someone listened. Until then, a feed
-    // nobody listens to ends at once instead of lingering: a client cannot
-    // park feeds by opening streams and leaving before they deliver.
-    let mut served = false;
-    // Woken by `Subscription`'s drop when the last subscriber leaves.
-    let mut changes = feed.watch();
-
+///
+/// Each turn is named after the moment it runs: [`PollLoop::still_wanted`]
+/// (before a poll), [`PollLoop::poll_once`], then [`PollLoop::on_success`]
+/// or [`PollLoop::on_failure`], then [`PollLoop::wait`] for the next turn.
+pub(crate) async fn run(feed: Arc<Feed>, ctx: PollCtx, charge: Charge) {
+    let mut l = PollLoop::new(feed, ctx, charge);
     loop {
-        if feed.is_finished() {
+        if !l.still_wanted() {
+            break;
+        }
+        if l.feed.is_finished() {
             // Nothing changes any more: no polls, only wait to be dropped.
-            if feed.subscribers() == 0 {
-                let since = *idle_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= def.linger && (ctx.remove_if_idle)(&feed) {
-                    break;
-                }
-            } else {
-                idle_since = None;
+            if l.wait_finished().await {
+                continue;
             }
-            let wait = def
-                .linger
-                .min(def.interval.max(std::time::Duration::from_millis(10)));
-            tokio::select! {
-                _ = ctx.shutdown.cancelled() => break,
-                _ = tokio::time::sleep(wait) => {}
-            }
-            continue;
+            break;
         }
-        if feed.subscribers() == 0 {
-            if !served && (ctx.remove_if_idle)(&feed) {
-                break;
-            }
-            let since = *idle_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= def.linger && (ctx.remove_if_idle)(&feed) {
-                break;
-            }
-        } else {
-            idle_since = None;
+        let polled = l.poll_once().await;
+        let delay = match polled {
+            Ok(update) => l.on_success(update),
+            Err(failure) => l.on_failure(failure),
+        };
+        if !l.wait(delay).await {
+            break;
         }
+    }
+    tracing::debug!(feed = %l.feed.label(), "feed stopped");
+    // Subscribers still here (shutdown, retirement) look again and leave.
+    l.feed.wake();
+}
 
+/// Why a poll failed, and how long the upstream asked us to wait.
+struct Failure {
+    reason: String,
+    retry_after: Option<Duration>,
+}
+
+/// What a good poll found: `None` when the body did not change.
+struct Success {
+    update: Option<Update>,
+    fresh_for: Option<Duration>,
+}
+
+/// The state one feed's poll loop carries from turn to turn.
+struct PollLoop {
+    feed: Arc<Feed>,
+    ctx: PollCtx,
+    def: Arc<FeedConfig>,
+    charge: Charge,
+    /// The upstream request: path with the feed's query, and its credentials.
+    path: String,
+    headers: HeaderMap,
+    /// Withdraws this feed's answer to stragglers however the loop ends.
+    stragglers: Box<dyn StragglerRecord>,
+    prev: Option<(Bytes, Arc<ItemList>)>,
+    validators: Validators,
+    failures: u32,
+    skipped: Skipped,
+    stale_since: SystemTime,
+    idle_since: Option<Instant>,
+    cadence: Cadence,
+    /// When the last refresh poll began (see `refresh_gap`).
+    last_refresh: Option<tokio::time::Instant>,
+    /// A good poll was published while someone listened. Until then, a feed
+    /// nobody listens to ends at once instead of lingering: a client cannot
+    /// park feeds by opening streams and leaving before they deliver.
+    served: bool,
+    /// Woken by `Subscription`'s drop when the last subscriber leaves.
+    changes: tokio::sync::watch::Receiver<u64>,
+}
+
+impl PollLoop {
+    fn new(feed: Arc<Feed>, ctx: PollCtx, charge: Charge) -> Self {
+        let def = feed.def.clone();
+        let poll = feed.poll_path.clone();
+        let path = if feed.key.query.is_empty() {
+            poll.clone()
+        } else {
+            format!("{poll}?{}", feed.key.query)
+        };
+        let mut headers = HeaderMap::new();
+        if let Some(v) = &feed.key.authorization {
+            headers.insert(header::AUTHORIZATION, v.clone());
+        }
+        if let Some(v) = &feed.key.cookie {
+            headers.insert(header::COOKIE, v.clone());
+        }
+        // `check` and `none` feeds are shared: they poll as pollcast itself.
+        if def.auth != AuthMode::Forward {
+            if let Some(secret) = &def.credentials {
+                headers.insert(header::AUTHORIZATION, secret.header().clone());
+            }
+        }
+        let stragglers = ctx.stragglers.straggler_recorder(&feed, &poll, &headers);
+        let changes = feed.watch();
+        Self {
+            cadence: Cadence::new(&def),
+            feed,
+            ctx,
+            def,
+            charge,
+            path,
+            headers,
+            stragglers,
+            prev: None,
+            validators: Validators::default(),
+            failures: 0,
+            skipped: Skipped::default(),
+            stale_since: SystemTime::now(),
+            idle_since: None,
+            last_refresh: None,
+            served: false,
+            changes,
+        }
+    }
+
+    /// Before a poll: `false` when nobody listens any more (at once if the
+    /// feed never served anyone, else after the linger) and the feed ended.
+    fn still_wanted(&mut self) -> bool {
+        if self.feed.subscribers() > 0 {
+            self.idle_since = None;
+            return true;
+        }
+        let finished = self.feed.is_finished();
+        if !finished && !self.served && (self.ctx.remove_if_idle)(&self.feed) {
+            return false;
+        }
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        !(since.elapsed() >= self.def.linger && (self.ctx.remove_if_idle)(&self.feed))
+    }
+
+    /// A finished feed polls no more; it waits to be dropped. `false` on shutdown.
+    async fn wait_finished(&mut self) -> bool {
+        let wait = self
+            .def
+            .linger
+            .min(self.def.interval.max(Duration::from_millis(10)));
+        tokio::select! {
+            _ = self.ctx.shutdown.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
+        }
+    }
+
+    /// Poll the upstream once and prepare what the answer changes; counted
+    /// in metrics and the status page whatever the outcome.
+    async fn poll_once(&mut self) -> Result<Success, Failure> {
         let started = Instant::now();
         // Conditions only once there is a list a 304 can refer to.
-        let conditions = prev.as_ref().and(Some(&validators));
-        replay.polling(&feed);
-        let polled = ctx.upstream.poll(&path, headers.clone(), conditions).await;
+        let conditions = self.prev.as_ref().and(Some(&self.validators));
+        self.stragglers.polling(&self.feed);
+        let polled = self
+            .ctx
+            .upstream
+            .poll(&self.path, self.headers.clone(), conditions)
+            .await;
         let took = started.elapsed();
         let bytes = polled.as_ref().map_or(0, |p| p.len() as u64);
         let fresh_for = polled.as_ref().ok().and_then(Polled::fresh_for);
-        let next = cadence.longest_next(fresh_for);
-        // `Err((reason, Retry-After))`
+        let next = self.cadence.longest_next(fresh_for);
         let (counted, outcome) = match polled {
             Ok(Polled::NotModified(_)) => {
-                replay.confirmed(next);
+                self.stragglers.confirmed(next);
                 (PollOutcome::not_modified, Ok(None))
             }
             Ok(Polled::Body(body, v, head)) => {
                 let kept = body.clone();
-                match prepare(&def, &feed.render, prev.as_ref(), body) {
+                match prepare(&self.def, &self.feed.render, self.prev.as_ref(), body) {
                     // Over the budget: a failed poll, the old list stays (no
                     // item looks removed); retried with the failure backoff.
-                    Ok(Some(u)) if !charge.resize(u.retained()) => (
+                    Ok(Some(u)) if !self.charge.resize(u.retained()) => (
                         PollOutcome::over_budget,
-                        Err((
-                            format!(
+                        Err(Failure {
+                            reason: format!(
                                 "keeping this body ({} bytes) would pass the feed memory budget ([limits] max_feed_memory = {} bytes)",
-                                u.body.len(),
-                                ctx.limits.budget().cap()
+                                u.body_len(),
+                                self.ctx.limits.budget().cap()
                             ),
-                            None,
-                        )),
+                            retry_after: None,
+                        }),
                     ),
                     Ok(update) => {
-                        validators = v;
+                        self.validators = v;
                         // Before publishing: a client that saw the event gets this body.
-                        replay.body(kept, &head, next);
+                        self.stragglers.body(kept, &head, next);
                         (PollOutcome::ok, Ok(update))
                     }
-                    Err(e) => (PollOutcome::invalid_body, Err((e.to_string(), None))),
+                    Err(e) => (
+                        PollOutcome::invalid_body,
+                        Err(Failure {
+                            reason: e.to_string(),
+                            retry_after: None,
+                        }),
+                    ),
                 }
             }
-            Err(e) => (outcome_of(&e), Err((e.to_string(), e.retry_after()))),
+            Err(e) => (
+                outcome_of(&e),
+                Err(Failure {
+                    reason: e.to_string(),
+                    retry_after: e.retry_after(),
+                }),
+            ),
         };
-        ctx.metrics.poll(&def.name, counted, took, bytes);
-        let mut asked_to_wait = None;
-        let mut changed = false;
-        stats.record_poll(
-            took,
-            outcome.as_ref().err().map(|(reason, _)| reason.as_str()),
-        );
-        match outcome {
-            Ok(update) => {
-                // Recovery is told before the events that follow it.
-                if failures > 0 {
-                    stats.record_events(1);
-                    tracing::info!(feed = %feed.label(), failures, "upstream recovered");
-                    ctx.metrics.events(&def.name, contract::RECOVERED, 1);
-                    feed.set_recovered(feed.render.recovered(stale_since, failures));
-                }
-                failures = 0;
-                if let Some(update) = update {
-                    changed = !update.first && !update.is_empty();
-                    if update.skipped != skipped {
-                        // Told when the counts change, not on every poll.
-                        warn_skipped(&feed, &update.skipped);
-                        skipped = update.skipped.clone();
-                    }
-                    stats.record_events(update.changes.len());
-                    let end = update.terminal.clone();
-                    prev = Some(update.publish(&feed, &ctx.metrics));
-                    served = served || feed.subscribers() > 0;
-                    if let Some(end) = end {
-                        // No more polls: nothing would keep the answer current.
-                        replay.withdraw();
-                        tracing::info!(feed = %feed.label(), "terminal state reached; streams end");
-                        feed.finish(end);
-                    }
-                }
-            }
-            Err((reason, retry_after)) => {
-                replay.withdraw();
-                asked_to_wait = retry_after;
-                if failures == 0 {
-                    stale_since = SystemTime::now();
-                    stats.record_events(1);
-                }
-                failures = failures.saturating_add(1);
-                if failures == 1 {
-                    ctx.metrics.events(&def.name, contract::STALE, 1);
-                }
-                // A long outage logs its 1st, 2nd, 4th, 8th... failure at warn
-                // (the rest at debug): visible, without a line per poll.
-                if loud(failures) {
-                    tracing::warn!(feed = %feed.label(), failures, %reason, "poll failed");
-                } else {
-                    tracing::debug!(feed = %feed.label(), failures, %reason, "poll failed");
-                }
-                feed.set_stale(feed.render.stale(&reason, failures, stale_since));
-            }
-        }
+        self.ctx.metrics.poll(&self.def.name, counted, took, bytes);
+        self.ctx
+            .stats
+            .record_poll(took, outcome.as_ref().err().map(|f| f.reason.as_str()));
+        outcome.map(|update| Success { update, fresh_for })
+    }
 
-        let mut delay = match failures {
-            0 => cadence.succeeded(changed, fresh_for),
-            _ => cadence.failed(failures, asked_to_wait),
-        };
-        stats.record_delay(delay);
-        ctx.metrics.poll_delay(&def.name, delay);
-        if let Some(since) = idle_since {
-            delay = delay.min(def.linger.saturating_sub(since.elapsed()));
+    /// After a good poll: tell recovery, publish the changes, end the feed
+    /// on a terminal state. Returns the delay until the next poll.
+    fn on_success(&mut self, Success { update, fresh_for }: Success) -> Duration {
+        let feed = &self.feed;
+        // Recovery is told before the events that follow it.
+        if self.failures > 0 {
+            self.ctx.stats.record_events(1);
+            tracing::info!(feed = %feed.label(), failures = self.failures, "upstream recovered");
+            self.ctx
+                .metrics
+                .events(&self.def.name, contract::RECOVERED, 1);
+            feed.set_recovered(feed.render.recovered(self.stale_since, self.failures));
         }
+        self.failures = 0;
+        let mut changed = false;
+        if let Some(update) = update {
+            changed = !update.is_first() && !update.is_empty();
+            if update.skipped != self.skipped {
+                // Told when the counts change, not on every poll.
+                warn_skipped(feed, &update.skipped);
+                self.skipped = update.skipped.clone();
+            }
+            self.ctx.stats.record_events(update.len());
+            let end = update.terminal().cloned();
+            self.prev = Some(update.publish(feed, &self.ctx.metrics));
+            self.served = self.served || feed.subscribers() > 0;
+            if let Some(end) = end {
+                // No more polls: nothing would keep the answer current.
+                self.stragglers.withdraw();
+                tracing::info!(feed = %feed.label(), "terminal state reached; streams end");
+                feed.finish(end);
+            }
+        }
+        let delay = self.cadence.succeeded(changed, fresh_for);
+        self.delay(delay)
+    }
+
+    /// After a failed poll: the list stays as it was (no item looks
+    /// removed); subscribers hear `stale` once. Returns the backoff delay.
+    fn on_failure(
+        &mut self,
+        Failure {
+            reason,
+            retry_after,
+        }: Failure,
+    ) -> Duration {
+        let feed = &self.feed;
+        self.stragglers.withdraw();
+        if self.failures == 0 {
+            self.stale_since = SystemTime::now();
+            self.ctx.stats.record_events(1);
+        }
+        self.failures = self.failures.saturating_add(1);
+        let failures = self.failures;
+        if failures == 1 {
+            self.ctx.metrics.events(&self.def.name, contract::STALE, 1);
+        }
+        // A long outage logs its 1st, 2nd, 4th, 8th... failure at warn
+        // (the rest at debug): visible, without a line per poll.
+        if loud(failures) {
+            tracing::warn!(feed = %feed.label(), failures, %reason, "poll failed");
+        } else {
+            tracing::debug!(feed = %feed.label(), failures, %reason, "poll failed");
+        }
+        feed.set_stale(feed.render.stale(&reason, failures, self.stale_since));
+        let delay = self.cadence.failed(failures, retry_after);
+        self.delay(delay)
+    }
+
+    /// Record the delay the cadence chose; an idle feed wakes by its linger's end.
+    fn delay(&mut self, delay: Duration) -> Duration {
+        self.ctx.stats.record_delay(delay);
+        self.ctx.metrics.poll_delay(&self.def.name, delay);
+        match self.idle_since {
+            Some(since) => delay.min(self.def.linger.saturating_sub(since.elapsed())),
+            None => delay,
+        }
+    }
+
+    /// Between polls: sleep `delay`, or less for a refresh request (debounced
+    /// and at most one per `refresh_gap`). `false` when the loop must end.
+    async fn wait(&mut self, delay: Duration) -> bool {
+        let feed = &self.feed;
         let wake_at = tokio::time::Instant::now() + delay;
         let refreshed = loop {
             tokio::select! {
-                _ = ctx.shutdown.cancelled() => break None,
-                _ = feed.retired() => break None,
-                _ = tokio::time::sleep_until(wake_at) => break Some(false),
+                _ = self.ctx.shutdown.cancelled() => return false,
+                _ = feed.retired() => return false,
+                _ = tokio::time::sleep_until(wake_at) => break false,
                 // Before it served anyone, the last subscriber leaving ends
                 // the feed now, not at the next poll.
-                r = changes.changed(), if !served => {
-                    if r.is_err() || (feed.subscribers() == 0 && (ctx.remove_if_idle)(&feed)) {
-                        break None;
+                r = self.changes.changed(), if !self.served => {
+                    if r.is_err() || (feed.subscribers() == 0 && (self.ctx.remove_if_idle)(feed)) {
+                        return false;
                     }
                 }
-                _ = feed.refresh_requested() => break Some(true),
+                _ = feed.refresh_requested() => break true,
             }
         };
-        match refreshed {
-            None => break,
-            Some(false) => {}
-            Some(true) => {
-                // A burst of writes becomes one poll, and refresh polls come
-                // at most once per gap; refreshes meanwhile wait for it.
-                let now = tokio::time::Instant::now();
-                let at = last_refresh
-                    .map_or(now, |t| t + refresh_gap(&def))
-                    .max(now + REFRESH_DEBOUNCE);
-                tokio::select! {
-                    _ = ctx.shutdown.cancelled() => break,
-                    _ = feed.retired() => break,
-                    _ = tokio::time::sleep_until(at) => {}
-                }
-                last_refresh = Some(tokio::time::Instant::now());
+        if refreshed {
+            // A burst of writes becomes one poll, and refresh polls come
+            // at most once per gap; refreshes meanwhile wait for it.
+            let now = tokio::time::Instant::now();
+            let at = self
+                .last_refresh
+                .map_or(now, |t| t + refresh_gap(&self.def))
+                .max(now + REFRESH_DEBOUNCE);
+            tokio::select! {
+                _ = self.ctx.shutdown.cancelled() => return false,
+                _ = feed.retired() => return false,
+                _ = tokio::time::sleep_until(at) => {}
             }
+            self.last_refresh = Some(tokio::time::Instant::now());
         }
-    }
-    tracing::debug!(feed = %feed.label(), "feed stopped");
-    // Subscribers still here (shutdown, retirement) look again and leave.
-    feed.wake();
-}
-
-/// A good poll, ready to publish.
-pub struct Update {
-    body: Bytes,
-    list: Arc<ItemList>,
-    first: bool,
-    /// `(event name, data)` per change, in order.
-    changes: Events,
-    /// Items extraction skipped (no usable id, or a repeated one).
-    pub skipped: Skipped,
-    /// The terminal event, when this poll reached a terminal state.
-    terminal: Option<Bytes>,
-}
-
-/// Parse and diff a body against the previous one: the whole of poll
-/// processing short of publishing. `Ok(None)`: the body is byte-identical to
-/// the last one. An error leaves everything untouched.
-pub fn prepare(
-    def: &FeedConfig,
-    render: &Render,
-    prev: Option<&(Bytes, Arc<ItemList>)>,
-    body: Bytes,
-) -> Result<Option<Update>, ExtractError> {
-    if prev.is_some_and(|(b, _)| *b == body) {
-        return Ok(None);
-    }
-    let (list, skipped) = if def.object {
-        (
-            extract_object(body.clone(), &def.items, &def.id)?,
-            Skipped::default(),
-        )
-    } else {
-        extract(body.clone(), &def.items, &def.id)?
-    };
-    let changes = match prev {
-        None => Vec::new(),
-        Some((_, old)) => {
-            // Entries appended to the object's array are told as `appended`
-            // alone; the array then does not make the object `updated`.
-            let appended = match (&def.append, old.items.first(), list.items.first()) {
-                (Some(at), Some(a), Some(b)) => appended(a, b, at).map(|new| (b, new, at)),
-                _ => None,
-            };
-            let mut ignore = def.ignore.clone();
-            if let Some((_, _, at)) = &appended {
-                ignore.push((*at).clone());
-            }
-            let ts = contract::now();
-            render.changes(
-                &diff(old, &list, &ignore),
-                appended
-                    .as_ref()
-                    .map(|(item, new, _)| (*item, new.as_slice())),
-                &def.ignore,
-                &ts,
-            )
-        }
-    };
-    let terminal = render.terminal(&list);
-    Ok(Some(Update {
-        body,
-        list: Arc::new(list),
-        first: prev.is_none(),
-        changes,
-        skipped,
-        terminal,
-    }))
-}
-
-impl Update {
-    /// What keeping this update costs the memory budget.
-    pub fn retained(&self) -> u64 {
-        retained(self.body.len(), self.list.items.len())
-    }
-
-    /// How many events this update publishes.
-    pub fn len(&self) -> usize {
-        self.changes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
-    }
-
-    /// Encode each event once, with the id `id(seq)` for consecutive seqs from `first_seq`.
-    pub fn encode(&self, first_seq: u64, id: impl Fn(u64) -> String) -> Vec<(u64, Bytes)> {
-        self.changes
-            .iter()
-            .zip(first_seq..)
-            .map(|((name, data), seq)| (seq, encode::event(&id(seq), name, data)))
-            .collect()
-    }
-
-    /// Encode each event once, with its id, and hand everything to the feed.
-    fn publish(self, feed: &Feed, metrics: &Metrics) -> (Bytes, Arc<ItemList>) {
-        for (name, _) in &self.changes {
-            metrics.events(&feed.def.name, name, 1);
-        }
-        if !self.first && self.changes.is_empty() {
-            feed.replace_list(self.list.clone());
-        } else if !self.first && feed.render.contract.resend {
-            // The whole snapshot again, as one history entry with the id on
-            // its last event (as for a subscriber's first snapshot).
-            let (head, tail) = feed.render.snapshot(&self.list);
-            let seq = feed.next_seq();
-            let id = encode::id_line(&feed.id(seq));
-            let mut b = Vec::with_capacity(head.len() + id.len() + tail.len());
-            for part in [&head, &id, &tail] {
-                b.extend_from_slice(part);
-            }
-            feed.publish(self.list.clone(), vec![(seq, Bytes::from(b))], false);
-        } else {
-            let events = self.encode(feed.next_seq(), |seq| feed.id(seq));
-            feed.publish(self.list.clone(), events, self.first);
-        }
-        (self.body, self.list)
+        true
     }
 }
 

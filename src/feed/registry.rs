@@ -25,12 +25,13 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::defs::same;
+pub use super::defs::{Defs, Reloaded};
 use super::stats::DefStats;
 use super::{poller, Feed, FeedKey};
 use crate::config::{Config, FeedConfig, SseConfig};
 use crate::limits::{LimitError, Limits};
 use crate::metrics::Metrics;
-use crate::route::Pattern;
 use crate::stats::Counters;
 use crate::upstream::Upstream;
 
@@ -56,119 +57,7 @@ struct Inner {
     ticking: AtomicBool,
     ticker: TaskTracker,
     /// Latest answers of feeds that serve polls (`serve_polls`).
-    answers: Arc<dyn poller::Answers>,
-}
-
-/// The feed definitions in force and the SSE paths that lead to them.
-#[derive(Default)]
-pub struct Defs {
-    /// Every definition loaded since start, by stable index.
-    all: Vec<Arc<FeedConfig>>,
-    /// Whether a reload removed or replaced the definition at that index.
-    retired: Vec<bool>,
-    /// Counters per definition (for the status page), by the same index.
-    stats: Vec<Arc<DefStats>>,
-    /// SSE path -> indices of the definitions in force there (several feeds
-    /// may share a path), in config order.
-    routes: HashMap<String, Vec<usize>>,
-    /// SSE paths with `{param}` segments, in config order, tried after `routes`.
-    patterns: Vec<(String, Pattern, Vec<usize>)>,
-}
-
-impl Defs {
-    fn new(feeds: &[FeedConfig]) -> Self {
-        let mut d = Self::default();
-        for f in feeds {
-            d.push(f);
-        }
-        d
-    }
-
-    fn push(&mut self, f: &FeedConfig) -> usize {
-        let i = self.all.len();
-        self.all.push(Arc::new(f.clone()));
-        self.retired.push(false);
-        self.stats.push(Arc::default());
-        self.add_route(f, i);
-        i
-    }
-
-    /// Route `f`'s SSE path to definition `i`, after those already there.
-    fn add_route(&mut self, f: &FeedConfig, i: usize) {
-        let path = f.sse_path();
-        match Pattern::parse(&path) {
-            Ok(p) if p.has_params() => {
-                match self.patterns.iter_mut().find(|(s, _, _)| *s == path) {
-                    Some((_, _, defs)) => defs.push(i),
-                    None => self.patterns.push((path, p, vec![i])),
-                }
-            }
-            _ => self.routes.entry(path).or_default().push(i),
-        }
-    }
-
-    /// The definition at index `i`, retired ones included: a request routed
-    /// just before a reload completes its admission, and its subscription is
-    /// then ended with a `retry:` hint (see [`Registry::subscribe`]) instead
-    /// of failing with an error EventSource would not retry.
-    pub fn get(&self, i: usize) -> Option<&Arc<FeedConfig>> {
-        self.all.get(i)
-    }
-
-    /// Whether a reload removed or replaced the definition at index `i`.
-    pub fn is_retired(&self, i: usize) -> bool {
-        self.retired.get(i).copied().unwrap_or(true)
-    }
-
-    /// The definitions in force, with their indices, in config order.
-    pub fn iter(&self) -> impl Iterator<Item = (usize, &Arc<FeedConfig>)> {
-        self.all
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !self.retired[*i])
-    }
-
-    /// The size of the index space: every definition loaded since start,
-    /// retired ones included (see [`Defs::iter`] for those in force).
-    pub fn len(&self) -> usize {
-        self.all.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.all.is_empty()
-    }
-
-    /// The definitions whose SSE path is `path`, and the path's parameter
-    /// values. Exact paths win over patterns; patterns go in config order.
-    pub fn route(&self, path: &str) -> Option<(Vec<usize>, Vec<String>)> {
-        if let Some(defs) = self.routes.get(path) {
-            return Some((defs.clone(), Vec::new()));
-        }
-        self.patterns
-            .iter()
-            .find_map(|(_, p, defs)| p.matches(path).map(|v| (defs.clone(), v)))
-    }
-}
-
-/// What a reload changed, by feed definition name.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Reloaded {
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
-    pub changed: Vec<String>,
-    pub unchanged: Vec<String>,
-    /// Subscribers sent away (with a `retry:` hint) because their
-    /// definition was removed or changed.
-    pub ended_subscribers: usize,
-}
-
-/// Two definitions are the same when every key is (serde is the one place
-/// that knows all of them, including keys added later).
-fn same(a: &FeedConfig, b: &FeedConfig) -> bool {
-    match (serde_json::to_value(a), serde_json::to_value(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
+    stragglers: Arc<dyn poller::StragglerSink>,
 }
 
 /// A subscriber's claim on a feed; the feed may stop once all are dropped.
@@ -196,23 +85,23 @@ impl Registry {
         shutdown: CancellationToken,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self::with_answers(
+        Self::with_stragglers(
             config,
             upstream,
             shutdown,
             metrics,
-            Arc::new(poller::NoAnswers),
+            Arc::new(poller::NoStragglers),
         )
     }
 
-    /// A registry whose poll loops leave their answers in `answers`
+    /// A registry whose poll loops leave their latest answer in `stragglers`
     /// (`serve_polls`; see `stragglers`).
-    pub fn with_answers(
+    pub fn with_stragglers(
         config: &Config,
         upstream: Upstream,
         shutdown: CancellationToken,
         metrics: Arc<Metrics>,
-        answers: Arc<dyn poller::Answers>,
+        stragglers: Arc<dyn poller::StragglerSink>,
     ) -> Self {
         for f in &config.feeds {
             metrics.declare_feed(&f.name);
@@ -230,7 +119,7 @@ impl Registry {
                 counters: Arc::default(),
                 ticking: AtomicBool::new(false),
                 ticker: TaskTracker::new(),
-                answers,
+                stragglers,
             }),
         }
     }
@@ -398,7 +287,7 @@ impl Registry {
             upstream: inner.upstream.clone(),
             metrics: inner.metrics.clone(),
             limits: inner.limits.clone(),
-            answers: inner.answers.clone(),
+            stragglers: inner.stragglers.clone(),
             stats: inner.stats(feed.key.def),
             shutdown: inner.shutdown.clone(),
             remove_if_idle: Box::new(move |f| inner.remove_if_idle(f)),

@@ -71,15 +71,6 @@ impl Tunnels {
         });
     }
 
-    /// How many tunnels are open right now.
-    pub fn len(&self) -> usize {
-        self.tracker.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tracker.is_empty()
-    }
-
     /// For shutdown: resolves once every tunnel has closed by itself.
     pub async fn drained(&self) {
         self.tracker.close();

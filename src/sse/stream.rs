@@ -34,6 +34,16 @@ type Revoked = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// Suffix of a terminal event's id; a reconnect carrying it gets 204.
 pub const END_SUFFIX: &str = ":end";
 
+/// What [`Subscriber::pending`] found in the queue.
+enum Pending {
+    /// A frame to write now.
+    Frame(Bytes),
+    /// An entry was split into smaller ones; look again.
+    Again,
+    /// Nothing queued.
+    Empty,
+}
+
 /// One followed feed.
 struct Follow {
     sub: Subscription,
@@ -161,81 +171,17 @@ impl Subscriber {
 
     /// The next bytes to write, waiting for the feeds, a keepalive or shutdown.
     /// `None` ends the response.
+    /// The next frame to write, or `None` when the stream ends. Each turn
+    /// is named after its moment: [`Self::on_revocation`] (every frame),
+    /// [`Self::pending`] (write what is queued), [`Self::read_feeds`] (after
+    /// a signal), [`Self::wait`] (until the next signal).
     pub async fn next(&mut self) -> Option<Bytes> {
         loop {
-            // A subscriber that is never idle (busy feed, catching up) must
-            // still have its rechecks run and obeyed: poll the revocation on
-            // every frame, not only while waiting.
-            if let Some(revoked) = self.revoked.as_mut().filter(|_| !self.done) {
-                let now = std::future::poll_fn(|cx| {
-                    std::task::Poll::Ready(revoked.as_mut().poll(cx).is_ready())
-                })
-                .await;
-                if now {
-                    self.cut_off();
-                    self.revoked = None;
-                    self.pending.clear();
-                    self.done = true;
-                }
-            }
-            if let Some((i, out)) = self.pending.pop_front() {
-                self.wrote = true;
-                match out {
-                    Out::Bytes(b) => return Some(b),
-                    Out::Event { seq, bytes } => {
-                        if self.follows.len() == 1 {
-                            return Some(bytes);
-                        }
-                        // Swap the feed's own `id:` line for the composite one.
-                        // Only an id line starts with `id: ` at a line start:
-                        // data lines start with `data: `.
-                        let start = (0..bytes.len())
-                            .find(|&p| {
-                                (p == 0 || bytes[p - 1] == b'\n') && bytes[p..].starts_with(b"id: ")
-                            })
-                            .unwrap_or(0);
-                        let end = bytes[start..]
-                            .iter()
-                            .position(|&c| c == b'\n')
-                            .map_or(start, |p| start + p + 1);
-                        let id = self.id_line(i, seq, false);
-                        self.pending.push_front((i, Out::Bytes(bytes.slice(end..))));
-                        self.pending.push_front((i, Out::Bytes(id)));
-                        if start == 0 {
-                            continue;
-                        }
-                        return Some(bytes.slice(..start));
-                    }
-                    Out::Tagged { seq, body, end } => {
-                        if end {
-                            // Nothing may follow the terminal event.
-                            self.pending.clear();
-                            self.done = true;
-                        }
-                        let id = self.id_line(i, seq, end);
-                        self.pending.push_front((i, Out::Bytes(body)));
-                        return Some(id);
-                    }
-                    Out::Snapshot(seq, snap) => {
-                        let f = &self.follows[i].sub;
-                        f.metrics.snapshot_sent(&f.feed.def.name);
-                        let (head, tail) = snap.encoded();
-                        let id = self.id_line(i, seq, false);
-                        if tail.is_empty() {
-                            // Snapshots are not sent: a bare id still moves
-                            // EventSource's Last-Event-ID without an event.
-                            let mut b = id.to_vec();
-                            b.push(b'\n');
-                            return Some(Bytes::from(b));
-                        }
-                        self.pending.push_front((i, Out::Bytes(tail)));
-                        self.pending.push_front((i, Out::Bytes(id)));
-                        if head.is_empty() {
-                            continue;
-                        }
-                        return Some(head);
-                    }
-                }
+            self.on_revocation().await;
+            match self.pending() {
+                Pending::Frame(b) => return Some(b),
+                Pending::Again => continue,
+                Pending::Empty => {}
             }
             if self.done {
                 return None;
@@ -243,92 +189,182 @@ impl Subscriber {
             // Read the feeds only when they signalled since the last read:
             // a read that found the state current needs no second one
             // before the next signal.
-            if !self.current {
-                // Mark the current version seen before reading the state, so a
-                // change (or tick, retirement, shutdown) signalled after the
-                // reads below wakes us.
-                for f in &mut self.follows {
-                    f.changed.borrow_and_update();
-                }
-                if self.shutdown.is_cancelled() {
-                    // Come back soon, to this replica or another one.
-                    self.pending
-                        .push_back((0, Out::Bytes(encode::retry(self.retry))));
-                    self.done = true;
-                    continue;
-                }
-                if self.follows.iter().any(|f| f.sub.feed.is_retired()) {
-                    // A reload removed or changed the definition: come back
-                    // soon, to whatever now serves this path.
-                    self.cut_off();
-                    self.pending
-                        .push_back((0, Out::Bytes(encode::retry(self.retry))));
-                    self.done = true;
-                    continue;
-                }
-                let mut out = VecDeque::new();
-                for (i, f) in self.follows.iter_mut().enumerate() {
-                    let resyncs = f.cursor.resyncs;
-                    f.sub.feed.pull(&mut f.cursor, &mut out);
-                    if f.cursor.resyncs != resyncs {
-                        f.sub.metrics.resynced(&f.sub.feed.def.name);
-                        f.sub.counters.add_resync();
-                    }
-                    self.pending.extend(out.drain(..).map(|o| (i, o)));
-                }
-                let ticks = self.follows[0].sub.feed.ticks();
-                if ticks != self.ticks {
-                    // Silent for a whole tick period: say we are alive.
-                    if !self.wrote && self.pending.is_empty() {
-                        let keepalive = self.follows[0].sub.feed.keepalive.clone();
-                        self.pending.push_back((0, Out::Bytes(keepalive)));
-                    }
-                    self.ticks = ticks;
-                    self.wrote = false;
-                }
-                self.current = true;
-                if !self.pending.is_empty() {
-                    continue;
-                }
+            if !self.current && self.read_feeds() {
+                continue;
             }
-            // One signal per feed carries changes, keepalive ticks,
-            // retirement and shutdown; only a `check` revocation has its own.
-            let revoked = self.revoked.as_mut();
-            let revoked = async move {
-                match revoked {
-                    Some(f) => f.as_mut().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let changed = async {
-                if let [one] = self.follows.as_mut_slice() {
-                    one.changed.changed().await
-                } else {
-                    futures_util::future::select_all(
-                        self.follows.iter_mut().map(|f| f.changed.changed().boxed()),
-                    )
-                    .await
-                    .0
-                }
-            };
-            let revoked_now = tokio::select! {
-                biased;
-                _ = revoked => true,
-                r = changed => {
-                    if r.is_err() {
-                        self.done = true;
-                    }
-                    false
-                }
-            };
-            self.current = false;
-            if revoked_now {
-                // The reconnect that follows meets the refusal itself.
-                self.cut_off();
-                self.revoked = None;
-                self.pending.clear();
-                self.done = true;
+            self.wait().await;
+        }
+    }
+
+    /// A subscriber that is never idle (busy feed, catching up) must still
+    /// have its rechecks run and obeyed: the revocation is polled on every
+    /// frame, not only while waiting.
+    async fn on_revocation(&mut self) {
+        if let Some(revoked) = self.revoked.as_mut().filter(|_| !self.done) {
+            let now = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(revoked.as_mut().poll(cx).is_ready())
+            })
+            .await;
+            if now {
+                self.end_revoked();
             }
+        }
+    }
+
+    /// The reconnect that follows a revocation meets the refusal itself.
+    fn end_revoked(&mut self) {
+        self.cut_off();
+        self.revoked = None;
+        self.pending.clear();
+        self.done = true;
+    }
+
+    /// Take the next queued output and turn it into a frame to write.
+    fn pending(&mut self) -> Pending {
+        let Some((i, out)) = self.pending.pop_front() else {
+            return Pending::Empty;
+        };
+        self.wrote = true;
+        match out {
+            Out::Bytes(b) => Pending::Frame(b),
+            Out::Event { seq, bytes } => {
+                if self.follows.len() == 1 {
+                    return Pending::Frame(bytes);
+                }
+                // Swap the feed's own `id:` line for the composite one.
+                // Only an id line starts with `id: ` at a line start:
+                // data lines start with `data: `.
+                let start = (0..bytes.len())
+                    .find(|&p| (p == 0 || bytes[p - 1] == b'\n') && bytes[p..].starts_with(b"id: "))
+                    .unwrap_or(0);
+                let end = bytes[start..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(start, |p| start + p + 1);
+                let id = self.id_line(i, seq, false);
+                self.pending.push_front((i, Out::Bytes(bytes.slice(end..))));
+                self.pending.push_front((i, Out::Bytes(id)));
+                if start == 0 {
+                    return Pending::Again;
+                }
+                Pending::Frame(bytes.slice(..start))
+            }
+            Out::Tagged { seq, body, end } => {
+                if end {
+                    // Nothing may follow the terminal event.
+                    self.pending.clear();
+                    self.done = true;
+                }
+                let id = self.id_line(i, seq, end);
+                self.pending.push_front((i, Out::Bytes(body)));
+                Pending::Frame(id)
+            }
+            Out::Snapshot(seq, snap) => {
+                let f = &self.follows[i].sub;
+                f.metrics.snapshot_sent(&f.feed.def.name);
+                let (head, tail) = snap.encoded();
+                let id = self.id_line(i, seq, false);
+                if tail.is_empty() {
+                    // Snapshots are not sent: a bare id still moves
+                    // EventSource's Last-Event-ID without an event.
+                    let mut b = id.to_vec();
+                    b.push(b'\n');
+                    return Pending::Frame(Bytes::from(b));
+                }
+                self.pending.push_front((i, Out::Bytes(tail)));
+                self.pending.push_front((i, Out::Bytes(id)));
+                if head.is_empty() {
+                    return Pending::Again;
+                }
+                Pending::Frame(head)
+            }
+        }
+    }
+
+    /// After a signal: queue what the feeds have for this subscriber (and a
+    /// keepalive when a whole tick passed in silence), or the end of the
+    /// stream on shutdown or retirement. `true` when there is something to do.
+    fn read_feeds(&mut self) -> bool {
+        // Mark the current version seen before reading the state, so a
+        // change (or tick, retirement, shutdown) signalled after the
+        // reads below wakes us.
+        for f in &mut self.follows {
+            f.changed.borrow_and_update();
+        }
+        if self.shutdown.is_cancelled() {
+            // Come back soon, to this replica or another one.
+            self.pending
+                .push_back((0, Out::Bytes(encode::retry(self.retry))));
+            self.done = true;
+            return true;
+        }
+        if self.follows.iter().any(|f| f.sub.feed.is_retired()) {
+            // A reload removed or changed the definition: come back
+            // soon, to whatever now serves this path.
+            self.cut_off();
+            self.pending
+                .push_back((0, Out::Bytes(encode::retry(self.retry))));
+            self.done = true;
+            return true;
+        }
+        let mut out = VecDeque::new();
+        for (i, f) in self.follows.iter_mut().enumerate() {
+            let resyncs = f.cursor.resyncs;
+            f.sub.feed.pull(&mut f.cursor, &mut out);
+            if f.cursor.resyncs != resyncs {
+                f.sub.metrics.resynced(&f.sub.feed.def.name);
+                f.sub.counters.add_resync();
+            }
+            self.pending.extend(out.drain(..).map(|o| (i, o)));
+        }
+        let ticks = self.follows[0].sub.feed.ticks();
+        if ticks != self.ticks {
+            // Silent for a whole tick period: say we are alive.
+            if !self.wrote && self.pending.is_empty() {
+                let keepalive = self.follows[0].sub.feed.keepalive.clone();
+                self.pending.push_back((0, Out::Bytes(keepalive)));
+            }
+            self.ticks = ticks;
+            self.wrote = false;
+        }
+        self.current = true;
+        !self.pending.is_empty()
+    }
+
+    /// Until the next signal. One signal per feed carries changes, keepalive
+    /// ticks, retirement and shutdown; only a `check` revocation has its own.
+    async fn wait(&mut self) {
+        let revoked = self.revoked.as_mut();
+        let revoked = async move {
+            match revoked {
+                Some(f) => f.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
+        let changed = async {
+            if let [one] = self.follows.as_mut_slice() {
+                one.changed.changed().await
+            } else {
+                futures_util::future::select_all(
+                    self.follows.iter_mut().map(|f| f.changed.changed().boxed()),
+                )
+                .await
+                .0
+            }
+        };
+        let revoked_now = tokio::select! {
+            biased;
+            _ = revoked => true,
+            r = changed => {
+                if r.is_err() {
+                    self.done = true;
+                }
+                false
+            }
+        };
+        self.current = false;
+        if revoked_now {
+            self.end_revoked();
         }
     }
 

@@ -26,7 +26,7 @@ use crate::feed::stats::StatsSample;
 use crate::wire as encode;
 
 /// The page, served as is.
-const PAGE: &str = include_str!("page.html");
+const PAGE: &str = include_str!("../../assets/status.html");
 
 /// How often a snapshot is taken (and sent).
 pub const PERIOD: Duration = Duration::from_secs(1);

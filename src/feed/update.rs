@@ -1,0 +1,154 @@
+//! One good poll made ready to publish: the body parsed into items, diffed
+//! against the previous list, each change rendered and (at publish) encoded
+//! once with its id.
+//!
+//! This module owns turning a body into an [`Update`] and handing it to the
+//! feed. It never touches the network and never changes anything when the
+//! body is bad: an error leaves the previous list in place.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::contract::{self, Events, Render};
+use super::diff::diff;
+use super::extract::{extract, ExtractError, ItemList, Skipped};
+use super::object::{appended, extract_object};
+use super::Feed;
+use crate::budget::retained;
+use crate::config::FeedConfig;
+use crate::metrics::Metrics;
+use crate::wire as encode;
+
+/// A good poll, ready to publish.
+pub struct Update {
+    body: Bytes,
+    list: Arc<ItemList>,
+    first: bool,
+    /// `(event name, data)` per change, in order.
+    changes: Events,
+    /// Items extraction skipped (no usable id, or a repeated one).
+    pub skipped: Skipped,
+    /// The terminal event, when this poll reached a terminal state.
+    terminal: Option<Bytes>,
+}
+
+/// Parse and diff a body against the previous one: the whole of poll
+/// processing short of publishing. `Ok(None)`: the body is byte-identical to
+/// the last one. An error leaves everything untouched.
+pub fn prepare(
+    def: &FeedConfig,
+    render: &Render,
+    prev: Option<&(Bytes, Arc<ItemList>)>,
+    body: Bytes,
+) -> Result<Option<Update>, ExtractError> {
+    if prev.is_some_and(|(b, _)| *b == body) {
+        return Ok(None);
+    }
+    let (list, skipped) = if def.object {
+        (
+            extract_object(body.clone(), &def.items, &def.id)?,
+            Skipped::default(),
+        )
+    } else {
+        extract(body.clone(), &def.items, &def.id)?
+    };
+    let changes = match prev {
+        None => Vec::new(),
+        Some((_, old)) => {
+            // Entries appended to the object's array are told as `appended`
+            // alone; the array then does not make the object `updated`.
+            let appended = match (&def.append, old.items.first(), list.items.first()) {
+                (Some(at), Some(a), Some(b)) => appended(a, b, at).map(|new| (b, new, at)),
+                _ => None,
+            };
+            let mut ignore = def.ignore.clone();
+            if let Some((_, _, at)) = &appended {
+                ignore.push((*at).clone());
+            }
+            let ts = contract::now();
+            render.changes(
+                &diff(old, &list, &ignore),
+                appended
+                    .as_ref()
+                    .map(|(item, new, _)| (*item, new.as_slice())),
+                &def.ignore,
+                &ts,
+            )
+        }
+    };
+    let terminal = render.terminal(&list);
+    Ok(Some(Update {
+        body,
+        list: Arc::new(list),
+        first: prev.is_none(),
+        changes,
+        skipped,
+        terminal,
+    }))
+}
+
+impl Update {
+    /// What keeping this update costs the memory budget.
+    pub fn retained(&self) -> u64 {
+        retained(self.body.len(), self.list.items.len())
+    }
+
+    /// The size of the body this update keeps.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Whether this is the feed's first good poll (it publishes a snapshot).
+    pub fn is_first(&self) -> bool {
+        self.first
+    }
+
+    /// The terminal event, when this poll reached a terminal state.
+    pub fn terminal(&self) -> Option<&Bytes> {
+        self.terminal.as_ref()
+    }
+
+    /// How many events this update publishes.
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Encode each event once, with the id `id(seq)` for consecutive seqs from `first_seq`.
+    pub fn encode(&self, first_seq: u64, id: impl Fn(u64) -> String) -> Vec<(u64, Bytes)> {
+        self.changes
+            .iter()
+            .zip(first_seq..)
+            .map(|((name, data), seq)| (seq, encode::event(&id(seq), name, data)))
+            .collect()
+    }
+
+    /// Encode each event once, with its id, and hand everything to the feed.
+    pub(crate) fn publish(self, feed: &Feed, metrics: &Metrics) -> (Bytes, Arc<ItemList>) {
+        for (name, _) in &self.changes {
+            metrics.events(&feed.def.name, name, 1);
+        }
+        if !self.first && self.changes.is_empty() {
+            feed.replace_list(self.list.clone());
+        } else if !self.first && feed.render.contract.resend {
+            // The whole snapshot again, as one history entry with the id on
+            // its last event (as for a subscriber's first snapshot).
+            let (head, tail) = feed.render.snapshot(&self.list);
+            let seq = feed.next_seq();
+            let id = encode::id_line(&feed.id(seq));
+            let mut b = Vec::with_capacity(head.len() + id.len() + tail.len());
+            for part in [&head, &id, &tail] {
+                b.extend_from_slice(part);
+            }
+            feed.publish(self.list.clone(), vec![(seq, Bytes::from(b))], false);
+        } else {
+            let events = self.encode(feed.next_seq(), |seq| feed.id(seq));
+            feed.publish(self.list.clone(), events, self.first);
+        }
+        (self.body, self.list)
+    }
+}
