@@ -199,7 +199,8 @@ def svg(results, path):
     fan = [r for r in results if r["kind"] == "fanout"]
     systems = sorted({r["system"] for r in fan})
     ns = sorted({r["n"] for r in fan})
-    colors = {"pollcast": "#d62728", "nchan": "#1f77b4", "pushpin": "#2ca02c", "pushpin-default": "#98df8a"}
+    colors = {"pollcast": "#d62728", "nchan": "#1f77b4", "pushpin": "#2ca02c", "pushpin-default": "#98df8a",
+              "floor": "#000000"}
     pts = {}
     for s in systems:
         for n in ns:
@@ -257,16 +258,22 @@ def report(a):
               "Pushpin: the publish) to the moment a subscriber has read it. Deliveries/s = N / (time for one "
               "event to reach the last subscriber). RSS per subscriber = (RSS at N − RSS at 0) / N, all "
               "processes of the server (nginx master+worker; Pushpin's condure, proxy, handler).", "",
-              "| system | N | all received | p50 ms | p99 ms | max ms | deliveries/s | RSS/subscriber KiB |",
-              "|---|---:|---|---:|---:|---:|---:|---:|"]
-        for s in ["pollcast", "nchan", "pushpin", "pushpin-default"]:
+              "`floor` is the least an SSE server can do on this core (`bench/harness/src/bin/floor.rs`: one thread "
+              "writing the same event bytes to every subscriber socket in turn, nothing else); `p99 / floor` is the "
+              "system's median p99 over the floor's median p99 at the same N.", "",
+              "| system | N | all received | p50 ms | p99 ms | p99 / floor | max ms | deliveries/s | RSS/subscriber KiB |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+        for s in ["floor", "pollcast", "nchan", "pushpin", "pushpin-default"]:
             for n in sorted({r["n"] for r in fan}):
                 g = [r for r in fan if r["system"] == s and r["n"] == n]
                 if not g:
                     continue
                 ok = sum(1 for r in g if r["all_received"])
+                floor = med([r["p99_ms"] for r in fan if r["system"] == "floor" and r["n"] == n])
+                mine = med([r["p99_ms"] for r in g])
+                ratio = f"{mine / floor:.2f}x" if floor and mine is not None else "n/a"
                 L.append(f"| {s} | {n:,} | {ok}/{len(g)} runs | {cell([r['p50_ms'] for r in g])} | "
-                         f"{cell([r['p99_ms'] for r in g])} | {cell([r['max_ms'] for r in g])} | "
+                         f"{cell([r['p99_ms'] for r in g])} | {ratio} | {cell([r['max_ms'] for r in g])} | "
                          f"{cell([r['deliveries_per_s'] for r in g], 0)} | {cell([r['rss_per_sub_kib'] for r in g])} |")
         L += ["", "`pushpin` runs with `message_rate=100000` (raised); `pushpin-default` with Pushpin's default "
               "`message_rate=2500`, which caps deliveries at 2,500/s.", "",
@@ -316,12 +323,19 @@ def report(a):
     pt = [r for r in rs if r["kind"] == "passthrough"]
     if pt:
         L += ["## Pass-through: wrk (1 thread, 32 connections, 5 s)", "",
-              "| body | target | requests/s | p99 ms |", "|---|---|---:|---:|"]
+              "Ratios are against nginx (proxying to the same upstream, keep-alive on both sides): requests/s "
+              "(higher is better) and p99 (lower is better), medians of the runs.", "",
+              "| body | target | requests/s | vs nginx | p99 ms | p99 vs nginx |", "|---|---|---:|---:|---:|---:|"]
         for b in ["small", "big"]:
+            ng = [r for r in pt if r["target"] == "nginx" and r["body"] == b]
+            n_rps, n_p99 = med([r["rps"] for r in ng]), med([r["p99_ms"] for r in ng])
             for t in ["direct", "nginx", "pollcast"]:
                 g = [r for r in pt if r["target"] == t and r["body"] == b]
                 if g:
-                    L.append(f"| {b} | {t} | {cell([r['rps'] for r in g], 0)} | {cell([r['p99_ms'] for r in g], 2)} |")
+                    rps, p99 = med([r["rps"] for r in g]), med([r["p99_ms"] for r in g])
+                    r1 = f"{rps / n_rps:.2f}x" if n_rps and rps is not None else "n/a"
+                    r2 = f"{p99 / n_p99:.2f}x" if n_p99 and p99 is not None else "n/a"
+                    L.append(f"| {b} | {t} | {cell([r['rps'] for r in g], 0)} | {r1} | {cell([r['p99_ms'] for r in g], 2)} | {r2} |")
         L.append("")
     notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "targets.md")
     if os.path.exists(notes):

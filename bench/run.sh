@@ -57,6 +57,7 @@ $NICE cargo build --release --locked --quiet
 POLLCAST="$TARGET/release/pollcast"
 LOADGEN="$TARGET/release/loadgen"
 SYNTH="$TARGET/release/synth"
+FLOOR="$TARGET/release/floor"
 PY="python3 $ROOT/bench/analyse.py"
 
 SERVER_CPU="taskset -c 0"
@@ -200,6 +201,13 @@ fanout_run() { # system n rep
             start_synth 9001 10 1s; start_pollcast 1s; url=http://127.0.0.1:8080/sse/jobs ;;
         nchan)
             start_nginx; SERVER_PID=$(cat "$OUT/nginx.pid"); url=http://127.0.0.1:8081/sub ;;
+        floor)
+            # The least an SSE server can do on this core: one thread writing
+            # the same bytes to every subscriber socket in turn.
+            $NICE $SERVER_CPU "$FLOOR" --listen 127.0.0.1:8084 --every 1s --size 1024 \
+                --count $(( budget / 1000000 + WINDOW + 4 )) > "$OUT/floor.log" 2>&1 &
+            SERVER_PID=$!; PIDS+=($SERVER_PID); wait_port 127.0.0.1:8084
+            url=http://127.0.0.1:8084/sub ;;
         pushpin*)
             local rate=100000; [ "$sys" = pushpin-default ] && rate=2500
             start_pushpin $rate; url=http://127.0.0.1:8083/stream; PARALLEL=64 ;;
@@ -224,6 +232,7 @@ fanout_run() { # system n rep
     tail -n1 "$RESULTS" >&2
     case $sys in
         pollcast) stop_pid "$SERVER_PID"; stop_pid "$SYNTH_PID" ;;
+        floor) stop_pid "$SERVER_PID" ;;
         nchan) stop_nginx ;;
         pushpin*) stop_pid "$SERVER_PID"; stop_pid "$GRIP_PID"; pkill -P "$SERVER_PID" 2>/dev/null || true; sleep 1 ;;
     esac
@@ -305,9 +314,10 @@ if [ "${1:-}" = "--one" ]; then # --one fanout|upstream|passthrough ARGS: one ru
     exit 0
 fi
 if [ $SMOKE = 1 ]; then
-    log "smoke: fan-out to 200 subscribers"
+    log "smoke: fan-out to 200 subscribers, pollcast and the floor"
     WINDOW=4
     fanout_run pollcast 200 1
+    fanout_run floor 200 1
     log "smoke: write-through to 100 subscribers"
     writethrough_run 100 1
     log "smoke: upstream load, 100 clients"
@@ -324,7 +334,7 @@ $PY criterion "$OUT/criterion.txt" >> "$RESULTS"
 
 for rep in $(seq 1 "$REPS"); do
     for n in 1000 10000 19000; do
-        for sys in pollcast nchan pushpin; do
+        for sys in floor pollcast nchan pushpin; do
             log "fan-out $sys N=$n rep $rep"
             fanout_run "$sys" "$n" "$rep"
         done

@@ -93,10 +93,13 @@ fn main() {
                 gate.clone(),
             );
             let poll = mode == "poll";
+            let storm = mode == "storm";
             tasks.push(tokio::spawn(async move {
                 let permit = gate.acquire_owned().await.ok();
                 let r = if poll {
                     poller(&o, i, permit, &rdy, &rec).await
+                } else if storm {
+                    stormer(&o, permit, &rdy, &rec).await
                 } else {
                     subscriber(&o, permit, &rdy, &rec).await
                 };
@@ -184,6 +187,8 @@ struct SseParser {
     line: Vec<u8>,
     event: Vec<u8>,
     data: Vec<u8>,
+    /// The last `id:` field seen (what an EventSource sends as `Last-Event-ID`).
+    last_id: Vec<u8>,
 }
 
 impl SseParser {
@@ -213,6 +218,10 @@ impl SseParser {
                 self.data.clear();
             } else if let Some(v) = line.strip_prefix(b"data:") {
                 self.data
+                    .extend_from_slice(v.strip_prefix(b" ").unwrap_or(v));
+            } else if let Some(v) = line.strip_prefix(b"id:") {
+                self.last_id.clear();
+                self.last_id
                     .extend_from_slice(v.strip_prefix(b" ").unwrap_or(v));
             } else if let Some(v) = line.strip_prefix(b"event:") {
                 self.event.clear();
@@ -352,6 +361,107 @@ async fn subscriber(
     let mut r = record.lock().unwrap_or_else(|e| e.into_inner());
     r.per_conn.push(mine.len());
     r.deliveries.extend(mine);
+    Ok(())
+}
+
+/// Open an event stream (with `Last-Event-ID` when resuming): the stream,
+/// whether it is chunked, and the bytes read past the head.
+async fn open(o: &Opts, last_id: Option<&[u8]>) -> std::io::Result<(TcpStream, bool, Vec<u8>)> {
+    let mut req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n",
+        o.path, o.host
+    )
+    .into_bytes();
+    if let Some(id) = last_id.filter(|id| !id.is_empty()) {
+        req.extend_from_slice(b"Last-Event-ID: ");
+        req.extend_from_slice(id);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"\r\n");
+    let mut s = connect(o).await?;
+    s.write_all(&req).await?;
+    let mut buf = Vec::new();
+    let (head, rest) = read_head(&mut s, &mut buf).await?;
+    if !head.starts_with("http/1.1 200") {
+        return Err(std::io::Error::other(format!(
+            "status: {}",
+            head.lines().next().unwrap_or("")
+        )));
+    }
+    Ok((s, head.contains("transfer-encoding: chunked"), rest))
+}
+
+/// Read from `s` until `parser` has seen `events` more events; `false` when
+/// the stream ended first.
+async fn read_events(
+    s: &mut TcpStream,
+    chunked: bool,
+    first: &[u8],
+    parser: &mut SseParser,
+    dechunk: &mut Dechunk,
+    events: usize,
+) -> bool {
+    fn feed(bytes: &[u8], chunked: bool, parser: &mut SseParser, dechunk: &mut Dechunk) -> usize {
+        let mut seen = 0;
+        let mut on_event = |_: &[u8], _: &[u8]| seen += 1;
+        if chunked {
+            dechunk.feed(bytes, &mut |b| parser.feed(b, &mut on_event));
+        } else {
+            parser.feed(bytes, &mut on_event);
+        }
+        seen
+    }
+    let mut seen = feed(first, chunked, parser, dechunk);
+    let mut chunk = vec![0u8; 65536];
+    while seen < events {
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => seen += feed(&chunk[..n], chunked, parser, dechunk),
+        }
+    }
+    true
+}
+
+/// The reconnect storm: subscribe and take the first event (the state);
+/// then, when the server drops the stream (it was restarted), reconnect at
+/// once with `Last-Event-ID` and time until the state arrives again. Records
+/// `<dropped_at> 0 <state_again_at>` per subscriber.
+async fn stormer(
+    o: &Opts,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ready: &AtomicUsize,
+    record: &Mutex<Record>,
+) -> std::io::Result<()> {
+    let (mut s, chunked, rest) = open(o, None).await?;
+    let mut parser = SseParser::default();
+    let mut dechunk = Dechunk::default();
+    if !read_events(&mut s, chunked, &rest, &mut parser, &mut dechunk, 1).await {
+        return Err(std::io::Error::other("closed before the first event"));
+    }
+    ready.fetch_add(1, Ordering::Relaxed);
+    drop(permit);
+    // Whatever else comes, until the server goes away.
+    let _ = read_events(&mut s, chunked, &[], &mut parser, &mut dechunk, usize::MAX).await;
+    let dropped = now_us();
+    drop(s);
+    let id = parser.last_id.clone();
+    let (mut s, chunked, rest) = loop {
+        match open(o, Some(&id)).await {
+            Ok(x) => break x,
+            Err(_) if now_us() < o.stop_at => {
+                RETRIES.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let mut parser = SseParser::default();
+    let mut dechunk = Dechunk::default();
+    if read_events(&mut s, chunked, &rest, &mut parser, &mut dechunk, 1).await {
+        let mut r = record.lock().unwrap_or_else(|e| e.into_inner());
+        r.per_conn.push(1);
+        r.deliveries.push((dropped, 0, now_us()));
+    }
     Ok(())
 }
 
