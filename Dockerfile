@@ -12,7 +12,7 @@
 #   docker run -p 8080:8080 -e POLLCAST_UPSTREAM_URL=http://api:3000 pollcast
 #
 # Base images are pinned by tag and digest: a rebuild gets the bytes that were
-# reviewed, and a moved tag fails the pull instead of changing the image.
+# reviewed (the digest decides; a tag moved since changes nothing).
 # Update both together (`docker buildx imagetools inspect <image>:<tag>`).
 
 FROM rust:1.95.0-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1 AS build
