@@ -219,7 +219,7 @@ fn pollcast_pod(rel: &str) -> (serde_json::Value, serde_json::Value) {
 }
 
 #[test]
-fn the_pod_monitor_scrapes_the_admin_port_of_both_layouts() {
+fn the_pod_monitor_scrapes_the_admin_port_of_every_layout() {
     // A CRD: kubernetes-validate has no schema for it, so its fields are
     // checked here against the pods it must select.
     let m = yaml("deploy/prometheus/podmonitor.yaml");
@@ -235,6 +235,7 @@ fn the_pod_monitor_scrapes_the_admin_port_of_both_layouts() {
     let ep = &endpoints[0];
     assert_eq!(ep["path"], "/_pollcast/metrics");
     for rel in [
+        "deploy/kubernetes/deployment.yaml".to_owned(),
         format!("{SIDECAR}/deployment-patch.yaml"),
         format!("{STANDALONE}/deployment.yaml"),
     ] {
@@ -266,4 +267,28 @@ fn the_pod_monitor_scrapes_the_admin_port_of_both_layouts() {
         );
         assert!(c["resources"]["limits"]["memory"].is_string(), "{rel}");
     }
+}
+
+#[test]
+fn the_sidecar_is_an_ordinary_container_and_the_manifests_say_why() {
+    let rel = format!("{SIDECAR}/deployment-patch.yaml");
+    let patch = yaml(&rel);
+    let spec = &patch["spec"]["template"]["spec"];
+    assert!(spec["initContainers"].is_null(), "{rel}: no native sidecar");
+    assert!(pollcast_pod(&rel).1.is_object());
+    // The reason stays beside the choice.
+    let text = read(&rel);
+    for needle in ["native", "restartPolicy: Always", "SIGTERM"] {
+        assert!(text.contains(needle), "{rel} lacks the note ({needle})");
+    }
+    // The Service switch: the API's first port now goes to pollcast.
+    let k = read(&format!("{SIDECAR}/kustomization.yaml"));
+    assert!(
+        k.contains("path: /spec/ports/0/targetPort") && k.contains("value: pollcast"),
+        "the component switches the Service's targetPort"
+    );
+    assert_eq!(
+        yaml("deploy/kubernetes/service.yaml")["spec"]["ports"][0]["targetPort"],
+        "pollcast"
+    );
 }
