@@ -11,7 +11,7 @@
 //! at scrape time, so they can never drift from the truth. Beside them, the
 //! standard `process_*` metrics every Prometheus client library exports
 //! (unprefixed, so stock dashboards and alerts find them), read from
-//! `/proc/self` at scrape time ([`process`]). A scrape is answered in
+//! `/proc/self` at scrape time (`process.rs`). A scrape is answered in
 //! OpenMetrics, or in Prometheus' classic text format for scrapers that
 //! accept only that ([`Format`]).
 
