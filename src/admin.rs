@@ -17,6 +17,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use crate::body::BoxBody;
 use crate::config::AdminConfig;
 use crate::feed::registry::Registry;
+use crate::metrics::Format;
 use crate::readiness::Readiness;
 use crate::response::uncached_text as text;
 use crate::status::StatusFeed;
@@ -128,7 +129,7 @@ impl Route {
         }
     }
 
-    async fn serve(self, at: At, sub: &str) -> Response<BoxBody> {
+    async fn serve(self, at: At, sub: &str, format: Format) -> Response<BoxBody> {
         match self {
             Self::Refresh => {
                 let name = sub.trim_start_matches("/refresh/");
@@ -153,11 +154,11 @@ impl Route {
                 text(status, format!("{word}: {}\n", v.detail))
             }
             Self::Metrics => {
-                let body = at.registry.metrics().render(&at.registry);
+                let body = at.registry.metrics().render_as(&at.registry, format);
                 let mut r = text(StatusCode::OK, body);
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
-                    HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+                    HeaderValue::from_static(format.content_type()),
                 );
                 r
             }
@@ -214,8 +215,10 @@ pub fn handle<B>(at: &At, req: &Request<B>) -> Option<ResponseFuture> {
             .insert(header::ALLOW, HeaderValue::from_static(allow));
         return Some(ready(resp));
     }
+    // The metrics' text format, from what the scraper accepts.
+    let format = Format::negotiate(req.headers().get(header::ACCEPT));
     let (at, sub) = (at.clone(), sub.to_owned());
-    Some(Box::pin(async move { route.serve(at, &sub).await }))
+    Some(Box::pin(async move { route.serve(at, &sub, format).await }))
 }
 
 /// Anything that is not an own route on the admin listener.

@@ -66,7 +66,8 @@
 //! - [`admin`]: pollcast's own endpoints under `[admin] prefix`; [`readiness`]: `/readyz`.
 //! - [`access`]: the access log line and metrics of each pass-through request.
 //! - [`stragglers`]: polls of a live feed's upstream path answered from its latest poll.
-//! - [`metrics`]: the Prometheus metrics behind `<prefix>/metrics`.
+//! - [`metrics`]: the Prometheus metrics behind `<prefix>/metrics`, the
+//!   standard `process_*` ones (`/proc/self`) beside pollcast's own.
 //! - [`logging`]: the tracing subscriber, text or JSON, reloadable level.
 
 pub(crate) mod access;

@@ -8,7 +8,12 @@
 //!
 //! Counters are updated where things happen (poller, subscriber, router);
 //! the gauges of live feeds and subscribers are read from the feed registry
-//! at scrape time, so they can never drift from the truth.
+//! at scrape time, so they can never drift from the truth. Beside them, the
+//! standard `process_*` metrics every Prometheus client library exports
+//! (unprefixed, so stock dashboards and alerts find them), read from
+//! `/proc/self` at scrape time (`process.rs`). A scrape is answered in
+//! OpenMetrics, or in Prometheus' classic text format for scrapers that
+//! accept only that ([`Format`]).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
@@ -21,6 +26,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+
+mod format;
+mod process;
+
+use format::prometheus_text;
+pub use format::Format;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FeedLabel {
@@ -165,7 +176,8 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut r = Registry::with_prefix("pollcast");
+        let mut root = Registry::default();
+        let r = root.sub_registry_with_prefix("pollcast");
         let m = Self {
             registry: Registry::default(),
             scrape: Mutex::new(()),
@@ -313,7 +325,11 @@ impl Metrics {
             "Admissions and rechecks answered by an identical check (same path and credentials) made or in flight for another subscriber, per feed definition",
             m.auth_checks_shared.clone(),
         );
-        Self { registry: r, ..m }
+        root.register_collector(Box::new(process::Collector));
+        Self {
+            registry: root,
+            ..m
+        }
     }
 
     /// A check request for definition `feed` was sent and ended so.
@@ -440,7 +456,17 @@ impl Metrics {
         let _ = self.cut_off.get_or_create(&f);
     }
 
-    /// The text exposition, with the live gauges read from `feeds` now.
+    /// The text exposition in `format`, with the live gauges read from
+    /// `feeds` now.
+    pub fn render_as(&self, feeds: &impl Gauges, format: Format) -> String {
+        let text = self.render(feeds);
+        match format {
+            Format::OpenMetrics => text,
+            Format::Prometheus => prometheus_text(&text),
+        }
+    }
+
+    /// The OpenMetrics text exposition, with the live gauges read from `feeds` now.
     pub fn render(&self, feeds: &impl Gauges) -> String {
         let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         self.subscribers.clear();
