@@ -104,6 +104,29 @@ def fanout(a):
     print(json.dumps(out))
 
 
+def storm(a):
+    """Reconnect storm: every subscriber lost its stream at once and
+    reconnected with Last-Event-ID; rows are (dropped_at, 0, state_at)."""
+    rows, conns, failed, _, missing = read_deliveries(a.files)
+    refused = 0
+    for fn in a.files:
+        try:
+            for line in open(fn):
+                m = re.search(r"refused (\d+)", line)
+                if line.startswith("#") and m:
+                    refused += int(m.group(1))
+        except FileNotFoundError:
+            pass
+    t0 = a.t0
+    took = sorted((r - t0) / 1000.0 for _, _, r in rows)
+    out = {"kind": "storm", "system": a.system, "n": a.n, "rep": a.rep, "list_kib": a.list_kib,
+           "connected": conns, "failed": failed, "got_state": len(rows),
+           "all_got_state": conns == a.n and len(rows) == a.n,
+           "all_ms": took[-1] if took else None, "p50_ms": pct(took, 50), "p99_ms": pct(took, 99),
+           "refused": refused, "peak_rss_kib": a.peak_rss}
+    print(json.dumps(out))
+
+
 def upstream(a):
     rows, conns, failed, _, _ = read_deliveries(a.files)
     lat = sorted((r - c) / 1000.0 for _, c, r in rows)
@@ -153,6 +176,9 @@ def load(path):
 def check(a):
     bad = []
     for r in load(a.results):
+        if r["kind"] == "storm" and (not r["all_got_state"] or r["refused"] > 0):
+            bad.append(f"storm {r['system']} N={r['n']}: {r['got_state']}/{r['n']} got their state, "
+                       f"{r['refused']} refused")
         if r["kind"] in ("fanout", "writethrough") and not r["all_received"]:
             bad.append(f"fan-out {r['system']} N={r['n']}: {r['deliveries']}/{r['expected']} deliveries, "
                        f"{r['connected']} connected, {r['events']} events")
@@ -280,6 +306,31 @@ def report(a):
               "![fan-out latency](bench/fanout-latency.svg)", ""]
         svg(rs, a.svg)
 
+    st = [r for r in rs if r["kind"] == "storm"]
+    if st:
+        L += ["## Reconnect storm: every stream drops at once", "",
+              "N subscribers hold a stream; the server is restarted (SIGTERM, then started again), and every "
+              "subscriber reconnects at once with its `Last-Event-ID` (retrying every 10 ms while the port is "
+              "closed). Times run from the restarted server listening to the moment a subscriber has its state "
+              "again (pollcast: a `snapshot`, the epoch changed; floor: the same bytes written to each new "
+              "socket in turn). `vs floor` compares the time until every subscriber has its state.", "",
+              "| system | list | N | all got state | refused | all ms | vs floor | p50 ms | p99 ms | peak RSS MiB |",
+              "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+        for kib in sorted({r["list_kib"] for r in st}):
+            for n in sorted({r["n"] for r in st}):
+                floor = med([r["all_ms"] for r in st if r["system"] == "floor" and r["n"] == n and r["list_kib"] == kib])
+                for s in ["floor", "pollcast"]:
+                    g = [r for r in st if r["system"] == s and r["n"] == n and r["list_kib"] == kib]
+                    if not g:
+                        continue
+                    ok = sum(1 for r in g if r["all_got_state"])
+                    mine = med([r["all_ms"] for r in g])
+                    ratio = f"{mine / floor:.2f}x" if floor and mine is not None else "n/a"
+                    L.append(f"| {s} | {kib} KiB | {n:,} | {ok}/{len(g)} runs | {cell([r['refused'] for r in g], 0)} | "
+                             f"{cell([r['all_ms'] for r in g], 0)} | {ratio} | {cell([r['p50_ms'] for r in g], 0)} | "
+                             f"{cell([r['p99_ms'] for r in g], 0)} | {cell([r['peak_rss_kib'] / 1024 if r['peak_rss_kib'] else None for r in g])} |")
+        L.append("")
+
     wt = [r for r in rs if r["kind"] == "writethrough"]
     if wt:
         L += ["## Write-through: a write through pollcast reaches its subscribers", "",
@@ -362,6 +413,11 @@ def main():
     for k in ["--n", "--rep", "--rss0", "--rssn", "--window"]:
         s.add_argument(k, type=int)
     s.add_argument("files", nargs="*")
+    s = sub.add_parser("storm")
+    s.add_argument("--system")
+    for k in ["--n", "--rep", "--list-kib", "--t0", "--peak-rss"]:
+        s.add_argument(k, type=int)
+    s.add_argument("files", nargs="*")
     s = sub.add_parser("upstream")
     s.add_argument("--mode"); s.add_argument("--stats0"); s.add_argument("--stats1")
     for k in ["--n", "--rep", "--window", "--cpu-ticks"]:
@@ -375,7 +431,7 @@ def main():
     s.add_argument("results"); s.add_argument("--machine"); s.add_argument("--versions")
     s.add_argument("--duration", type=int); s.add_argument("--out"); s.add_argument("--svg")
     a = p.parse_args()
-    {"rss": lambda: rss(a.pid), "fanout": lambda: fanout(a), "upstream": lambda: upstream(a),
+    {"rss": lambda: rss(a.pid), "fanout": lambda: fanout(a), "storm": lambda: storm(a), "upstream": lambda: upstream(a),
      "wrk": lambda: wrk(a), "criterion": lambda: criterion(a), "check": lambda: check(a),
      "report": lambda: report(a)}[a.cmd]()
 

@@ -238,6 +238,41 @@ fanout_run() { # system n rep
     esac
 }
 
+# ---------------------------------------------------------------- reconnect storm
+# N subscribers hold a stream with the whole list (KIB KiB); the server is
+# restarted and every subscriber reconnects at once with its Last-Event-ID.
+# Timed from the restarted server listening until each has its state again.
+start_storm_server() { # system kib
+    case $1 in
+        pollcast) start_pollcast 1000s ;;
+        floor)
+            $NICE $SERVER_CPU "$FLOOR" --listen 127.0.0.1:8084 --every 3600s --count 1 \
+                --snapshot $(( $2 * 1024 )) > "$OUT/floor.log" 2>&1 &
+            SERVER_PID=$!; PIDS+=($SERVER_PID); wait_port 127.0.0.1:8084 ;;
+    esac
+}
+storm_run() { # system kib n rep
+    local sys=$1 kib=$2 n=$3 rep=$4 url t0 peak
+    PARALLEL=256
+    [ "$sys" = pollcast ] && { start_synth 9001 "$kib" 100000s; url=http://127.0.0.1:8080/sse/jobs; }
+    [ "$sys" = floor ] && url=http://127.0.0.1:8084/sub
+    start_storm_server "$sys" "$kib"
+    local start=$(( $(now_us) + 3000000 + n * 1000 ))
+    start_load storm "$url" "$n" "$start" $(( start + 60000000 )) "storm-$sys-$kib-$n-$rep"
+    wait_ready "$start"
+    stop_pid "$SERVER_PID"
+    start_storm_server "$sys" "$kib"
+    t0=$(now_us)
+    wait_load
+    peak=$(awk '/^VmHWM/ {print $2}' "/proc/$SERVER_PID/status" 2>/dev/null || echo 0)
+    $PY storm --system "$sys" --n "$n" --rep "$rep" --list-kib "$kib" --t0 "$t0" --peak-rss "${peak:-0}" \
+        "${LG_FILES[@]}" >> "$RESULTS"
+    tail -n1 "$RESULTS" >&2
+    stop_pid "$SERVER_PID"
+    [ "$sys" = pollcast ] && stop_pid "$SYNTH_PID"
+    return 0
+}
+
 # ---------------------------------------------------------------- write-through
 # A client POSTs a change through pollcast once a second; the feed's interval
 # is 60 s, so only the write-through re-poll can deliver it in the window.
@@ -318,6 +353,9 @@ if [ $SMOKE = 1 ]; then
     WINDOW=4
     fanout_run pollcast 200 1
     fanout_run floor 200 1
+    log "smoke: reconnect storm, 200 subscribers, pollcast and the floor"
+    storm_run pollcast 1 200 1
+    storm_run floor 1 200 1
     log "smoke: write-through to 100 subscribers"
     writethrough_run 100 1
     log "smoke: upstream load, 100 clients"
@@ -345,6 +383,12 @@ for rep in $(seq 1 "$REPS"); do
         for mode in direct pollcast; do
             log "upstream load $mode N=$n rep $rep"
             upstream_run "$mode" "$n" "$rep"
+        done
+    done
+    for kib in 1 100; do
+        for sys in floor pollcast; do
+            log "reconnect storm $sys ${kib} KiB N=19000 rep $rep"
+            storm_run "$sys" "$kib" 19000 "$rep"
         done
     done
     log "write-through N=1000 rep $rep"

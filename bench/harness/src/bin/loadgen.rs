@@ -33,6 +33,9 @@ const GRACE_US: u64 = 3_000_000;
 /// Connection attempts refused with a non-200 status and retried.
 static RETRIES: AtomicUsize = AtomicUsize::new(0);
 
+/// Storm reconnects the server answered with a non-200 status (a limit).
+static REFUSED: AtomicUsize = AtomicUsize::new(0);
+
 #[derive(Clone)]
 struct Opts {
     server: SocketAddr,
@@ -139,10 +142,11 @@ fn main() {
         let min = rec.per_conn.iter().min().copied().unwrap_or(0);
         let max = rec.per_conn.iter().max().copied().unwrap_or(0);
         text.push_str(&format!(
-            "# conns {ok} failed {} min_events {min} max_events {max} reporting {} retries {}\n",
+            "# conns {ok} failed {} min_events {min} max_events {max} reporting {} retries {} refused {}\n",
             failed.load(Ordering::Relaxed),
             rec.per_conn.len(),
-            RETRIES.load(Ordering::Relaxed)
+            RETRIES.load(Ordering::Relaxed),
+            REFUSED.load(Ordering::Relaxed)
         ));
         std::fs::write(&out, text).expect("write results");
         std::process::exit(0);
@@ -448,7 +452,10 @@ async fn stormer(
     let (mut s, chunked, rest) = loop {
         match open(o, Some(&id)).await {
             Ok(x) => break x,
-            Err(_) if now_us() < o.stop_at => {
+            Err(e) if now_us() < o.stop_at => {
+                if e.to_string().starts_with("status:") {
+                    REFUSED.fetch_add(1, Ordering::Relaxed);
+                }
                 RETRIES.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
