@@ -104,6 +104,7 @@ pub mod template;
 pub mod tls;
 pub mod upstream;
 pub mod validation;
+pub mod watch;
 pub mod wire;
 
 pub use body::{BoxBody, BoxError};

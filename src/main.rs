@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
     about = "Turns polling of REST list endpoints into Server-Sent Events",
     after_help = "Environment overrides: POLLCAST_SERVER_LISTEN, POLLCAST_UPSTREAM_URL, \
 POLLCAST_UPSTREAM_TIMEOUT, POLLCAST_LOG_LEVEL, POLLCAST_LOG_FORMAT, POLLCAST_ADMIN_LISTEN.\n\
-SIGHUP reloads the config file: feeds and [log] level take effect at once."
+SIGHUP, or a change of the config or TLS files ([reload] watch), reloads: feeds, [log] level \
+and the TLS certificate take effect at once."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -115,6 +116,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Config::load(&cli.config)?
     };
     cli.apply(&mut config);
+    // `--log-level` is the most explicit choice and wins over RUST_LOG.
+    let rust_log = match cli.log_level {
+        Some(_) => None,
+        None => std::env::var("RUST_LOG").ok(),
+    };
+    let env_filter =
+        pollcast::logging::env_filter(rust_log.as_deref()).map_err(anyhow::Error::msg)?;
     if cli.check {
         let source = if cli.demo {
             "--demo".to_owned()
@@ -126,7 +134,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let log = pollcast::logging::init(config.log.format, config.log.level);
+    let log = pollcast::logging::init(config.log.format, config.log.level, env_filter);
     // Before anything says "listening": a signal that arrives from then on
     // must find its handler, not the default action (which terminates).
     let mut signals = Signals::new()?;
@@ -139,11 +147,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.demo {
         tracing::info!("watch it: curl -N http://{}/sse/jobs", running.addr);
     }
+    let mut watch = if cli.demo {
+        None
+    } else {
+        watch_files(&cli, &config)
+    };
     let mut current = config;
-    while signals.next().await == Signal::Reload {
-        if cli.demo {
-            tracing::warn!("SIGHUP: --demo has no config file to reload");
-            continue;
+    loop {
+        tokio::select! {
+            s = signals.next() => {
+                if s == Signal::Stop {
+                    break;
+                }
+                if cli.demo {
+                    tracing::warn!("SIGHUP: --demo has no config file to reload");
+                    continue;
+                }
+                tracing::info!(trigger = "SIGHUP", "reloading the config");
+            }
+            Some(files) = next_change(&mut watch) => {
+                let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                tracing::info!(trigger = "file change", ?files, "reloading the config");
+            }
         }
         match Config::load(&cli.config) {
             Ok(mut new) => {
@@ -155,10 +180,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+    drop(watch);
     tracing::info!("shutting down");
     running.stop().await;
     demo_stop.cancel();
     Ok(())
+}
+
+/// `[reload] watch`: the config file and the TLS files, watched from now
+/// on. A watch that cannot be set up is logged and SIGHUP still reloads.
+fn watch_files(cli: &Cli, config: &Config) -> Option<pollcast::watch::Watch> {
+    if !config.reload.watch {
+        return None;
+    }
+    let mut files = vec![cli.config.clone()];
+    if let Some(tls) = &config.server.tls {
+        files.extend([tls.cert.clone(), tls.key.clone()]);
+    }
+    match pollcast::watch::Watch::start(files.clone(), config.reload.debounce) {
+        Ok(w) => {
+            tracing::info!(files = ?files, debounce = ?config.reload.debounce, "watching the config files for changes");
+            Some(w)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch the config files; reload with SIGHUP");
+            None
+        }
+    }
+}
+
+/// The next change the watch reports; never, without a watch.
+async fn next_change(watch: &mut Option<pollcast::watch::Watch>) -> Option<Vec<PathBuf>> {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
