@@ -6,7 +6,10 @@ use std::process::Command;
 mod common;
 
 fn pollcast() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pollcast"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pollcast"));
+    // The developer's own RUST_LOG must not change what these tests see.
+    cmd.env_remove("RUST_LOG");
+    cmd
 }
 
 fn config_file(text: &str) -> tempfile::NamedTempFile {
@@ -261,6 +264,20 @@ fn a_bad_environment_override_names_the_variable_and_allowed_values() {
             .env("POLLCAST_ADMIN_LISTEN", "localhost"),
     );
     assert!(err.contains("POLLCAST_ADMIN_LISTEN"), "{err}");
+}
+
+#[test]
+fn a_bad_rust_log_is_named_and_refused() {
+    let f = config_file(GOOD);
+    let err = run_err(
+        pollcast()
+            .arg("--check")
+            .arg("--config")
+            .arg(f.path())
+            .env("RUST_LOG", "pollcast=loud"),
+    );
+    assert!(err.contains("RUST_LOG"), "{err}");
+    assert!(err.contains("pollcast=loud"), "{err}");
 }
 
 #[test]
