@@ -24,6 +24,9 @@ mod env;
 mod error;
 mod load;
 mod log;
+pub mod overrides;
+mod reload;
+mod sources;
 #[cfg(test)]
 mod tests;
 mod url;
@@ -31,6 +34,8 @@ mod validate;
 
 pub use error::{ConfigError, Problem};
 pub use log::{LogConfig, LogFormat, LogLevel};
+pub use reload::ReloadConfig;
+pub use sources::Sources;
 pub use url::UpstreamUrl;
 pub use validate::Checks;
 
@@ -94,6 +99,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub cors: CorsConfig,
+    #[serde(default)]
+    pub reload: ReloadConfig,
 }
 
 /// `[server]`: the listener pollcast accepts clients on.
@@ -610,6 +617,7 @@ impl Config {
             feeds,
             limits: LimitsConfig::default(),
             cors: CorsConfig::default(),
+            reload: ReloadConfig::default(),
         }
     }
 }
