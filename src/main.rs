@@ -13,14 +13,17 @@ use pollcast::config::{Config, FeedConfig, LogFormat, LogLevel, UpstreamUrl};
 use tokio_util::sync::CancellationToken;
 
 /// Settings precedence, lowest first: built-in default, config file,
-/// `POLLCAST_<TABLE>_<KEY>` environment variable, command-line flag.
+/// `POLLCAST_<SECTION>__<KEY>` environment variable (the six older
+/// `POLLCAST_<TABLE>_<KEY>` names are aliases), command-line flag.
 #[derive(Parser, Debug)]
 #[command(
     version,
     args_conflicts_with_subcommands = true,
     about = "Turns polling of REST list endpoints into Server-Sent Events",
-    after_help = "Environment overrides: POLLCAST_SERVER_LISTEN, POLLCAST_UPSTREAM_URL, \
-POLLCAST_UPSTREAM_TIMEOUT, POLLCAST_LOG_LEVEL, POLLCAST_LOG_FORMAT, POLLCAST_ADMIN_LISTEN.\n\
+    after_help = "Environment overrides: any key as POLLCAST_<SECTION>__<KEY> (e.g. POLLCAST_SSE__KEEPALIVE=5s), \
+a feed's as POLLCAST_FEEDS__<NAME>__<KEY>; aliases: POLLCAST_SERVER_LISTEN, POLLCAST_UPSTREAM_URL, \
+POLLCAST_UPSTREAM_TIMEOUT, POLLCAST_LOG_LEVEL, POLLCAST_LOG_FORMAT, POLLCAST_ADMIN_LISTEN. \
+RUST_LOG, when set, is the log filter.\n\
 SIGHUP, or a change of the config or TLS files ([reload] watch), reloads: feeds, [log] level \
 and the TLS certificate take effect at once."
 )]
@@ -130,7 +133,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli.config.display().to_string()
         };
         println!("# {source}: valid. Effective configuration, secrets redacted.");
-        println!("{}", cli::check::render(&config)?.trim_end());
+        let sources = if cli.demo {
+            None
+        } else {
+            Some(sources(&cli, env_filter.is_some())?)
+        };
+        println!(
+            "{}",
+            cli::check::render(&config, sources.as_ref())?.trim_end()
+        );
         return Ok(());
     }
 
@@ -185,6 +196,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     running.stop().await;
     demo_stop.cancel();
     Ok(())
+}
+
+/// Where each value of the loaded config came from, for `--check`.
+fn sources(cli: &Cli, rust_log: bool) -> anyhow::Result<pollcast::config::Sources> {
+    let text = std::fs::read_to_string(&cli.config)
+        .with_context(|| format!("cannot read {}", cli.config.display()))?;
+    let vars = pollcast::config::overrides::select(std::env::vars());
+    let mut s =
+        pollcast::config::Sources::collect(&text, &cli.config, &vars, |k| std::env::var(k).ok());
+    if rust_log {
+        s.set("log.level", "env RUST_LOG (replaces [log] level)".into());
+    }
+    if cli.log_format.is_some() {
+        s.set("log.format", "flag --log-format".into());
+    }
+    if cli.log_level.is_some() {
+        s.set("log.level", "flag --log-level".into());
+    }
+    Ok(s)
 }
 
 /// `[reload] watch`: the config file and the TLS files, watched from now
