@@ -45,6 +45,9 @@ struct Cli {
     /// Without URL: `<admin prefix>/healthz` on the listener the config names.
     #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
     healthcheck: Option<String>,
+    /// Print the JSON Schema of config.toml (docs/config.schema.json) and exit.
+    #[arg(long)]
+    print_schema: bool,
     /// Log format [default: [log] format, else text].
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
@@ -87,6 +90,13 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(Command::Init(args)) = &cli.command {
         eprintln!("{}", pollcast::init::run(args).await?);
+        return Ok(());
+    }
+    if cli.print_schema {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&pollcast::config::schema::schema())?
+        );
         return Ok(());
     }
     if let Some(url) = &cli.healthcheck {

@@ -3,7 +3,7 @@
 use super::*;
 
 /// `[reload]`: reload without a signal. SIGHUP reloads in every case.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReloadConfig {
     /// Watch the config file and the `[server.tls]` files (through
@@ -12,6 +12,7 @@ pub struct ReloadConfig {
     pub watch: bool,
     /// Quiet time after the last change before the reload starts, so a
     /// half-written file or one of two rotated files is never read alone.
+    #[schemars(schema_with = "crate::config::schema::duration")]
     #[serde(with = "humantime_serde")]
     pub debounce: Duration,
 }
