@@ -24,11 +24,15 @@ use tokio::sync::mpsc;
 
 /// Why the watch could not be set up.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot watch {}: {source}", dir.display())]
-pub struct WatchError {
-    pub dir: PathBuf,
-    #[source]
-    pub source: notify_debouncer_full::notify::Error,
+pub enum WatchError {
+    #[error("cannot start the file watcher: {0}")]
+    Start(#[source] notify_debouncer_full::notify::Error),
+    #[error("cannot watch {}: {source}", dir.display())]
+    Dir {
+        dir: PathBuf,
+        #[source]
+        source: notify_debouncer_full::notify::Error,
+    },
 }
 
 /// A running watch. Dropping it stops the watcher thread and closes the
@@ -66,14 +70,11 @@ impl Watch {
                 let _ = tx.try_send(changed);
             }
         })
-        .map_err(|source| WatchError {
-            dir: PathBuf::new(),
-            source,
-        })?;
+        .map_err(WatchError::Start)?;
         for dir in directories(&files) {
             debouncer
                 .watch(&dir, RecursiveMode::NonRecursive)
-                .map_err(|source| WatchError {
+                .map_err(|source| WatchError::Dir {
                     dir: dir.clone(),
                     source,
                 })?;
