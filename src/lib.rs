@@ -14,7 +14,7 @@
 //! import loops. This list is the one map of the crate.
 //!
 //! ```text
-//! start-up    start (listeners, wiring, Running), reload (SIGHUP), validation
+//! start-up    start (listeners, wiring, Running), reload (SIGHUP, file watch), validation
 //!             (the features' checks handed to config); main.rs on top
 //! listener    server (accept, connections, shutdown) > direct (HTTP/1.1 streams
 //!             written to the socket)
@@ -26,8 +26,9 @@
 //!             key, object, stats), access (pass-through access log)
 //! services    metrics, readiness, proxy/ (pass-through, tunnels)
 //! policy, io  upstream (pooled client), limits, cors, stats, tls, logging,
-//!             init (`pollcast init`)
-//! model       config/ (model and defaults, load, env, validate), idle, response
+//!             watch (config and TLS file changes), init (`pollcast init`)
+//! model       config/ (model and defaults, load, env, overrides, sources,
+//!             schema, validate), idle, response
 //! leaves      body, wire (SSE encoding), template, pointer, route, budget,
 //!             cidr, stall, preface
 //! ```
@@ -42,7 +43,7 @@
 //! - [`config`]: the typed, validated configuration; it imports no feature:
 //!   [`validation`] hands it the checks that need one.
 //! - [`start`]: binding the listeners and wiring the parts; [`reload`]: what a
-//!   SIGHUP applies to a running pollcast.
+//!   SIGHUP (or a change [`watch`] saw) applies to a running pollcast.
 //! - [`server`]: the listener, connections, graceful shutdown; [`direct`]:
 //!   HTTP/1.1 event streams written to the socket without hyper's buffers.
 //! - [`router`]: the tower service choosing between pollcast and the upstream.
@@ -68,7 +69,8 @@
 //! - [`stragglers`]: polls of a live feed's upstream path answered from its latest poll.
 //! - [`metrics`]: the Prometheus metrics behind `<prefix>/metrics`, the
 //!   standard `process_*` ones (`/proc/self`) beside pollcast's own.
-//! - [`logging`]: the tracing subscriber, text or JSON, reloadable level.
+//! - [`logging`]: the tracing subscriber, text or JSON, reloadable level, or `RUST_LOG`.
+//! - [`watch`]: notices when the config or TLS files change (Kubernetes symlink swaps included).
 
 pub(crate) mod access;
 pub(crate) mod admin;
@@ -106,6 +108,7 @@ pub(crate) mod template;
 pub(crate) mod tls;
 pub(crate) mod upstream;
 pub(crate) mod validation;
+pub mod watch;
 pub mod wire;
 
 pub use body::{BoxBody, BoxError};

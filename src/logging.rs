@@ -2,6 +2,10 @@
 //! (`text` for people, `json` for log collectors) and the level a config
 //! reload may change.
 //!
+//! `RUST_LOG`, when set and not empty, is the filter instead of `[log]
+//! level` (the usual `tracing` directives, e.g. `info,pollcast=debug,h2=trace`,
+//! so a dependency can be made verbose too); a reload then leaves it alone.
+//!
 //! This module owns where log lines go (stderr) and how they are shaped. It
 //! must never decide what is logged; callers do, and they never pass
 //! credentials (see `feed::key` for the printable form of a feed).
@@ -18,10 +22,19 @@ use crate::config::{LogFormat, LogLevel};
 #[derive(Clone)]
 pub struct LogHandle {
     filter: reload::Handle<EnvFilter, Registry>,
+    /// The filter came from `RUST_LOG`: `[log] level` does not apply.
+    from_env: bool,
 }
 
 impl LogHandle {
     pub fn set_level(&self, level: LogLevel) {
+        if self.from_env {
+            tracing::info!(
+                level = level.as_str(),
+                "[log] level changed, but RUST_LOG is set and stays the filter"
+            );
+            return;
+        }
         if let Err(e) = self.filter.reload(filter(level)) {
             tracing::warn!(error = %e, "could not change the log level");
         }
@@ -34,9 +47,23 @@ fn filter(level: LogLevel) -> EnvFilter {
     EnvFilter::new(format!("warn,pollcast={}", level.as_str()))
 }
 
+/// The filter `RUST_LOG` asks for: `Ok(None)` when it is unset or empty,
+/// `Err` (naming the variable) when it is not valid directives.
+pub fn env_filter(rust_log: Option<&str>) -> Result<Option<EnvFilter>, String> {
+    match rust_log.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => EnvFilter::builder()
+            .parse(v)
+            .map(Some)
+            .map_err(|e| format!("environment variable RUST_LOG: `{v}` is not a log filter: {e}")),
+    }
+}
+
 /// Install the global subscriber, writing to stderr. Call once.
-pub fn init(format: LogFormat, level: LogLevel) -> LogHandle {
-    let (filter_layer, handle) = reload::Layer::new(filter(level));
+/// `env` (see [`env_filter`]) replaces the filter `level` makes.
+pub fn init(format: LogFormat, level: LogLevel, env: Option<EnvFilter>) -> LogHandle {
+    let from_env = env.is_some();
+    let (filter_layer, handle) = reload::Layer::new(env.unwrap_or_else(|| filter(level)));
     let ansi = std::io::stderr().is_terminal();
     let fmt_layer = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
@@ -53,5 +80,11 @@ pub fn init(format: LogFormat, level: LogLevel) -> LogHandle {
         .with(filter_layer)
         .with(fmt_layer)
         .init();
-    LogHandle { filter: handle }
+    if from_env {
+        tracing::info!("log filter from RUST_LOG; [log] level does not apply");
+    }
+    LogHandle {
+        filter: handle,
+        from_env,
+    }
 }

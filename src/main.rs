@@ -13,15 +13,19 @@ use pollcast::config::{Config, FeedConfig, LogFormat, LogLevel, UpstreamUrl};
 use tokio_util::sync::CancellationToken;
 
 /// Settings precedence, lowest first: built-in default, config file,
-/// `POLLCAST_<TABLE>_<KEY>` environment variable, command-line flag.
+/// `POLLCAST_<SECTION>__<KEY>` environment variable (the six older
+/// `POLLCAST_<TABLE>_<KEY>` names are aliases), command-line flag.
 #[derive(Parser, Debug)]
 #[command(
     version,
     args_conflicts_with_subcommands = true,
     about = "Turns polling of REST list endpoints into Server-Sent Events",
-    after_help = "Environment overrides: POLLCAST_SERVER_LISTEN, POLLCAST_UPSTREAM_URL, \
-POLLCAST_UPSTREAM_TIMEOUT, POLLCAST_LOG_LEVEL, POLLCAST_LOG_FORMAT, POLLCAST_ADMIN_LISTEN.\n\
-SIGHUP reloads the config file: feeds and [log] level take effect at once."
+    after_help = "Environment overrides: any key as POLLCAST_<SECTION>__<KEY> (e.g. POLLCAST_SSE__KEEPALIVE=5s), \
+a feed's as POLLCAST_FEEDS__<NAME>__<KEY>; aliases: POLLCAST_SERVER_LISTEN, POLLCAST_UPSTREAM_URL, \
+POLLCAST_UPSTREAM_TIMEOUT, POLLCAST_LOG_LEVEL, POLLCAST_LOG_FORMAT, POLLCAST_ADMIN_LISTEN. \
+RUST_LOG, when set, is the log filter.\n\
+SIGHUP, or a change of the config or TLS files ([reload] watch), reloads: feeds, [log] level \
+and the TLS certificate take effect at once."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -41,6 +45,9 @@ struct Cli {
     /// Without URL: `<admin prefix>/healthz` on the listener the config names.
     #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
     healthcheck: Option<String>,
+    /// Print the JSON Schema of config.toml (docs/config.schema.json) and exit.
+    #[arg(long)]
+    print_schema: bool,
     /// Log format [default: [log] format, else text].
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
@@ -85,6 +92,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         eprintln!("{}", pollcast::init::run(args).await?);
         return Ok(());
     }
+    if cli.print_schema {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&pollcast::config::schema::schema())?
+        );
+        return Ok(());
+    }
     if let Some(url) = &cli.healthcheck {
         let url = match url.as_str() {
             "" => cli::healthcheck::url_for(&Config::load(&cli.config)?)?,
@@ -115,6 +129,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Config::load(&cli.config)?
     };
     cli.apply(&mut config);
+    // `--log-level` is the most explicit choice and wins over RUST_LOG.
+    let rust_log = match cli.log_level {
+        Some(_) => None,
+        None => std::env::var("RUST_LOG").ok(),
+    };
+    let env_filter =
+        pollcast::logging::env_filter(rust_log.as_deref()).map_err(anyhow::Error::msg)?;
     if cli.check {
         let source = if cli.demo {
             "--demo".to_owned()
@@ -122,11 +143,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli.config.display().to_string()
         };
         println!("# {source}: valid. Effective configuration, secrets redacted.");
-        println!("{}", cli::check::render(&config)?.trim_end());
+        let sources = if cli.demo {
+            None
+        } else {
+            Some(sources(&cli, env_filter.is_some())?)
+        };
+        println!(
+            "{}",
+            cli::check::render(&config, sources.as_ref())?.trim_end()
+        );
         return Ok(());
     }
 
-    let log = pollcast::logging::init(config.log.format, config.log.level);
+    let log = pollcast::logging::init(config.log.format, config.log.level, env_filter);
     // Before anything says "listening": a signal that arrives from then on
     // must find its handler, not the default action (which terminates).
     let mut signals = Signals::new()?;
@@ -139,11 +168,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.demo {
         tracing::info!("watch it: curl -N http://{}/sse/jobs", running.addr);
     }
+    let mut watch = if cli.demo {
+        None
+    } else {
+        watch_files(&cli, &config)
+    };
     let mut current = config;
-    while signals.next().await == Signal::Reload {
-        if cli.demo {
-            tracing::warn!("SIGHUP: --demo has no config file to reload");
-            continue;
+    loop {
+        tokio::select! {
+            s = signals.next() => {
+                if s == Signal::Stop {
+                    break;
+                }
+                if cli.demo {
+                    tracing::warn!("SIGHUP: --demo has no config file to reload");
+                    continue;
+                }
+                tracing::info!(trigger = "SIGHUP", "reloading the config");
+            }
+            Some(files) = next_change(&mut watch) => {
+                let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                tracing::info!(trigger = "file change", ?files, "reloading the config");
+            }
         }
         match Config::load(&cli.config) {
             Ok(mut new) => {
@@ -155,10 +201,60 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+    drop(watch);
     tracing::info!("shutting down");
     running.stop().await;
     demo_stop.cancel();
     Ok(())
+}
+
+/// Where each value of the loaded config came from, for `--check`.
+fn sources(cli: &Cli, rust_log: bool) -> anyhow::Result<pollcast::config::Sources> {
+    let text = std::fs::read_to_string(&cli.config)
+        .with_context(|| format!("cannot read {}", cli.config.display()))?;
+    let vars = pollcast::config::overrides::select(std::env::vars());
+    let mut s =
+        pollcast::config::Sources::collect(&text, &cli.config, &vars, |k| std::env::var(k).ok());
+    if rust_log {
+        s.set("log.level", "env RUST_LOG (replaces [log] level)".into());
+    }
+    if cli.log_format.is_some() {
+        s.set("log.format", "flag --log-format".into());
+    }
+    if cli.log_level.is_some() {
+        s.set("log.level", "flag --log-level".into());
+    }
+    Ok(s)
+}
+
+/// `[reload] watch`: the config file and the TLS files, watched from now
+/// on. A watch that cannot be set up is logged and SIGHUP still reloads.
+fn watch_files(cli: &Cli, config: &Config) -> Option<pollcast::watch::Watch> {
+    if !config.reload.watch {
+        return None;
+    }
+    let mut files = vec![cli.config.clone()];
+    if let Some(tls) = &config.server.tls {
+        files.extend([tls.cert.clone(), tls.key.clone()]);
+    }
+    match pollcast::watch::Watch::start(files.clone(), config.reload.debounce) {
+        Ok(w) => {
+            tracing::info!(files = ?files, debounce = ?config.reload.debounce, "watching the config files for changes");
+            Some(w)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch the config files; reload with SIGHUP");
+            None
+        }
+    }
+}
+
+/// The next change the watch reports; never, without a watch.
+async fn next_change(watch: &mut Option<pollcast::watch::Watch>) -> Option<Vec<PathBuf>> {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]

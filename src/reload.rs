@@ -1,4 +1,4 @@
-//! Config reload (SIGHUP): which parts of a new configuration take effect
+//! Config reload (SIGHUP, or a change `crate::watch` saw): which parts of a new configuration take effect
 //! in a running pollcast, and the log lines that say what happened.
 //!
 //! This module owns the reload policy. Applied live: `[[feeds]]` (added,

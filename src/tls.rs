@@ -5,7 +5,8 @@
 //! This module owns certificate files and TLS settings. It must never look at
 //! HTTP: after the handshake the connection is served exactly like a plain one.
 //!
-//! The acceptor in force is swappable ([`Live`]): a SIGHUP re-reads the same
+//! The acceptor in force is swappable ([`Live`]): a reload (SIGHUP, or the
+//! `[reload] watch` seeing the files change) re-reads the same
 //! files (a rotated certificate, as cert-manager writes it) and new
 //! handshakes use the new one; a file that no longer loads leaves the old
 //! acceptor in place.

@@ -6,7 +6,10 @@ use std::process::Command;
 mod common;
 
 fn pollcast() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pollcast"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pollcast"));
+    // The developer's own RUST_LOG must not change what these tests see.
+    cmd.env_remove("RUST_LOG");
+    cmd
 }
 
 fn config_file(text: &str) -> tempfile::NamedTempFile {
@@ -124,7 +127,11 @@ fn version_and_help_describe_the_binary() {
         "--help",
         "POLLCAST_UPSTREAM_URL",
         "POLLCAST_ADMIN_LISTEN",
+        "POLLCAST_<SECTION>__<KEY>",
+        "POLLCAST_FEEDS__<NAME>__<KEY>",
+        "RUST_LOG",
         "SIGHUP",
+        "[reload] watch",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
@@ -261,6 +268,109 @@ fn a_bad_environment_override_names_the_variable_and_allowed_values() {
             .env("POLLCAST_ADMIN_LISTEN", "localhost"),
     );
     assert!(err.contains("POLLCAST_ADMIN_LISTEN"), "{err}");
+}
+
+/// The line of `out` that traces `key` to where its value came from.
+fn source_of<'a>(out: &'a str, key: &str) -> &'a str {
+    let prefix = format!("#   {key} ");
+    out.lines()
+        .find(|l| l.starts_with(&prefix))
+        .map(|l| l[prefix.len()..].trim())
+        .unwrap_or_else(|| panic!("no source line for {key} in:\n{out}"))
+}
+
+#[test]
+fn environment_overrides_follow_one_rule_and_check_says_where_each_value_came_from() {
+    let f = config_file(&GOOD.replace("name = \"jobs\"", "name = \"job-runs\""));
+    let (out, _) = run_ok(
+        pollcast()
+            .args(["--check", "--log-format", "json", "--config"])
+            .arg(f.path())
+            .env("POLLCAST_SSE__KEEPALIVE", "5s")
+            .env("POLLCAST_LIMITS__MAX_SUBSCRIBERS", "100")
+            .env(
+                "POLLCAST_CORS__ALLOWED_ORIGINS",
+                r#"["https://app.example"]"#,
+            )
+            .env("POLLCAST_FEEDS__JOB_RUNS__INTERVAL", "250ms")
+            .env("POLLCAST_ADMIN_LISTEN", "127.0.0.1:9099")
+            .env("RUST_LOG", "debug"),
+    );
+    let v: toml::Value = toml::from_str(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    assert_eq!(v["sse"]["keepalive"].as_str(), Some("5s"));
+    assert_eq!(v["limits"]["max_subscribers"].as_integer(), Some(100));
+    assert_eq!(
+        v["cors"]["allowed_origins"][0].as_str(),
+        Some("https://app.example")
+    );
+    assert_eq!(v["feeds"][0]["interval"].as_str(), Some("250ms"));
+    let file = f.path().display().to_string();
+    for (key, from) in [
+        ("sse.keepalive", "env POLLCAST_SSE__KEEPALIVE".to_owned()),
+        (
+            "limits.max_subscribers",
+            "env POLLCAST_LIMITS__MAX_SUBSCRIBERS".to_owned(),
+        ),
+        (
+            "feeds[0].interval",
+            "env POLLCAST_FEEDS__JOB_RUNS__INTERVAL".to_owned(),
+        ),
+        ("admin.listen", "env POLLCAST_ADMIN_LISTEN".to_owned()),
+        ("upstream.url", format!("{file}:5")),
+        ("feeds[0].poll", format!("{file}:9")),
+        ("sse.history", "default".to_owned()),
+        ("log.format", "flag --log-format".to_owned()),
+        (
+            "log.level",
+            "env RUST_LOG (replaces [log] level)".to_owned(),
+        ),
+    ] {
+        assert_eq!(source_of(&out, key), from, "{key}");
+    }
+
+    // The rule's own name wins over an alias of the same key.
+    let (out, _) = run_ok(
+        pollcast()
+            .args(["--check", "--config"])
+            .arg(f.path())
+            .env("POLLCAST_LOG_LEVEL", "warn")
+            .env("POLLCAST_LOG__LEVEL", "debug"),
+    );
+    assert!(out.contains("level = \"debug\""), "{out}");
+    assert_eq!(source_of(&out, "log.level"), "env POLLCAST_LOG__LEVEL");
+
+    // A value that does not fit, an unknown key, an unknown feed: the variable is named.
+    for (var, value, part) in [
+        ("POLLCAST_SSE__KEEPALIVE", "soon", "sse.keepalive"),
+        ("POLLCAST_SSE__KEEPALIV", "5s", "unknown field"),
+        ("POLLCAST_FEEDS__JOBS__INTERVAL", "1s", "JOB_RUNS"),
+    ] {
+        let err = run_err(
+            pollcast()
+                .args(["--check", "--config"])
+                .arg(f.path())
+                .env(var, value),
+        );
+        assert!(
+            err.contains(&format!("environment variable {var}: ")),
+            "{err}"
+        );
+        assert!(err.contains(part), "{part} not in {err}");
+    }
+}
+
+#[test]
+fn a_bad_rust_log_is_named_and_refused() {
+    let f = config_file(GOOD);
+    let err = run_err(
+        pollcast()
+            .arg("--check")
+            .arg("--config")
+            .arg(f.path())
+            .env("RUST_LOG", "pollcast=loud"),
+    );
+    assert!(err.contains("RUST_LOG"), "{err}");
+    assert!(err.contains("pollcast=loud"), "{err}");
 }
 
 #[test]

@@ -28,6 +28,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "stats",
             "tls",
             "logging",
+            "watch",
             "healthcheck",
             "check",
             "init",

@@ -191,3 +191,26 @@ async fn log_level_from_the_environment_silences_access_lines() {
     );
     assert!(p.stop().await.success());
 }
+
+#[tokio::test]
+async fn rust_log_replaces_the_configured_level_and_log_level_flag_beats_it() {
+    let up = TestUpstream::start().await;
+    up.set("/api/jobs", json!([{"id": 1}]));
+    // `error` alone would hide "pollcast listening" (info) and the feed's debug lines.
+    let f = config_file(&format!("{}[log]\nlevel = \"error\"\n", config_text(&up)));
+    let path = f.path().to_str().expect("path");
+    let p = Pollcast::spawn(&["--config", path], &[("RUST_LOG", "warn,pollcast=debug")]);
+    let addr = p.addr().await;
+    let mut sse = Sse::connect(&format!("http://{addr}/sse/jobs")).await;
+    sse.next_named("snapshot").await;
+    p.wait_line(&["DEBUG", "feed started"]).await;
+    assert!(p.stop().await.success());
+
+    // An explicit --log-level is the operator's last word.
+    let p = Pollcast::spawn(
+        &["--config", path, "--log-level", "info"],
+        &[("RUST_LOG", "error")],
+    );
+    p.addr().await;
+    assert!(p.stop().await.success());
+}

@@ -1,6 +1,8 @@
 //! SIGHUP reload with a real child process and a real signal: feeds added,
 //! removed and changed take effect; subscribers of unchanged feeds keep
 //! their streams; an invalid config is rejected and the old one keeps running.
+//! (`[reload] watch = false` here, so only the signal reloads; the watch is
+//! tested in `reload_watch.rs`.)
 
 mod common;
 
@@ -62,6 +64,8 @@ drain_timeout = "2s"
 url = "http://{}"
 [sse]
 retry = "1500ms"
+[reload]
+watch = false
 {extra}
 {feeds}"#,
         up.addr

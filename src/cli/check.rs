@@ -12,16 +12,47 @@
 
 use toml::Value;
 
-use pollcast::config::Config;
+use pollcast::config::{Config, Sources};
 
 /// What replaces a secret.
 pub const REDACTED: &str = "REDACTED";
 
-/// The effective configuration (defaults filled in, environment applied) as TOML.
-pub fn render(config: &Config) -> Result<String, toml::ser::Error> {
+/// The effective configuration (defaults filled in, environment applied) as
+/// TOML; with `sources`, followed by a comment block saying where each
+/// value came from (default, file:line, env VAR, flag).
+pub fn render(config: &Config, sources: Option<&Sources>) -> Result<String, toml::ser::Error> {
     let mut value = Value::try_from(config.effective())?;
     redact(&mut value);
-    toml::to_string_pretty(&value)
+    let mut out = toml::to_string_pretty(&value)?;
+    if let Some(sources) = sources {
+        let mut keys = Vec::new();
+        leaves(&value, String::new(), &mut keys);
+        let width = keys.iter().map(String::len).max().unwrap_or(0);
+        out.push_str("\n# Where each value came from:\n");
+        for k in keys {
+            out.push_str(&format!("#   {k:<width$}  {}\n", sources.of(&k)));
+        }
+    }
+    Ok(out)
+}
+
+/// Every leaf key of `value`, dotted, arrays of tables by index.
+fn leaves(value: &Value, key: String, out: &mut Vec<String>) {
+    let join = |k: &str| {
+        if key.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{key}.{k}")
+        }
+    };
+    match value {
+        Value::Table(t) => t.iter().for_each(|(k, v)| leaves(v, join(k), out)),
+        Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_table) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| leaves(v, format!("{key}[{i}]"), out)),
+        _ => out.push(key),
+    }
 }
 
 /// Replace every secret in `value`, recursively.

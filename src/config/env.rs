@@ -3,9 +3,22 @@
 
 use super::*;
 
+/// The six variables pollcast read before the `POLLCAST_<SECTION>__<KEY>`
+/// rule (see `overrides`), kept as aliases: each with the variable of the
+/// rule that names the same key and wins when both are set.
+pub const CANONICAL: &[(&str, &str)] = &[
+    ("POLLCAST_SERVER_LISTEN", "POLLCAST_SERVER__LISTEN"),
+    ("POLLCAST_UPSTREAM_URL", "POLLCAST_UPSTREAM__URL"),
+    ("POLLCAST_UPSTREAM_TIMEOUT", "POLLCAST_UPSTREAM__TIMEOUT"),
+    ("POLLCAST_LOG_LEVEL", "POLLCAST_LOG__LEVEL"),
+    ("POLLCAST_LOG_FORMAT", "POLLCAST_LOG__FORMAT"),
+    ("POLLCAST_ADMIN_LISTEN", "POLLCAST_ADMIN__LISTEN"),
+];
+
 impl Config {
-    /// Environment overrides, one scheme: `POLLCAST_<TABLE>_<KEY>` in upper case.
-    /// Only the keys a platform team changes per environment are overridable.
+    /// The six alias variables ([`CANONICAL`]), applied to a typed config
+    /// (as they always were: case-insensitive levels and formats, `""`
+    /// for no admin listener). `get` answers `None` for an alias to skip.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let err = |var: &str, message: String| ConfigError::Env {
             var: var.to_owned(),

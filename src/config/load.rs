@@ -15,7 +15,19 @@ impl Config {
 
     /// Parse and validate config text; `path` is only used in error messages.
     pub fn from_toml_with(text: &str, path: &Path, checks: &Checks) -> Result<Self, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| {
+        let vars = overrides::select(std::env::vars());
+        Self::from_toml_env(text, path, checks, &vars)
+    }
+
+    /// [`Config::from_toml_with`] with the `POLLCAST_<SECTION>__<KEY>`
+    /// variables given (see `overrides`), not read from the process.
+    pub fn from_toml_env(
+        text: &str,
+        path: &Path,
+        checks: &Checks,
+        vars: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let parse_error = |e: toml::de::Error| {
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             ConfigError::Parse {
                 path: path.to_owned(),
@@ -24,8 +36,41 @@ impl Config {
                 key: key_at(text, line),
                 message: e.message().trim().to_owned(),
             }
+        };
+        // The file alone first: its errors carry a line and a column.
+        let from_file = toml::from_str::<Config>(text);
+        let mut config = if vars.is_empty() {
+            from_file.map_err(parse_error)?
+        } else {
+            let mut table: toml::Table = toml::from_str(text).map_err(parse_error)?;
+            overrides::merge(&mut table, vars)?;
+            match toml::Value::Table(table).try_into::<Config>() {
+                Ok(c) => c,
+                // Only when the file alone was not valid either (merge pins
+                // a variable's own failure on it): the file is at fault.
+                Err(e) => {
+                    return Err(match from_file {
+                        Err(file_error) => parse_error(file_error),
+                        Ok(_) => ConfigError::Env {
+                            var: vars
+                                .iter()
+                                .map(|(k, _)| k.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            message: e.message().trim().to_owned(),
+                        },
+                    })
+                }
+            }
+        };
+        // The older names of six keys, unless the `__` form is set too.
+        config.apply_env(|k| {
+            let canonical = env::CANONICAL.iter().find(|(alias, _)| *alias == k)?.1;
+            if vars.iter().any(|(v, _)| v == canonical) {
+                return None;
+            }
+            std::env::var(k).ok()
         })?;
-        config.apply_env(|k| std::env::var(k).ok())?;
         let invalid = |p: Problem| {
             let (line, column) = locate(text, &p).unwrap_or((1, 1));
             ConfigError::Invalid {

@@ -3,7 +3,7 @@
 use super::*;
 
 /// `[log]`: what pollcast writes to stderr.
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// Most verbose level of pollcast's own messages (dependencies log at `warn`).
@@ -13,7 +13,18 @@ pub struct LogConfig {
 }
 
 /// `[log] level`, `--log-level`, `POLLCAST_LOG_LEVEL`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Deserialize,
+    Serialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Error,
@@ -47,7 +58,18 @@ impl std::str::FromStr for LogLevel {
 }
 
 /// `[log] format`, `--log-format`, `POLLCAST_LOG_FORMAT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Deserialize,
+    Serialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]

@@ -24,6 +24,10 @@ mod env;
 mod error;
 mod load;
 mod log;
+pub mod overrides;
+mod reload;
+pub mod schema;
+mod sources;
 #[cfg(test)]
 mod tests;
 mod url;
@@ -31,6 +35,8 @@ mod validate;
 
 pub use error::{ConfigError, Problem};
 pub use log::{LogConfig, LogFormat, LogLevel};
+pub use reload::ReloadConfig;
+pub use sources::Sources;
 pub use url::UpstreamUrl;
 pub use validate::Checks;
 
@@ -76,7 +82,7 @@ mod optional_addr {
 }
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -94,15 +100,18 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub cors: CorsConfig,
+    #[serde(default)]
+    pub reload: ReloadConfig,
 }
 
 /// `[server]`: the listener pollcast accepts clients on.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
     /// How long shutdown waits for in-flight requests before closing them.
+    #[schemars(schema_with = "crate::config::schema::duration")]
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
     /// `[server.tls]`: when present the listener speaks TLS only (HTTP/2 and
@@ -110,6 +119,7 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// A client must send its whole request head within this long after
     /// connecting (or after its previous request), or it is disconnected.
+    #[schemars(schema_with = "crate::config::schema::duration")]
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// Largest request head (request line plus headers) accepted, in bytes;
@@ -131,7 +141,7 @@ impl Default for ServerConfig {
 
 /// `[server.tls]`: PEM files for the client listener. Relative paths are
 /// resolved against the config file's directory.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Certificate chain, leaf first.
@@ -145,7 +155,7 @@ pub const MIN_HEADER_SIZE: usize = 8192;
 
 /// `[limits]`: how much any client, and all clients together, may make
 /// pollcast hold. 0 disables a limit.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Live feed instances (poll loops) over all definitions; over it: 503.
@@ -163,6 +173,7 @@ pub struct LimitsConfig {
     /// `crate::budget`); a new feed over it: 503.
     pub max_feed_memory: u64,
     /// Sent as `Retry-After` with every 429 and 503 pollcast gives for a limit.
+    #[schemars(schema_with = "crate::config::schema::duration")]
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
 }
@@ -183,7 +194,7 @@ impl Default for LimitsConfig {
 
 /// `[cors]`: which browser origins may open the SSE paths.
 /// Pass-through responses are never touched: the upstream owns their CORS.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CorsConfig {
     /// Exact origins (`https://app.example.com`) or `"*"` for any.
@@ -193,6 +204,7 @@ pub struct CorsConfig {
     /// Request headers a preflight may ask for.
     pub allowed_headers: Vec<String>,
     /// How long browsers may cache a preflight answer.
+    #[schemars(schema_with = "crate::config::schema::duration")]
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
 }
@@ -211,7 +223,9 @@ impl Default for CorsConfig {
 }
 
 /// Who may see a feed, and whose credentials its polls carry.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// Each subscriber's `Authorization` and `Cookie` are forwarded on the
@@ -226,7 +240,9 @@ pub enum AuthMode {
 }
 
 /// Method of the admission request in `check` mode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 pub enum CheckMethod {
     #[default]
     #[serde(rename = "GET")]
@@ -273,7 +289,7 @@ pub fn valid_event_name(name: &str) -> bool {
 }
 
 /// `[upstream]`: the API pollcast sits in front of.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Base URL, `http://host:port` (an optional path prefix is kept).
@@ -281,12 +297,14 @@ pub struct UpstreamConfig {
     /// Per upstream request: for pass-through, from the end of the request
     /// body until response headers arrive;
     /// for polls, the whole request including the body.
+    #[schemars(schema_with = "crate::config::schema::duration")]
     #[serde(with = "humantime_serde", default = "default_timeout")]
     pub timeout: Duration,
     /// Largest poll response body accepted, in bytes; a larger one fails the poll.
     #[serde(default = "default_max_body")]
     pub max_body: usize,
     /// Idle pooled upstream connections are closed after this long.
+    #[schemars(schema_with = "crate::config::schema::duration")]
     #[serde(with = "humantime_serde", default = "default_pool_idle")]
     pub pool_idle_timeout: Duration,
     /// At most this many idle pooled connections are kept.
@@ -318,19 +336,22 @@ fn default_pool_max_idle() -> usize {
 }
 
 /// `[sse]`: how subscriber streams behave.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SseConfig {
     /// A `: keepalive` comment is written after this much silence.
+    #[schemars(schema_with = "crate::config::schema::duration")]
     #[serde(with = "humantime_serde")]
     pub keepalive: Duration,
     /// Sent as `retry:` at the start of every stream: EventSource's reconnect delay.
+    #[schemars(schema_with = "crate::config::schema::duration")]
     #[serde(with = "humantime_serde")]
     pub retry: Duration,
     /// Events kept per feed for `Last-Event-ID` resume.
     pub history: usize,
     /// A client connection whose writes make no progress for this long (it
     /// stopped reading, or vanished without a FIN) is closed.
+    #[schemars(schema_with = "crate::config::schema::duration")]
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
 }
@@ -347,7 +368,7 @@ impl Default for SseConfig {
 }
 
 /// `[admin]`: pollcast's own endpoints (probes, metrics, ...).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Path prefix of every pollcast endpoint; SSE paths may not use it.
@@ -358,11 +379,13 @@ pub struct AdminConfig {
     /// client). `None` (written `""`) serves every endpoint on the main
     /// listener: only where that listener is not reachable by clients.
     #[serde(with = "optional_addr")]
+    #[schemars(with = "String")]
     pub listen: Option<SocketAddr>,
     /// An upstream path that must answer 2xx for `/readyz` to say ready.
     /// Without it, ready means the upstream has answered at least once.
     pub ready_probe: Option<String>,
     /// How long a `/readyz` verdict about the upstream is reused.
+    #[schemars(schema_with = "crate::config::schema::duration")]
     #[serde(with = "humantime_serde")]
     pub ready_cache: Duration,
 }
@@ -387,7 +410,7 @@ impl AdminConfig {
 }
 
 /// One `[[feeds]]` entry: an upstream list endpoint turned into an SSE stream.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeedConfig {
     /// Unique name, used in logs.
@@ -398,10 +421,12 @@ pub struct FeedConfig {
     #[serde(default)]
     pub sse: Option<String>,
     /// Time between two polls of one feed.
+    #[schemars(schema_with = "crate::config::schema::duration")]
     #[serde(with = "humantime_serde", default = "default_interval")]
     pub interval: Duration,
     /// Adaptive cadence: the shortest time between two polls, used after a
     /// poll that changed the list. Absent: `interval` (see `feed::cadence`).
+    #[schemars(schema_with = "crate::config::schema::duration")]
     #[serde(
         with = "humantime_serde",
         default,
@@ -411,6 +436,7 @@ pub struct FeedConfig {
     /// Adaptive cadence: the longest time between two polls, reached while
     /// the list stays unchanged; also caps `Cache-Control: max-age`.
     /// Absent: `interval`.
+    #[schemars(schema_with = "crate::config::schema::duration")]
     #[serde(
         with = "humantime_serde",
         default,
@@ -427,10 +453,12 @@ pub struct FeedConfig {
     #[serde(default)]
     pub ignore: Vec<Pointer>,
     /// A feed keeps polling this long after its last subscriber left, then stops.
+    #[schemars(schema_with = "crate::config::schema::duration")]
     #[serde(with = "humantime_serde", default = "default_linger")]
     pub linger: Duration,
     /// Upper bound of the back-off between polls while the upstream fails,
     /// and of a `Retry-After` the upstream asks for.
+    #[schemars(schema_with = "crate::config::schema::duration")]
     #[serde(with = "humantime_serde", default = "default_backoff_max")]
     pub backoff_max: Duration,
     /// Who may see this feed: `forward`, `check` or `none`.
@@ -450,6 +478,7 @@ pub struct FeedConfig {
     #[serde(default)]
     pub check_method: CheckMethod,
     /// `check` mode: how often an admitted subscriber is checked again.
+    #[schemars(schema_with = "crate::config::schema::duration")]
     #[serde(with = "humantime_serde", default = "default_recheck")]
     pub recheck: Duration,
     /// `check`/`none` mode: environment variable whose value is sent as
@@ -479,7 +508,7 @@ pub struct FeedConfig {
 
 /// `[feeds.events]`: the event contract of one feed. Every kind left out
 /// keeps pollcast's default contract.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventsConfig {
     pub connect: Option<EventSpec>,
@@ -507,19 +536,20 @@ pub struct EventsConfig {
 }
 
 /// One event kind: `{ event = "job_added", data = { job = "{{item}}" }, send = true }`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventSpec {
     /// SSE event name; `""` sends unnamed events (`message` in EventSource).
     pub event: Option<String>,
     /// JSON data template (any TOML value) with `{{placeholders}}`.
+    #[schemars(with = "Option<serde_json::Value>")]
     pub data: Option<toml::Value>,
     /// `false` never sends this kind.
     pub send: Option<bool>,
 }
 
 /// `[feeds.terminal]`: when `field` reaches one of `values`, send that event and end.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TerminalConfig {
     /// JSON Pointer (inside the object) to the status field.
@@ -610,6 +640,7 @@ impl Config {
             feeds,
             limits: LimitsConfig::default(),
             cors: CorsConfig::default(),
+            reload: ReloadConfig::default(),
         }
     }
 }

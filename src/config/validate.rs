@@ -46,6 +46,13 @@ impl Config {
                 ));
             }
         }
+        if self.reload.debounce < Duration::from_millis(10) {
+            return Err(Problem::in_table(
+                "reload",
+                "debounce",
+                "must be at least 10ms".into(),
+            ));
+        }
         if self.sse.history == 0 {
             return Err(Problem::in_table(
                 "sse",

@@ -42,6 +42,8 @@ impl Pollcast {
         if !env.iter().any(|(k, _)| *k == "POLLCAST_ADMIN_LISTEN") {
             cmd.env("POLLCAST_ADMIN_LISTEN", "127.0.0.1:0");
         }
+        // The developer's own RUST_LOG must not change what tests see.
+        cmd.env_remove("RUST_LOG");
         for (k, v) in env {
             cmd.env(k, v);
         }
