@@ -77,7 +77,8 @@ proptest! {
             &[],
         );
         let changes = diff::diff(&a, &b, &[]);
-        for (name, data) in render.changes(&changes, None, &[], "null") {
+        let poll = contract::Poll { old: &a, new: &b, changes: &changes, appended: None, ignore: &[], timestamp: "null" };
+        for (name, data) in render.changes(&poll) {
             let name = name.as_str();
             let d: Value = serde_json::from_slice(&data).expect("event data is JSON");
             let key = d["id"].to_string();

@@ -217,9 +217,16 @@ pub fn identify(
 ) -> Result<Identified, KeyError> {
     let mut last_event_id = None;
     let mut token: Option<String> = None;
-    let mut pairs: Vec<(String, String)> = Vec::new();
+    // The fixed query of `poll` comes first and wins: a client's parameter
+    // of the same name is dropped, so no client widens what the config fixed.
+    let fixed: Vec<(String, String)> = form_urlencoded::parse(cfg.poll_query().as_bytes())
+        .into_owned()
+        .collect();
+    let mut pairs: Vec<(String, String)> = fixed.clone();
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        if k == "lastEventId" {
+        if fixed.iter().any(|(f, _)| *f == k) {
+            continue;
+        } else if k == "lastEventId" {
             last_event_id = Some(v.into_owned());
         } else if cfg.token_param.as_deref() == Some(k.as_ref()) {
             if token.is_some() {

@@ -1,4 +1,6 @@
+use super::changes::changed_fields;
 use super::*;
+use crate::feed::diff::Change;
 use crate::feed::extract::extract;
 use serde_json::{json, Value};
 
@@ -22,15 +24,17 @@ fn default_payloads_are_the_historical_bytes() {
         &tail[..],
         b"event: snapshot\ndata: {\"items\":[{\"id\":\"a\",\"v\":1},{\"id\":2.50}]}\n\n"
     );
-    let ev = r.changes(
-        &[
+    let ev = r.changes(&Poll {
+        old: &list,
+        new: &list,
+        changes: &[
             Change::Removed(&list.items[1]),
             Change::Added(&list.items[0]),
         ],
-        None,
-        &[],
-        "\"t\"",
-    );
+        appended: None,
+        ignore: &[],
+        timestamp: "\"t\"",
+    });
     assert_eq!(ev[0].0, "removed");
     assert_eq!(ev[0].1, br#"{"id":2.50}"#);
     assert_eq!(ev[1].0, "added");
