@@ -169,12 +169,14 @@ impl Contract {
                 "added" => batch_of[0] = true,
                 "updated" => batch_of[1] = true,
                 "removed" => batch_of[2] = true,
-                other => return Err((
-                    "events.batch_of".into(),
-                    format!(
+                other => {
+                    return Err((
+                        "events.batch_of".into(),
+                        format!(
                         "`{other}` is not a change kind: use \"added\", \"updated\" or \"removed\""
                     ),
-                )),
+                    ))
+                }
             }
         }
         if e.append_each && def.append.is_none() {
