@@ -417,6 +417,41 @@ mod tests {
     }
 
     #[test]
+    fn item_pointers_insert_fields_of_the_item() {
+        struct F;
+        impl Vars for F {
+            fn write(&self, _: Slot, _: &mut Vec<u8>) -> bool {
+                false
+            }
+            fn field(&self, at: &Pointer, out: &mut Vec<u8>) -> bool {
+                let v: &[u8] = match at.as_str() {
+                    "/n" => b"3",
+                    "/a~1b" => br#""x""#,
+                    _ => return false,
+                };
+                out.extend_from_slice(v);
+                true
+            }
+        }
+        let tpl = t(r#"{ n = "{{item/n}}", s = "got {{item/a~1b}}", m = "{{item/missing}}" }"#)
+            .expect("compiles");
+        assert_eq!(
+            String::from_utf8(tpl.render(&F)).expect("utf8"),
+            r#"{"n":3,"s":"got x","m":null}"#
+        );
+        assert_eq!(tpl.to_string().matches("{{item/").count(), 3);
+        // Only where {{item}} is in scope.
+        let none = Template::compile(
+            &toml::Value::String("{{item/n}}".into()),
+            &Scope {
+                slots: &[Slot::Total],
+                params: &[],
+            },
+        );
+        assert!(none.is_err());
+    }
+
+    #[test]
     fn uses_reports_slots() {
         let tpl = t(r#"{ a = "{{id}}" }"#).expect("ok");
         assert!(tpl.uses(Slot::Id) && !tpl.uses(Slot::Item));

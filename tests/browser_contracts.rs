@@ -358,3 +358,64 @@ async fn seed_003_and_004_frontends_refetch_on_the_snapshot_and_catch_up_after_r
     drop(p);
     pc.stop().await;
 }
+
+/// Seed 001's `useSSE` in the partner dashboard: unnamed messages, the
+/// orders query invalidated on `order_status_changed`, a toast on `new_order`.
+const SEED_001: &str = r#"<!doctype html><meta charset="utf-8"><title>orders</title>
+<pre id="log"></pre>
+<script>
+  window.orders = null; window.fetches = 0; window.toasts = 0;
+  const invalidate = async () => { window.fetches += 1;
+    window.orders = await (await fetch("/api/orders")).json(); };
+  const es = new EventSource(`/sse/orders`, { withCredentials: true });
+  es.onmessage = (event) => {
+    const data = JSON.parse(event.data);
+    if (data.type === "order_status_changed") invalidate();
+    if (data.type === "new_order") window.toasts += 1;
+  };
+</script>"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_001_frontend_invalidates_on_status_changes_only() {
+    let Some(dir) = browser_tools() else { return };
+    let up = TestUpstream::start().await;
+    page(&up, "/app/001.html", SEED_001);
+    let order =
+        |id: &str, status: &str, at: u64| json!({"id": id, "status": status, "updated_at": at});
+    up.set("/api/orders", json!([order("o1", "placed", 1)]));
+    let pc = pollcast::start(seed("seed-001-orders.toml", &up))
+        .await
+        .expect("start");
+    let mut p = Page::open(&dir, &url(&pc, "/app/001.html"));
+    p.wait(
+        "fetched on the snapshot",
+        "window.orders && window.fetches === 1",
+    );
+    up.set(
+        "/api/orders",
+        json!([order("o1", "placed", 1), order("o2", "placed", 1)]),
+    );
+    p.wait("a new order toast", "window.toasts === 1");
+    // Only updated_at changes: no message. Then a status change: one refetch.
+    up.set(
+        "/api/orders",
+        json!([order("o1", "placed", 2), order("o2", "placed", 1)]),
+    );
+    up.wait_hits("/api/orders", up.hits("/api/orders") + 2)
+        .await;
+    up.set(
+        "/api/orders",
+        json!([order("o1", "confirmed", 2), order("o2", "placed", 1)]),
+    );
+    p.wait(
+        "the refetch after the status change",
+        "window.orders && window.orders[0].status === 'confirmed'",
+    );
+    assert_eq!(
+        p.eval("window.fetches"),
+        json!(2),
+        "one refetch per status change"
+    );
+    drop(p);
+    pc.stop().await;
+}

@@ -490,6 +490,22 @@ mod tests {
     }
 
     #[test]
+    fn the_fixed_query_of_poll_is_merged_and_wins() {
+        let mut d = def(AuthMode::Forward, None, Some(&["limit"]));
+        d.poll = "/api/imports?state=active&kind=a&kind=b".into();
+        let h = HeaderMap::new();
+        let id = identify(0, &d, Some("state=done&limit=5&kind=c"), &h).expect("ok");
+        assert_eq!(id.key.query, "kind=a&kind=b&limit=5&state=active");
+        // The same effective query is the same feed.
+        let other = identify(0, &d, Some("limit=5"), &h).expect("ok");
+        assert_eq!(other.key, id.key);
+        assert_eq!(
+            identify(0, &d, None, &h).expect("ok").key.query,
+            "kind=a&kind=b&state=active"
+        );
+    }
+
+    #[test]
     fn the_allowlist_names_the_refused_parameter_printably() {
         let d = def(AuthMode::Forward, None, Some(&["status", "limit"]));
         assert_eq!(
