@@ -19,7 +19,7 @@ use super::object::text_at;
 use crate::config::{EventSpec, FeedConfig};
 use crate::pointer::Pointer;
 use crate::route::Pattern;
-use crate::template::{Scope, Slot, Template, Vars};
+use crate::template::{Scope, Slot, Template};
 use crate::wire as encode;
 
 /// The default contract's event names.
@@ -396,101 +396,6 @@ pub struct Render {
     params: Vec<String>,
 }
 
-/// The values available to one rendering.
-#[derive(Default)]
-struct Ctx<'a> {
-    feed: &'a str,
-    params: &'a [String],
-    timestamp: &'a str,
-    items: Option<&'a [Item]>,
-    chunk: Option<&'a [Item]>,
-    item: Option<&'a [u8]>,
-    id: Option<&'a [u8]>,
-    patch: Option<&'a [u8]>,
-    changes: Option<&'a [u8]>,
-    new: Option<&'a [u8]>,
-    total: Option<usize>,
-    sent: Option<usize>,
-    reason: Option<&'a str>,
-    failures: Option<u32>,
-    since: Option<&'a str>,
-    stale_since: Option<&'a str>,
-    /// `{{items}}` of a batch: the items it gathers.
-    gathered: Option<&'a [&'a Item]>,
-    ids: Option<&'a [u8]>,
-    count: Option<usize>,
-    index: Option<usize>,
-    after: Option<&'a [u8]>,
-    entry: Option<&'a [u8]>,
-}
-
-impl Vars for Ctx<'_> {
-    fn write(&self, slot: Slot, out: &mut Vec<u8>) -> bool {
-        let bytes =
-            |out: &mut Vec<u8>, b: Option<&[u8]>| b.map(|b| out.extend_from_slice(b)).is_some();
-        let number = |out: &mut Vec<u8>, n: Option<u64>| {
-            n.map(|n| out.extend_from_slice(n.to_string().as_bytes()))
-                .is_some()
-        };
-        let items = |out: &mut Vec<u8>, l: Option<&[Item]>| {
-            let Some(l) = l else { return false };
-            out.push(b'[');
-            for (n, i) in l.iter().enumerate() {
-                if n > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(&i.raw);
-            }
-            out.push(b']');
-            true
-        };
-        match slot {
-            Slot::Items if self.gathered.is_some() => {
-                let l = self.gathered.unwrap_or_default();
-                out.push(b'[');
-                for (n, i) in l.iter().enumerate() {
-                    if n > 0 {
-                        out.push(b',');
-                    }
-                    out.extend_from_slice(&i.raw);
-                }
-                out.push(b']');
-                true
-            }
-            Slot::Ids => bytes(out, self.ids),
-            Slot::Count => number(out, self.count.map(|n| n as u64)),
-            Slot::Index => number(out, self.index.map(|n| n as u64)),
-            Slot::After => bytes(out, self.after),
-            Slot::Entry => bytes(out, self.entry),
-            Slot::Field(_) => false,
-            Slot::Items => items(out, self.items),
-            Slot::Chunk => items(out, self.chunk),
-            Slot::Item => bytes(out, self.item),
-            Slot::Id => bytes(out, self.id),
-            Slot::Patch => bytes(out, self.patch),
-            Slot::Changes => bytes(out, self.changes),
-            Slot::New => bytes(out, self.new),
-            Slot::Total => number(out, self.total.map(|n| n as u64)),
-            Slot::Sent => number(out, self.sent.map(|n| n as u64)),
-            Slot::Failures => number(out, self.failures.map(u64::from)),
-            Slot::Timestamp => bytes(out, Some(self.timestamp.as_bytes())),
-            Slot::Feed => bytes(out, Some(self.feed.as_bytes())),
-            Slot::Reason => bytes(out, self.reason.map(str::as_bytes)),
-            Slot::Since => bytes(out, self.since.map(str::as_bytes)),
-            Slot::StaleSince => bytes(out, self.stale_since.map(str::as_bytes)),
-            Slot::Path(i) => bytes(out, self.params.get(i).map(|s| s.as_bytes())),
-        }
-    }
-
-    fn field(&self, at: &Pointer, out: &mut Vec<u8>) -> bool {
-        let Some(raw) = self.item.and_then(|i| super::object::find_raw(i, at)) else {
-            return false;
-        };
-        out.extend_from_slice(raw);
-        true
-    }
-}
-
 /// An item's id, or none (an object without an id field renders `null`).
 fn id_of(item: &Item) -> Option<&[u8]> {
     Some(item.id()).filter(|id| !id.is_empty())
@@ -685,7 +590,9 @@ impl Render {
 }
 
 mod changes;
+mod ctx;
 pub use changes::{Appended, Poll};
+use ctx::Ctx;
 
 #[cfg(test)]
 mod tests;
