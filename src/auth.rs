@@ -218,7 +218,7 @@ impl Check {
         client: IpAddr,
         checks: Arc<Checks>,
     ) -> Self {
-        let path = def.check.as_deref().unwrap_or(&def.poll);
+        let path = def.check.as_deref().unwrap_or(def.poll_path());
         let filled = match (Pattern::parse(path), Pattern::parse(&def.sse_path())) {
             (Ok(p), Ok(sse)) => Some(p.fill(&sse.params(), params)),
             _ => None,

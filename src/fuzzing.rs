@@ -41,7 +41,15 @@ pub fn diff_input(data: &[u8]) {
         if old == new {
             assert!(changes.is_empty(), "identical bodies produced changes");
         }
-        for (name, payload) in render.changes(&changes, None, &[], "null") {
+        let poll = contract::Poll {
+            old: &a,
+            new: &b,
+            changes: &changes,
+            appended: None,
+            ignore: &[],
+            timestamp: "null",
+        };
+        for (name, payload) in render.changes(&poll) {
             assert!(
                 serde_json::from_slice::<serde_json::Value>(&payload).is_ok(),
                 "`{name}` payload is not JSON: {}",

@@ -409,7 +409,7 @@ pub fn check(
     if upstream.preserve_host {
         return Err("cannot be used with [upstream] preserve_host = true: clients' requests reach the upstream with their own Host, polls with the upstream's, so no request is the same as a poll".into());
     }
-    if admin.owns(&f.poll) {
+    if admin.owns(f.poll_path()) {
         return Err(format!(
             "the poll path `{}` is inside pollcast's own prefix {} ([admin] prefix): requests for it never reach the upstream",
             f.poll, admin.prefix
@@ -417,10 +417,10 @@ pub fn check(
     }
     for (j, other) in feeds.iter().enumerate() {
         let sse = other.sse_path();
-        let routed = sse == f.poll
+        let routed = sse == f.poll_path()
             || Pattern::parse(&sse)
                 .ok()
-                .is_some_and(|p| p.has_params() && p.matches(&f.poll).is_some());
+                .is_some_and(|p| p.has_params() && p.matches(f.poll_path()).is_some());
         if routed {
             return Err(format!(
                 "the poll path `{}` is also the SSE path of feeds[{j}] (`{}`): GETs of it open the event stream and never reach the upstream",

@@ -12,10 +12,14 @@
 //!
 //! Output is always one valid JSON document: literals are serialized by
 //! `serde_json` and every hole holds a complete JSON value or escaped string
-//! contents. This module owns template syntax and rendering; it must never know
+//! contents. `{{item/<JSON Pointer>}}` (where `{{item}}` is in scope) is the
+//! value at that pointer inside the item (`null` when absent).
+//! This module owns template syntax and rendering; it must never know
 //! what the placeholders mean (that is `feed::contract`) or frame SSE.
 
 use std::fmt;
+
+use crate::pointer::Pointer;
 
 /// A value a template can refer to. `Path(i)` is the i-th path parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,7 +39,14 @@ pub enum Slot {
     Failures,
     Since,
     StaleSince,
+    Ids,
+    Count,
+    Index,
+    After,
+    Entry,
     Path(usize),
+    /// The value at the template's i-th field pointer inside `{{item}}`.
+    Field(usize),
 }
 
 impl Slot {
@@ -56,6 +67,11 @@ impl Slot {
         ("failures", Slot::Failures),
         ("since", Slot::Since),
         ("stale_since", Slot::StaleSince),
+        ("ids", Slot::Ids),
+        ("count", Slot::Count),
+        ("index", Slot::Index),
+        ("after", Slot::After),
+        ("entry", Slot::Entry),
     ];
 
     fn name(self) -> &'static str {
@@ -79,6 +95,8 @@ enum Part {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
     parts: Vec<Part>,
+    /// The pointers of `{{item/...}}` placeholders, by `Slot::Field` index.
+    fields: Vec<Pointer>,
 }
 
 /// Why a template cannot be used; the caller adds the config key.
@@ -88,6 +106,8 @@ pub enum TemplateError {
     Unknown { name: String, allowed: String },
     #[error("`{{{{` without a closing `}}}}` in `{0}`")]
     Unclosed(String),
+    #[error("`{{{{{0}}}}}`: {1}")]
+    BadPointer(String, String),
 }
 
 /// Where a template is used: which slots exist there, and the path parameter names.
@@ -97,7 +117,21 @@ pub struct Scope<'a> {
 }
 
 impl Scope<'_> {
-    fn resolve(&self, name: &str) -> Result<Slot, TemplateError> {
+    fn resolve(&self, name: &str, fields: &mut Vec<Pointer>) -> Result<Slot, TemplateError> {
+        if let (Some(p), true) = (name.strip_prefix("item"), self.slots.contains(&Slot::Item)) {
+            if p.starts_with('/') {
+                let at = Pointer::parse(p)
+                    .map_err(|e| TemplateError::BadPointer(name.to_owned(), e.to_string()))?;
+                let i = match fields.iter().position(|f| *f == at) {
+                    Some(i) => i,
+                    None => {
+                        fields.push(at);
+                        fields.len() - 1
+                    }
+                };
+                return Ok(Slot::Field(i));
+            }
+        }
         let slot = if let Some(p) = name.strip_prefix("path.") {
             self.params.iter().position(|n| n == p).map(Slot::Path)
         } else {
@@ -114,6 +148,9 @@ impl Scope<'_> {
                 .map(|s| format!("{{{{{}}}}}", s.name()))
                 .collect();
             allowed.extend(self.params.iter().map(|p| format!("{{{{path.{p}}}}}")));
+            if self.slots.contains(&Slot::Item) {
+                allowed.push("{{item/<JSON Pointer>}}".to_owned());
+            }
             TemplateError::Unknown {
                 name: name.to_owned(),
                 allowed: allowed.join(", "),
@@ -125,13 +162,18 @@ impl Scope<'_> {
 /// The values of one rendering: raw JSON per slot, `None` renders as `null`.
 pub trait Vars {
     fn write(&self, slot: Slot, out: &mut Vec<u8>) -> bool;
+    /// The raw JSON at `at` inside the item, for `{{item/...}}`.
+    fn field(&self, _at: &Pointer, _out: &mut Vec<u8>) -> bool {
+        false
+    }
 }
 
 impl Template {
     /// Compile a TOML value against a scope.
     pub fn compile(value: &toml::Value, scope: &Scope<'_>) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
-        compile_value(value, scope, &mut parts)?;
+        let mut fields = Vec::new();
+        compile_value(value, scope, &mut parts, &mut fields)?;
         // Merge adjacent literals so rendering copies as few runs as possible.
         let mut merged: Vec<Part> = Vec::with_capacity(parts.len());
         for p in parts {
@@ -140,7 +182,10 @@ impl Template {
                 (_, p) => merged.push(p),
             }
         }
-        Ok(Self { parts: merged })
+        Ok(Self {
+            parts: merged,
+            fields,
+        })
     }
 
     /// Compile a template written as JSON (pollcast's built-in defaults).
@@ -164,18 +209,25 @@ impl Template {
         out
     }
 
+    fn write(&self, vars: &dyn Vars, slot: Slot, out: &mut Vec<u8>) -> bool {
+        match slot {
+            Slot::Field(i) => self.fields.get(i).is_some_and(|at| vars.field(at, out)),
+            s => vars.write(s, out),
+        }
+    }
+
     pub fn render_into(&self, vars: &dyn Vars, out: &mut Vec<u8>) {
         for p in &self.parts {
             match p {
                 Part::Lit(b) => out.extend_from_slice(b),
                 Part::Raw(s) => {
-                    if !vars.write(*s, out) {
+                    if !self.write(vars, *s, out) {
                         out.extend_from_slice(b"null");
                     }
                 }
                 Part::Text(s) => {
                     let mut raw = Vec::new();
-                    if !vars.write(*s, &mut raw) {
+                    if !self.write(vars, *s, &mut raw) {
                         raw.extend_from_slice(b"null");
                     }
                     push_text(&raw, out);
@@ -200,22 +252,23 @@ fn compile_value(
     v: &toml::Value,
     scope: &Scope<'_>,
     out: &mut Vec<Part>,
+    fields: &mut Vec<Pointer>,
 ) -> Result<(), TemplateError> {
     match v {
-        toml::Value::String(s) => compile_string(s, scope, out, true)?,
+        toml::Value::String(s) => compile_string(s, scope, out, fields, true)?,
         toml::Value::Integer(i) => out.push(Part::Lit(i.to_string().into_bytes())),
         toml::Value::Float(f) => out.push(Part::Lit(
             serde_json::to_vec(f).unwrap_or_else(|_| b"null".to_vec()),
         )),
         toml::Value::Boolean(b) => out.push(Part::Lit(b.to_string().into_bytes())),
-        toml::Value::Datetime(d) => compile_string(&d.to_string(), scope, out, false)?,
+        toml::Value::Datetime(d) => compile_string(&d.to_string(), scope, out, fields, false)?,
         toml::Value::Array(a) => {
             out.push(Part::Lit(b"[".to_vec()));
             for (n, el) in a.iter().enumerate() {
                 if n > 0 {
                     out.push(Part::Lit(b",".to_vec()));
                 }
-                compile_value(el, scope, out)?;
+                compile_value(el, scope, out, fields)?;
             }
             out.push(Part::Lit(b"]".to_vec()));
         }
@@ -226,9 +279,9 @@ fn compile_value(
                     out.push(Part::Lit(b",".to_vec()));
                 }
                 // Keys are always strings: placeholders in them are text.
-                compile_string(k, scope, out, false)?;
+                compile_string(k, scope, out, fields, false)?;
                 out.push(Part::Lit(b":".to_vec()));
-                compile_value(el, scope, out)?;
+                compile_value(el, scope, out, fields)?;
             }
             out.push(Part::Lit(b"}".to_vec()));
         }
@@ -242,6 +295,7 @@ fn compile_string(
     s: &str,
     scope: &Scope<'_>,
     out: &mut Vec<Part>,
+    fields: &mut Vec<Pointer>,
     whole: bool,
 ) -> Result<(), TemplateError> {
     let mut pieces: Vec<Result<&str, Slot>> = Vec::new();
@@ -254,7 +308,7 @@ fn compile_string(
             pieces.push(Ok(&rest[..start]));
         }
         let name = rest[start + 2..start + 2 + len].trim();
-        pieces.push(Err(scope.resolve(name)?));
+        pieces.push(Err(scope.resolve(name, fields)?));
         rest = &rest[start + 2 + len + 2..];
     }
     if !rest.is_empty() {
@@ -283,6 +337,10 @@ impl fmt::Display for Template {
         for p in &self.parts {
             match p {
                 Part::Lit(b) => f.write_str(&String::from_utf8_lossy(b))?,
+                Part::Raw(Slot::Field(i)) | Part::Text(Slot::Field(i)) => {
+                    let at = self.fields.get(*i).map_or("", |p| p.as_str());
+                    write!(f, "{{{{item{at}}}}}")?
+                }
                 Part::Raw(s) | Part::Text(s) => write!(f, "{{{{{}}}}}", s.name())?,
             }
         }
@@ -356,6 +414,41 @@ mod tests {
         assert!(t(r#"{ a = "{{patch}}" }"#).is_err(), "not in scope");
         assert!(t(r#"{ a = "{{path.nope}}" }"#).is_err());
         assert!(matches!(t(r#""{{item""#), Err(TemplateError::Unclosed(_))));
+    }
+
+    #[test]
+    fn item_pointers_insert_fields_of_the_item() {
+        struct F;
+        impl Vars for F {
+            fn write(&self, _: Slot, _: &mut Vec<u8>) -> bool {
+                false
+            }
+            fn field(&self, at: &Pointer, out: &mut Vec<u8>) -> bool {
+                let v: &[u8] = match at.as_str() {
+                    "/n" => b"3",
+                    "/a~1b" => br#""x""#,
+                    _ => return false,
+                };
+                out.extend_from_slice(v);
+                true
+            }
+        }
+        let tpl = t(r#"{ n = "{{item/n}}", s = "got {{item/a~1b}}", m = "{{item/missing}}" }"#)
+            .expect("compiles");
+        assert_eq!(
+            String::from_utf8(tpl.render(&F)).expect("utf8"),
+            r#"{"n":3,"s":"got x","m":null}"#
+        );
+        assert_eq!(tpl.to_string().matches("{{item/").count(), 3);
+        // Only where {{item}} is in scope.
+        let none = Template::compile(
+            &toml::Value::String("{{item/n}}".into()),
+            &Scope {
+                slots: &[Slot::Total],
+                params: &[],
+            },
+        );
+        assert!(none.is_err());
     }
 
     #[test]

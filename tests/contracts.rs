@@ -355,10 +355,24 @@ fn every_example_config_loads() {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "toml") {
             pollcast::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            // And as a user checks it: `pollcast --check`.
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_pollcast"))
+                .arg("--check")
+                .arg("--config")
+                .arg(&path)
+                .output()
+                .expect("run pollcast --check");
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
             n += 1;
         }
     }
-    assert_eq!(n, 6);
+    // The six contract patterns and one worked example per seed application.
+    assert_eq!(n, 11);
 }
 
 #[test]
@@ -391,6 +405,23 @@ fn contract_mistakes_are_located_config_errors() {
     );
     let e = load("append = \"/tx\"\n");
     assert!(e.contains("feeds[0].append") && e.contains("object"), "{e}");
+    let e = load("events.batch_of = [\"moved\"]\n");
+    assert!(
+        e.contains("feeds[0].events.batch_of") && e.contains("moved"),
+        "{e}"
+    );
+    let e = load("events.append_each = true\n");
+    assert!(e.contains("feeds[0].events.append_each"), "{e}");
+    let e = pollcast::Config::from_toml(
+        &base.replace("/api/jobs", "/api/jobs?lastEventId=1"),
+        std::path::Path::new("c.toml"),
+    )
+    .expect_err("own parameter in the fixed query")
+    .to_string();
+    assert!(
+        e.contains("feeds[0].poll") && e.contains("lastEventId"),
+        "{e}"
+    );
     let e = load("events.addded = {}\n");
     assert!(e.contains("unknown field") && e.contains("addded"), "{e}");
 }

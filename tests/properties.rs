@@ -2,6 +2,9 @@
 //! - applying the emitted `added` / `updated` (its RFC 6902 patch) / `removed`
 //!   events to the old keyed state yields exactly the new state, and the
 //!   events follow the new list's order;
+//! - inserting each `added` item at its `{{index}}` (after the poll's
+//!   removals) rebuilds the upstream's new order, and `{{after}}` names the
+//!   id before it;
 //! - any JSON value, SSE-encoded by pollcast and parsed back by an independent
 //!   SSE parser (eventsource-stream), is the same value; any text keeps its
 //!   lines (line breaks normalised to `\n`, as the SSE spec defines).
@@ -58,6 +61,48 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
+    fn added_items_at_their_index_rebuild_the_upstream_order(
+        n in 0usize..12,
+        removed in proptest::collection::vec(any::<bool>(), 12),
+        inserts in proptest::collection::vec(0usize..20, 0..6),
+    ) {
+        let old: Vec<String> = (0..n).map(|i| format!("o{i}")).collect();
+        let mut new: Vec<String> = old.iter().zip(&removed).filter(|(_, r)| !**r).map(|(i, _)| i.clone()).collect();
+        for (k, pos) in inserts.iter().enumerate() {
+            new.insert(pos % (new.len() + 1), format!("n{k}"));
+        }
+        let id = Pointer::parse("/id").expect("pointer");
+        let parse = |v: &[String]| {
+            let body = Value::from(v.iter().map(|i| json!({"id": i})).collect::<Vec<_>>()).to_string();
+            extract::extract(Bytes::from(body), &Pointer::default(), &id).expect("valid list").0
+        };
+        let (a, b) = (parse(&old), parse(&new));
+        let mut def = pollcast::config::FeedConfig::new("jobs", "/api/jobs");
+        let data: toml::Table = toml::from_str(r#"v = { id = "{{id}}", index = "{{index}}", after = "{{after}}" }"#).expect("toml");
+        def.events.added = Some(pollcast::config::EventSpec { event: None, data: Some(data["v"].clone()), send: None });
+        let render = contract::Render::new(contract::Contract::compile(&def).expect("contract"), "jobs", &[]);
+        let changes = diff::diff(&a, &b, &[]);
+        let poll = contract::Poll { old: &a, new: &b, changes: &changes, appended: None, ignore: &[], timestamp: "null" };
+        let mut state = old.clone();
+        for (name, data) in render.changes(&poll) {
+            let d: Value = serde_json::from_slice(&data).expect("JSON");
+            let key = d["id"].as_str().expect("id").to_owned();
+            match name.as_str() {
+                "removed" => state.retain(|i| *i != key),
+                "added" => {
+                    let at = d["index"].as_u64().expect("index") as usize;
+                    prop_assert!(at <= state.len(), "index {at} beyond {state:?}");
+                    let after = if at == 0 { Value::Null } else { json!(state[at - 1]) };
+                    prop_assert_eq!(&d["after"], &after);
+                    state.insert(at, key);
+                }
+                other => prop_assert!(false, "unexpected {other}"),
+            }
+        }
+        prop_assert_eq!(state, new);
+    }
+
+    #[test]
     fn events_turn_the_old_state_into_the_new_one(old in items(), new in items()) {
         let id = Pointer::parse("/id").expect("pointer");
         let parse = |v: &[Value]| {
@@ -77,7 +122,8 @@ proptest! {
             &[],
         );
         let changes = diff::diff(&a, &b, &[]);
-        for (name, data) in render.changes(&changes, None, &[], "null") {
+        let poll = contract::Poll { old: &a, new: &b, changes: &changes, appended: None, ignore: &[], timestamp: "null" };
+        for (name, data) in render.changes(&poll) {
             let name = name.as_str();
             let d: Value = serde_json::from_slice(&data).expect("event data is JSON");
             let key = d["id"].to_string();

@@ -415,7 +415,8 @@ impl AdminConfig {
 pub struct FeedConfig {
     /// Unique name, used in logs.
     pub name: String,
-    /// Upstream GET path that is polled.
+    /// Upstream GET path that is polled, optionally with a fixed query
+    /// (`/api/imports?state=active`) merged into every poll's query.
     pub poll: String,
     /// Path EventSource clients open (default `/sse/<name>`).
     #[serde(default)]
@@ -500,6 +501,9 @@ pub struct FeedConfig {
     /// Object feeds: a field whose values end the stream with a final event.
     #[serde(default)]
     pub terminal: Option<TerminalConfig>,
+    /// Events sent when an item's field reaches a value (`[[feeds.transitions]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<TransitionConfig>,
     /// While a feed of this definition is live, plain GETs of its poll path
     /// (same query and credentials) are answered from its latest poll.
     #[serde(default)]
@@ -508,7 +512,7 @@ pub struct FeedConfig {
 
 /// `[feeds.events]`: the event contract of one feed. Every kind left out
 /// keeps pollcast's default contract.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventsConfig {
     pub connect: Option<EventSpec>,
@@ -533,6 +537,16 @@ pub struct EventsConfig {
     /// added/updated/removed events.
     #[serde(default)]
     pub resend: bool,
+    /// One event per poll that changed anything, gathering its changes (off by default).
+    #[serde(default)]
+    pub batch: Option<EventSpec>,
+    /// The change kinds `batch` gathers: any of "added", "updated", "removed".
+    #[serde(default = "default_batch_of")]
+    pub batch_of: Vec<String>,
+    /// Object feeds with `append`: one `appended` event per new entry, and the
+    /// entries present when a stream opens after its snapshot.
+    #[serde(default)]
+    pub append_each: bool,
 }
 
 /// One event kind: `{ event = "job_added", data = { job = "{{item}}" }, send = true }`.
@@ -556,6 +570,57 @@ pub struct TerminalConfig {
     pub field: Pointer,
     /// Field value -> event sent when it is reached.
     pub values: std::collections::BTreeMap<String, EventSpec>,
+    /// `false`: the terminal event is an ordinary event (sent once when the
+    /// value is reached, and after the snapshot while it holds) and streams stay open.
+    #[serde(default = "default_true")]
+    pub close: bool,
+}
+
+/// `[[feeds.transitions]]`: when an item's `field` becomes `to`, send `event`.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionConfig {
+    /// JSON Pointer (inside an item) to the watched field.
+    pub field: Pointer,
+    /// The value (its text: a string's contents, anything else as JSON) that fires the event.
+    pub to: String,
+    /// SSE event name (default: the value of `to`); `""` = unnamed.
+    pub event: Option<String>,
+    /// JSON data template (default: `"{{item}}"`).
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub data: Option<toml::Value>,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            connect: None,
+            snapshot: None,
+            added: None,
+            updated: None,
+            removed: None,
+            appended: None,
+            keepalive: None,
+            stale: None,
+            recovered: None,
+            chunk_start: None,
+            chunk: None,
+            chunk_end: None,
+            chunk_size: 0,
+            coalesce: false,
+            resend: false,
+            batch: None,
+            batch_of: default_batch_of(),
+            append_each: false,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_batch_of() -> Vec<String> {
+    ["added", "updated", "removed"].map(String::from).to_vec()
 }
 
 fn default_interval() -> Duration {
@@ -601,8 +666,19 @@ impl FeedConfig {
             object: false,
             append: None,
             terminal: None,
+            transitions: Vec::new(),
             serve_polls: false,
         }
+    }
+
+    /// The upstream path of `poll`, without its fixed query.
+    pub fn poll_path(&self) -> &str {
+        self.poll.split_once('?').map_or(&self.poll, |(p, _)| p)
+    }
+
+    /// The fixed query of `poll` (`state=active`), empty without one.
+    pub fn poll_query(&self) -> &str {
+        self.poll.split_once('?').map_or("", |(_, q)| q)
     }
 
     /// The SSE path, with its default applied.

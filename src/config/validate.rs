@@ -100,14 +100,29 @@ impl Config {
                     format!("`{}` is used by an earlier feed", f.name),
                 ));
             }
-            if !f.poll.starts_with('/') || f.poll.contains(['?', '#', ' ']) {
+            let path = f.poll_path();
+            if !path.starts_with('/') || f.poll.contains(['#', ' ']) {
                 return Err(Problem::feed(
                     i,
                     "poll",
                     format!(
-                        "`{}` must be a path starting with `/` without query or fragment",
+                        "`{}` must be a path starting with `/` (a fixed query allowed) without fragment",
                         f.poll
                     ),
+                ));
+            }
+            if let Some(k) = form_urlencoded::parse(f.poll_query().as_bytes())
+                .map(|(k, _)| k)
+                .find(|k| {
+                    k.is_empty()
+                        || crate::config::OWN_PARAMS.contains(&k.as_ref())
+                        || f.token_param.as_deref() == Some(k.as_ref())
+                })
+            {
+                return Err(Problem::feed(
+                    i,
+                    "poll",
+                    format!("the fixed query of `{}` cannot set `{k}`: an empty name, pollcast's own parameter or the token_param", f.poll),
                 ));
             }
             let sse = f.sse_path();

@@ -10,18 +10,16 @@
 //! serialisation happens. Everything here is rendered once per change by the
 //! poller (or once per feed for `connect`/`keepalive`), never per subscriber.
 
-use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use super::diff::{Change, Patch};
 use super::extract::{Item, ItemList};
 use super::object::text_at;
 use crate::config::{EventSpec, FeedConfig};
 use crate::pointer::Pointer;
 use crate::route::Pattern;
-use crate::template::{Scope, Slot, Template, Vars};
+use crate::template::{Scope, Slot, Template};
 use crate::wire as encode;
 
 /// The default contract's event names.
@@ -57,8 +55,27 @@ pub struct Contract {
     pub chunk: Option<Kind>,
     pub chunk_end: Option<Kind>,
     pub terminal: Option<(Pointer, Vec<(String, Kind)>)>,
+    /// `terminal.close`: the terminal event ends the streams (default).
+    pub terminal_close: bool,
     pub coalesce: bool,
     pub resend: bool,
+    /// One event per poll gathering its changes, and which kinds it gathers
+    /// (added, updated, removed).
+    pub batch: Option<Kind>,
+    pub batch_of: [bool; 3],
+    /// `[[feeds.transitions]]`: an item's field reaching a value.
+    pub transitions: Vec<Transition>,
+    /// Object feeds: the appended array, and whether each entry is its own event.
+    pub append: Option<Pointer>,
+    pub append_each: bool,
+}
+
+/// One compiled `[[feeds.transitions]]` entry.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub field: Pointer,
+    pub to: String,
+    pub kind: Kind,
 }
 
 const COMMON: &[Slot] = &[Slot::Feed, Slot::Timestamp];
@@ -87,15 +104,21 @@ impl Contract {
             chunk: None,
             chunk_end: None,
             terminal: None,
+            terminal_close: true,
             coalesce: false,
             resend: false,
+            batch: None,
+            batch_of: [true; 3],
+            transitions: Vec::new(),
+            append: None,
+            append_each: false,
         }
     }
 
     /// Compile `def`'s contract; errors name the config key.
     pub fn compile(def: &FeedConfig) -> Result<Self, (String, String)> {
         let sse = Pattern::parse(&def.sse_path()).map_err(|m| ("sse".to_owned(), m))?;
-        let poll = Pattern::parse(&def.poll).map_err(|m| ("poll".to_owned(), m))?;
+        let poll = Pattern::parse(def.poll_path()).map_err(|m| ("poll".to_owned(), m))?;
         let params = sse.params();
         if let Some(p) = poll.params().into_iter().find(|p| !params.contains(p)) {
             return Err((
@@ -134,6 +157,58 @@ impl Contract {
             kind(key, spec.as_ref(), on, name, data, &slots, &params)
         };
         let item: &[Slot] = &[Slot::Item, Slot::Id];
+        // Where an added or updated item sits in the new list (list feeds).
+        let place: &[Slot] = if def.object {
+            &[]
+        } else {
+            &[Slot::Index, Slot::After]
+        };
+        let mut batch_of = [false; 3];
+        for k in &e.batch_of {
+            match k.as_str() {
+                "added" => batch_of[0] = true,
+                "updated" => batch_of[1] = true,
+                "removed" => batch_of[2] = true,
+                other => {
+                    return Err((
+                        "events.batch_of".into(),
+                        format!(
+                        "`{other}` is not a change kind: use \"added\", \"updated\" or \"removed\""
+                    ),
+                    ))
+                }
+            }
+        }
+        if e.append_each && def.append.is_none() {
+            return Err((
+                "events.append_each".into(),
+                "needs `append` (the array whose entries are sent one by one)".into(),
+            ));
+        }
+        let mut transitions = Vec::new();
+        for (n, t) in def.transitions.iter().enumerate() {
+            let spec = EventSpec {
+                event: t.event.clone(),
+                data: t.data.clone(),
+                send: None,
+            };
+            let k = kind(
+                &format!("transitions[{n}]"),
+                Some(&spec),
+                true,
+                &t.to,
+                r#""{{item}}""#,
+                &[COMMON, item, place].concat(),
+                &params,
+            )?;
+            if let Some(kind) = k {
+                transitions.push(Transition {
+                    field: t.field.clone(),
+                    to: t.to.clone(),
+                    kind,
+                });
+            }
+        }
         let contract = Self {
             connect: build(
                 "events.connect",
@@ -157,7 +232,7 @@ impl Contract {
                 true,
                 ADDED,
                 r#"{"id":"{{id}}","item":"{{item}}"}"#,
-                &[COMMON, item],
+                &[COMMON, item, place],
             )?,
             updated: build(
                 "events.updated",
@@ -165,7 +240,7 @@ impl Contract {
                 true,
                 UPDATED,
                 r#"{"id":"{{id}}","item":"{{item}}","patch":"{{patch}}"}"#,
-                &[COMMON, item, &[Slot::Patch, Slot::Changes]],
+                &[COMMON, item, &[Slot::Patch, Slot::Changes], place],
             )?,
             removed: build(
                 "events.removed",
@@ -181,7 +256,7 @@ impl Contract {
                 true,
                 "appended",
                 r#"{"id":"{{id}}","new":"{{new}}"}"#,
-                &[COMMON, item, &[Slot::New]],
+                &[COMMON, item, &[Slot::New, Slot::Entry, Slot::Index]],
             )?,
             keepalive: build(
                 "events.keepalive",
@@ -256,8 +331,21 @@ impl Contract {
                     Some((t.field.clone(), values))
                 }
             },
+            terminal_close: def.terminal.as_ref().map_or(true, |t| t.close),
             coalesce: e.coalesce,
             resend: e.resend,
+            batch: build(
+                "events.batch",
+                &e.batch,
+                false,
+                "batch",
+                r#"{"ids":"{{ids}}","count":"{{count}}"}"#,
+                &[COMMON, &[Slot::Ids, Slot::Count, Slot::Items]],
+            )?,
+            batch_of,
+            transitions,
+            append: def.append.clone(),
+            append_each: e.append_each,
         };
         Ok(contract)
     }
@@ -306,68 +394,6 @@ pub struct Render {
     pub contract: Contract,
     feed: String,
     params: Vec<String>,
-}
-
-/// The values available to one rendering.
-#[derive(Default)]
-struct Ctx<'a> {
-    feed: &'a str,
-    params: &'a [String],
-    timestamp: &'a str,
-    items: Option<&'a [Item]>,
-    chunk: Option<&'a [Item]>,
-    item: Option<&'a [u8]>,
-    id: Option<&'a [u8]>,
-    patch: Option<&'a [u8]>,
-    changes: Option<&'a [u8]>,
-    new: Option<&'a [u8]>,
-    total: Option<usize>,
-    sent: Option<usize>,
-    reason: Option<&'a str>,
-    failures: Option<u32>,
-    since: Option<&'a str>,
-    stale_since: Option<&'a str>,
-}
-
-impl Vars for Ctx<'_> {
-    fn write(&self, slot: Slot, out: &mut Vec<u8>) -> bool {
-        let bytes =
-            |out: &mut Vec<u8>, b: Option<&[u8]>| b.map(|b| out.extend_from_slice(b)).is_some();
-        let number = |out: &mut Vec<u8>, n: Option<u64>| {
-            n.map(|n| out.extend_from_slice(n.to_string().as_bytes()))
-                .is_some()
-        };
-        let items = |out: &mut Vec<u8>, l: Option<&[Item]>| {
-            let Some(l) = l else { return false };
-            out.push(b'[');
-            for (n, i) in l.iter().enumerate() {
-                if n > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(&i.raw);
-            }
-            out.push(b']');
-            true
-        };
-        match slot {
-            Slot::Items => items(out, self.items),
-            Slot::Chunk => items(out, self.chunk),
-            Slot::Item => bytes(out, self.item),
-            Slot::Id => bytes(out, self.id),
-            Slot::Patch => bytes(out, self.patch),
-            Slot::Changes => bytes(out, self.changes),
-            Slot::New => bytes(out, self.new),
-            Slot::Total => number(out, self.total.map(|n| n as u64)),
-            Slot::Sent => number(out, self.sent.map(|n| n as u64)),
-            Slot::Failures => number(out, self.failures.map(u64::from)),
-            Slot::Timestamp => bytes(out, Some(self.timestamp.as_bytes())),
-            Slot::Feed => bytes(out, Some(self.feed.as_bytes())),
-            Slot::Reason => bytes(out, self.reason.map(str::as_bytes)),
-            Slot::Since => bytes(out, self.since.map(str::as_bytes)),
-            Slot::StaleSince => bytes(out, self.stale_since.map(str::as_bytes)),
-            Slot::Path(i) => bytes(out, self.params.get(i).map(|s| s.as_bytes())),
-        }
-    }
 }
 
 /// An item's id, or none (an object without an id field renders `null`).
@@ -474,60 +500,50 @@ impl Render {
             ctx.item = Some(&first.raw);
             ctx.id = id_of(first);
         }
-        (Bytes::new(), Self::body(k, &ctx))
+        let mut events = vec![Self::body(k, &ctx)];
+        events.extend(self.opening(list, &ts));
+        // The id goes on the last event: a client cut off midway gets all again.
+        let tail = events.pop().unwrap_or_default();
+        (Bytes::from(events.concat()), tail)
     }
 
-    /// Events for the changes of one poll (plus appended entries of an object
-    /// feed), in order; kinds that are not sent are left out.
-    pub fn changes(
-        &self,
-        changes: &[Change<'_>],
-        appended: Option<(&Item, &[u8])>,
-        ignore: &[Pointer],
-        timestamp: &str,
-    ) -> Events {
+    /// What follows the snapshot of an object feed: each entry of the
+    /// `append` array (`append_each`), and the terminal event of a feed whose
+    /// streams stay open (`terminal.close = false`) once it holds.
+    fn opening(&self, list: &ItemList, ts: &str) -> Vec<Bytes> {
         let c = &self.contract;
-        let mut out: Events = Vec::with_capacity(changes.len());
-        for change in changes {
-            let mut ctx = self.ctx(timestamp);
-            let (kind, item) = match change {
-                Change::Added(i) => (&c.added, *i),
-                Change::Removed(i) => (&c.removed, *i),
-                Change::Updated { item, .. } => (&c.updated, *item),
-            };
-            let Some(kind) = kind else { continue };
-            ctx.item = Some(&item.raw);
-            ctx.id = id_of(item);
-            let (patch, fields);
-            if let Change::Updated { patch: p, .. } = change {
-                if kind.data.uses(Slot::Patch) {
-                    patch = p.encode(&item.raw);
-                    ctx.patch = Some(&patch);
-                }
-                if kind.data.uses(Slot::Changes) {
-                    fields = match p {
-                        Patch::Ops(p) => changed_fields(p, ignore),
-                        Patch::Replace { fields } => {
-                            names_json(fields.iter().filter(|f| !ignored_whole(f, ignore)).cloned())
-                        }
-                    };
-                    ctx.changes = Some(&fields);
-                }
+        let mut out = Vec::new();
+        let Some(item) = list.items.first() else {
+            return out;
+        };
+        if let (true, Some(kind), Some(at)) = (c.append_each, &c.appended, &c.append) {
+            for (n, entry) in super::object::entries(item, at).into_iter().enumerate() {
+                let mut ctx = self.ctx(ts);
+                ctx.item = Some(&item.raw);
+                ctx.id = id_of(item);
+                let new = [b"[", entry, b"]"].concat();
+                ctx.new = Some(&new);
+                ctx.entry = Some(entry);
+                ctx.index = Some(n);
+                out.push(Self::body(kind, &ctx));
             }
-            out.push((kind.name.clone(), kind.data.render(&ctx)));
         }
-        if let (Some(kind), Some((item, new))) = (&c.appended, appended) {
-            let mut ctx = self.ctx(timestamp);
-            ctx.item = Some(&item.raw);
-            ctx.id = id_of(item);
-            ctx.new = Some(new);
-            out.push((kind.name.clone(), kind.data.render(&ctx)));
-        }
-        if c.coalesce {
-            let mut seen = std::collections::HashSet::new();
-            out.retain(|e| seen.insert(e.clone()));
+        if !c.terminal_close {
+            if let Some(kind) = self.terminal_kind(item) {
+                let mut ctx = self.ctx(ts);
+                ctx.item = Some(&item.raw);
+                ctx.id = id_of(item);
+                out.push(Self::body(kind, &ctx));
+            }
         }
         out
+    }
+
+    /// The terminal kind whose value `item`'s status field holds, if any.
+    fn terminal_kind(&self, item: &Item) -> Option<&Kind> {
+        let (field, values) = self.contract.terminal.as_ref()?;
+        let value = text_at(&item.raw, field)?;
+        values.iter().find(|(v, _)| *v == value).map(|(_, k)| k)
     }
 
     /// `stale`: the upstream is failing; the last good snapshot still stands.
@@ -557,11 +573,14 @@ impl Render {
     }
 
     /// The terminal event when an object feed's status field holds a terminal value.
+    /// `None` when streams stay open (`terminal.close = false`): the event is
+    /// then an ordinary change (see `changes`).
     pub fn terminal(&self, list: &ItemList) -> Option<Bytes> {
-        let (field, values) = self.contract.terminal.as_ref()?;
+        if !self.contract.terminal_close {
+            return None;
+        }
         let item = list.items.first()?;
-        let value = text_at(&item.raw, field)?;
-        let (_, kind) = values.iter().find(|(v, _)| *v == value)?;
+        let kind = self.terminal_kind(item)?;
         let ts = now();
         let mut ctx = self.ctx(&ts);
         ctx.item = Some(&item.raw);
@@ -570,44 +589,10 @@ impl Render {
     }
 }
 
-/// The top-level fields an RFC 6902 patch touches, as a sorted JSON array of
-/// names, leaving out fields whose changes are ignored as a whole.
-fn changed_fields(patch: &json_patch::Patch, ignore: &[Pointer]) -> Vec<u8> {
-    let mut names = BTreeSet::new();
-    for op in &patch.0 {
-        let path = match op {
-            json_patch::PatchOperation::Add(o) => &o.path,
-            json_patch::PatchOperation::Remove(o) => &o.path,
-            json_patch::PatchOperation::Replace(o) => &o.path,
-            json_patch::PatchOperation::Move(o) => &o.path,
-            json_patch::PatchOperation::Copy(o) => &o.path,
-            json_patch::PatchOperation::Test(o) => &o.path,
-        };
-        let text = path.to_string();
-        let Ok(p) = Pointer::parse(&text) else {
-            continue;
-        };
-        if let Some(first) = p.tokens().first() {
-            if !ignored_whole(first, ignore) {
-                names.insert(first.clone());
-            }
-        }
-    }
-    names_json(names)
-}
-
-/// Whether changes of top-level field `name` are ignored as a whole.
-fn ignored_whole(name: &str, ignore: &[Pointer]) -> bool {
-    ignore
-        .iter()
-        .any(|i| i.tokens().len() == 1 && i.tokens()[0] == name)
-}
-
-/// Field names as a sorted JSON array.
-fn names_json(names: impl IntoIterator<Item = String>) -> Vec<u8> {
-    let names: BTreeSet<String> = names.into_iter().collect();
-    serde_json::to_vec(&names).unwrap_or_else(|_| b"[]".to_vec())
-}
+mod changes;
+mod ctx;
+pub use changes::{Appended, Poll};
+use ctx::Ctx;
 
 #[cfg(test)]
 mod tests;

@@ -217,9 +217,16 @@ pub fn identify(
 ) -> Result<Identified, KeyError> {
     let mut last_event_id = None;
     let mut token: Option<String> = None;
-    let mut pairs: Vec<(String, String)> = Vec::new();
+    // The fixed query of `poll` comes first and wins: a client's parameter
+    // of the same name is dropped, so no client widens what the config fixed.
+    let fixed: Vec<(String, String)> = form_urlencoded::parse(cfg.poll_query().as_bytes())
+        .into_owned()
+        .collect();
+    let mut pairs: Vec<(String, String)> = fixed.clone();
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        if k == "lastEventId" {
+        if fixed.iter().any(|(f, _)| *f == k) {
+            continue;
+        } else if k == "lastEventId" {
             last_event_id = Some(v.into_owned());
         } else if cfg.token_param.as_deref() == Some(k.as_ref()) {
             if token.is_some() {
@@ -479,6 +486,22 @@ mod tests {
         assert_eq!(
             identify(0, &d, Some("token=a%0Ab"), &HeaderMap::new()).err(),
             Some(KeyError::BadToken("token".into()))
+        );
+    }
+
+    #[test]
+    fn the_fixed_query_of_poll_is_merged_and_wins() {
+        let mut d = def(AuthMode::Forward, None, Some(&["limit"]));
+        d.poll = "/api/imports?state=active&kind=a&kind=b".into();
+        let h = HeaderMap::new();
+        let id = identify(0, &d, Some("state=done&limit=5&kind=c"), &h).expect("ok");
+        assert_eq!(id.key.query, "kind=a&kind=b&limit=5&state=active");
+        // The same effective query is the same feed.
+        let other = identify(0, &d, Some("limit=5"), &h).expect("ok");
+        assert_eq!(other.key, id.key);
+        assert_eq!(
+            identify(0, &d, None, &h).expect("ok").key.query,
+            "kind=a&kind=b&state=active"
         );
     }
 

@@ -143,11 +143,11 @@ impl Feed {
     pub fn new(key: FeedKey, def: Arc<FeedConfig>, history: usize) -> Self {
         // Validated at startup; the fallback only serves hand-built configs.
         let poll_path = match (
-            crate::route::Pattern::parse(&def.poll),
+            crate::route::Pattern::parse(def.poll_path()),
             crate::route::Pattern::parse(&def.sse_path()),
         ) {
             (Ok(poll), Ok(sse)) => poll.fill(&sse.params(), &key.params),
-            _ => def.poll.clone(),
+            _ => def.poll_path().to_owned(),
         };
         // A config that exists was validated, so compiling cannot fail; code
         // that builds configs by hand gets the default contract rather than a panic.

@@ -78,6 +78,25 @@ pub fn text_at(value: &[u8], at: &Pointer) -> Option<String> {
 /// when the new array extends the old one, `None` when it did not grow or was
 /// rewritten (then it counts as an ordinary update).
 pub fn appended(old: &Item, new: &Item, at: &Pointer) -> Option<Vec<u8>> {
+    let (_, entries) = appended_entries(old, new, at)?;
+    let mut out = b"[".to_vec();
+    for (n, e) in entries.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(e);
+    }
+    out.push(b']');
+    Some(out)
+}
+
+/// [`appended`] entry by entry: the index of the first new entry and each
+/// new entry's raw JSON (slices of `new`).
+pub fn appended_entries<'a>(
+    old: &Item,
+    new: &'a Item,
+    at: &Pointer,
+) -> Option<(usize, Vec<&'a [u8]>)> {
     let a = find_raw(&old.raw, at)?;
     let b = find_raw(&new.raw, at)?;
     let a: Vec<&RawValue> = serde_json::from_slice(a).ok()?;
@@ -85,15 +104,19 @@ pub fn appended(old: &Item, new: &Item, at: &Pointer) -> Option<Vec<u8>> {
     if b.len() <= a.len() || a.iter().zip(&b).any(|(x, y)| x.get() != y.get()) {
         return None;
     }
-    let mut out = b"[".to_vec();
-    for (n, e) in b[a.len()..].iter().enumerate() {
-        if n > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(e.get().as_bytes());
-    }
-    out.push(b']');
-    Some(out)
+    Some((
+        a.len(),
+        b[a.len()..].iter().map(|e| e.get().as_bytes()).collect(),
+    ))
+}
+
+/// Every entry of the array at `at` in an object feed's item (none when it is
+/// missing or not an array), as raw JSON slices of the item.
+pub fn entries<'a>(item: &'a Item, at: &Pointer) -> Vec<&'a [u8]> {
+    find_raw(&item.raw, at)
+        .and_then(|a| serde_json::from_slice::<Vec<&RawValue>>(a).ok())
+        .map(|v| v.into_iter().map(|e| e.get().as_bytes()).collect())
+        .unwrap_or_default()
 }
 
 /// Follow pointer tokens through raw JSON without building values.

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::contract::{self, Events, Render};
+use super::contract::{self, Appended, Events, Poll, Render};
 use super::diff::diff;
 use super::extract::{extract, ExtractError, ItemList, Skipped};
-use super::object::{appended, extract_object};
+use super::object::{appended_entries, extract_object};
 use super::Feed;
 use crate::budget::retained;
 use crate::config::FeedConfig;
@@ -59,22 +59,28 @@ pub fn prepare(
             // Entries appended to the object's array are told as `appended`
             // alone; the array then does not make the object `updated`.
             let appended = match (&def.append, old.items.first(), list.items.first()) {
-                (Some(at), Some(a), Some(b)) => appended(a, b, at).map(|new| (b, new, at)),
+                (Some(at), Some(a), Some(b)) => {
+                    appended_entries(a, b, at).map(|(first, entries)| Appended {
+                        item: b,
+                        first,
+                        entries,
+                    })
+                }
                 _ => None,
             };
             let mut ignore = def.ignore.clone();
-            if let Some((_, _, at)) = &appended {
-                ignore.push((*at).clone());
+            if let (Some(at), Some(_)) = (&def.append, &appended) {
+                ignore.push(at.clone());
             }
             let ts = contract::now();
-            render.changes(
-                &diff(old, &list, &ignore),
-                appended
-                    .as_ref()
-                    .map(|(item, new, _)| (*item, new.as_slice())),
-                &def.ignore,
-                &ts,
-            )
+            render.changes(&Poll {
+                old,
+                new: &list,
+                changes: &diff(old, &list, &ignore),
+                appended,
+                ignore: &def.ignore,
+                timestamp: &ts,
+            })
         }
     };
     let terminal = render.terminal(&list);

@@ -1,4 +1,6 @@
+use super::changes::changed_fields;
 use super::*;
+use crate::feed::diff::Change;
 use crate::feed::extract::extract;
 use serde_json::{json, Value};
 
@@ -22,15 +24,17 @@ fn default_payloads_are_the_historical_bytes() {
         &tail[..],
         b"event: snapshot\ndata: {\"items\":[{\"id\":\"a\",\"v\":1},{\"id\":2.50}]}\n\n"
     );
-    let ev = r.changes(
-        &[
+    let ev = r.changes(&Poll {
+        old: &list,
+        new: &list,
+        changes: &[
             Change::Removed(&list.items[1]),
             Change::Added(&list.items[0]),
         ],
-        None,
-        &[],
-        "\"t\"",
-    );
+        appended: None,
+        ignore: &[],
+        timestamp: "\"t\"",
+    });
     assert_eq!(ev[0].0, "removed");
     assert_eq!(ev[0].1, br#"{"id":2.50}"#);
     assert_eq!(ev[1].0, "added");
@@ -87,4 +91,81 @@ fn bad_names_and_placeholders_name_the_key() {
     let mut def = FeedConfig::new("t", "/api/{id}");
     def.sse = Some("/sse/x".into());
     assert_eq!(Contract::compile(&def).unwrap_err().0, "poll");
+}
+
+#[test]
+fn new_keys_are_checked_naming_the_key() {
+    let mut def = FeedConfig::new("t", "/t");
+    def.events.batch_of = vec!["moved".into()];
+    assert_eq!(Contract::compile(&def).unwrap_err().0, "events.batch_of");
+    let mut def = FeedConfig::new("t", "/t");
+    def.object = true;
+    def.events.append_each = true;
+    assert_eq!(Contract::compile(&def).unwrap_err().0, "events.append_each");
+    let mut def = FeedConfig::new("t", "/t");
+    def.transitions.push(crate::config::TransitionConfig {
+        field: Pointer::parse("/status").expect("p"),
+        to: "done".into(),
+        event: Some("x".into()),
+        data: Some(toml::Value::String("{{patch}}".into())),
+    });
+    assert_eq!(Contract::compile(&def).unwrap_err().0, "transitions[0]");
+    // {{index}} is for list feeds only.
+    let mut def = FeedConfig::new("t", "/t");
+    def.object = true;
+    def.events.updated = Some(EventSpec {
+        data: Some(toml::Value::String("{{index}}".into())),
+        ..EventSpec::default()
+    });
+    assert_eq!(Contract::compile(&def).unwrap_err().0, "events.updated");
+}
+
+#[test]
+fn a_transition_fires_once_when_the_value_is_reached() {
+    let mut def = FeedConfig::new("t", "/t");
+    def.transitions.push(crate::config::TransitionConfig {
+        field: Pointer::parse("/s").expect("p"),
+        to: "done".into(),
+        event: Some("done".into()),
+        data: Some(
+            toml::from_str::<toml::Table>(r#"v = { n = "{{item/n}}" }"#).expect("t")["v"].clone(),
+        ),
+    });
+    let r = Render::new(Contract::compile(&def).expect("compiles"), "t", &[]);
+    let list = |s: &'static str| {
+        extract(
+            Bytes::from_static(s.as_bytes()),
+            &Pointer::default(),
+            &Pointer::parse("/id").expect("p"),
+        )
+        .expect("list")
+        .0
+    };
+    let names = |old: &ItemList, new: &ItemList| -> Vec<String> {
+        let changes = crate::feed::diff::diff(old, new, &[]);
+        r.changes(&Poll {
+            old,
+            new,
+            changes: &changes,
+            appended: None,
+            ignore: &[],
+            timestamp: "null",
+        })
+        .into_iter()
+        .map(|(n, d)| format!("{n} {}", String::from_utf8_lossy(&d)))
+        .collect()
+    };
+    let a = list(r#"[{"id":1,"s":"run","n":1}]"#);
+    let b = list(r#"[{"id":1,"s":"done","n":2},{"id":2,"s":"done","n":5}]"#);
+    let c = list(r#"[{"id":1,"s":"done","n":3},{"id":2,"s":"done","n":5}]"#);
+    let got = names(&a, &b);
+    assert!(got.contains(&r#"done {"n":2}"#.to_owned()), "{got:?}");
+    assert!(
+        got.contains(&r#"done {"n":5}"#.to_owned()),
+        "added already done: {got:?}"
+    );
+    assert!(
+        !names(&b, &c).iter().any(|e| e.starts_with("done ")),
+        "already done"
+    );
 }
