@@ -21,7 +21,8 @@
 //! routing     router (the tower service: pollcast or the upstream)
 //! answers     sse (admission, subscriber streams), admin (own endpoints),
 //!             status (status page), stragglers (polls answered from a feed),
-//!             auth (`check` admission), fuzzing
+//!             auth (`check` admission), cluster (feeds shared through
+//!             Redis, behind `feed::source`), fuzzing
 //! feeds       feed/ (registry, defs, poller, update, cadence, extract, scan, diff, contract,
 //!             key, object, stats), access (pass-through access log)
 //! services    metrics, readiness, proxy/ (pass-through, tunnels)
@@ -66,6 +67,8 @@
 //! - [`admin`]: pollcast's own endpoints under `[admin] prefix`; [`readiness`]: `/readyz`.
 //! - [`access`]: the access log line and metrics of each pass-through request.
 //! - [`stragglers`]: polls of a live feed's upstream path answered from its latest poll.
+//! - [`cluster`]: `[cluster]`, replicas sharing polls and event ids through
+//!   Redis; it plugs into the feed layer as a `feed::source::Source`.
 //! - [`metrics`]: the Prometheus metrics behind `<prefix>/metrics`.
 //! - [`logging`]: the tracing subscriber, text or JSON, reloadable level.
 
@@ -75,6 +78,7 @@ pub mod auth;
 pub(crate) mod body;
 pub(crate) mod budget;
 pub mod cidr;
+pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod cors;
 pub(crate) mod direct;

@@ -20,6 +20,7 @@ use std::time::Duration;
 use http::Uri;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod cluster;
 mod env;
 mod error;
 mod load;
@@ -29,6 +30,7 @@ mod tests;
 mod url;
 mod validate;
 
+pub use cluster::{ClusterConfig, ClusterSecret, SECRET_ENV as CLUSTER_SECRET_ENV};
 pub use error::{ConfigError, Problem};
 pub use log::{LogConfig, LogFormat, LogLevel};
 pub use url::UpstreamUrl;
@@ -94,6 +96,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub cors: CorsConfig,
+    /// `[cluster]`: several replicas share polls and event ids through Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `[server]`: the listener pollcast accepts clients on.
@@ -610,6 +615,7 @@ impl Config {
             feeds,
             limits: LimitsConfig::default(),
             cors: CorsConfig::default(),
+            cluster: None,
         }
     }
 }

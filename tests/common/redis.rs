@@ -1,0 +1,105 @@
+//! A private `redis-server` for cluster tests: an ephemeral loopback port,
+//! no persistence, killed with the test. `.ci/run` installs Debian's
+//! `redis-server`; without it a test fails under `CI=true` and is skipped
+//! (saying why) otherwise.
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{within, DEADLINE};
+
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    /// Start one, or `None` (after saying why) when `redis-server` is missing outside CI.
+    pub async fn start_or_skip() -> Option<Self> {
+        let found = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            let why = "cluster tests need `redis-server` (Debian package redis-server; .ci/run installs it)";
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{why}");
+            }
+            let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut r = Self { child: None, port };
+        r.restart().await;
+        Some(r)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Start (again, empty) on the same port and wait until it answers.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let url = self.url();
+        within("redis-server answers", async {
+            loop {
+                if let Ok(c) = redis::Client::open(url.as_str()) {
+                    if let Ok(mut conn) = c.get_multiplexed_async_connection().await {
+                        let pong: Result<String, _> =
+                            redis::cmd("PING").query_async(&mut conn).await;
+                        if pong.is_ok() {
+                            return;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+
+    /// Kill it (SIGKILL: no goodbye to its clients).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A connection for the test's own look at the data.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        let c = redis::Client::open(self.url().as_str()).expect("client");
+        tokio::time::timeout(DEADLINE, c.get_multiplexed_async_connection())
+            .await
+            .expect("connect in time")
+            .expect("connect")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
