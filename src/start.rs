@@ -160,6 +160,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         app.admin.status.clone(),
         registry.clone(),
         config.upstream.url.clone(),
+        engine.as_ref().map(|c| c.health()),
         shutdown.clone(),
     ));
     let server = tokio::spawn(server::serve(

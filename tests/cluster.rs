@@ -272,3 +272,98 @@ async fn without_redis_replicas_poll_on_their_own_and_rejoin() {
         pc.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_write_through_any_replica_reaches_the_feeds_leader() {
+    let Some(redis) = RedisServer::start_or_skip().await else {
+        return;
+    };
+    let up = TestUpstream::start().await;
+    up.set("/api/jobs", json!([{"id": 1, "s": "a"}]));
+    up.set("/api/jobs/1", json!({"id": 1}));
+    // An hour between polls: only a refresh can re-poll.
+    let pcs = replicas(3, &cluster_config(&up, &redis, Duration::from_secs(3600))).await;
+    let mut a = Sse::connect(&url(&pcs[0], "/sse/jobs")).await;
+    assert_eq!(a.next().await.event, "snapshot");
+    let mut b = Sse::connect(&url(&pcs[1], "/sse/jobs")).await;
+    assert_eq!(b.next().await.event, "snapshot");
+    let http = reqwest::Client::new();
+    // Replica 0 leads (it started the feed); the writes go through replica
+    // 1 (a follower) and replica 2 (no live feed at all).
+    for (round, via) in [("b", 1), ("c", 2)] {
+        up.set("/api/jobs", json!([{"id": 1, "s": round}]));
+        let r = http
+            .patch(url(&pcs[via], "/api/jobs/1"))
+            .body("{}")
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(r.status(), 200);
+        for s in [&mut a, &mut b] {
+            let e = s.next().await;
+            assert_eq!(e.event, "updated", "{e:?}");
+            assert_eq!(data(&e)["item"]["s"], round);
+        }
+    }
+    // The refresh endpoint of a replica that does not lead, too.
+    up.set("/api/jobs", json!([{"id": 1, "s": "d"}]));
+    let r = http
+        .post(admin_url(&pcs[2], "/_pollcast/refresh/jobs"))
+        .send()
+        .await
+        .expect("refresh");
+    assert!(r.status().is_success(), "{}", r.status());
+    let e = a.next().await;
+    assert_eq!(data(&e)["item"]["s"], "d", "{e:?}");
+    for pc in pcs {
+        pc.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn no_credential_reaches_redis() {
+    let Some(redis) = RedisServer::start_or_skip().await else {
+        return;
+    };
+    let up = TestUpstream::start().await;
+    up.set("/api/jobs", json!([{"id": 1}]));
+    let mut c = cluster_config(&up, &redis, Duration::from_millis(50));
+    c.feeds[0].auth = pollcast::config::AuthMode::Forward;
+    let pcs = replicas(2, &c).await;
+    let token = "Bearer very-secret-user-token";
+    let mut s = Sse::connect_with(&url(&pcs[0], "/sse/jobs"), &[("Authorization", token)]).await;
+    assert_eq!(s.next().await.event, "snapshot");
+    let mut s2 = Sse::connect_with(&url(&pcs[1], "/sse/jobs"), &[("Authorization", token)]).await;
+    assert_eq!(s2.next().await.event, "snapshot");
+    let mut conn = redis.conn().await;
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert!(!keys.is_empty());
+    for k in &keys {
+        assert!(!k.contains("secret"), "{k}");
+        let dump: Vec<u8> = ::redis::cmd("DUMP")
+            .arg(k)
+            .query_async(&mut conn)
+            .await
+            .expect("dump");
+        assert!(
+            !dump
+                .windows(b"very-secret".len())
+                .any(|w| w == b"very-secret"),
+            "{k} holds the token"
+        );
+        // Per-user feeds' keys expire (user_ttl).
+        let ttl: i64 = ::redis::cmd("PTTL")
+            .arg(k)
+            .query_async(&mut conn)
+            .await
+            .expect("pttl");
+        assert!(ttl > 0, "{k} has no TTL");
+    }
+    for pc in pcs {
+        pc.stop().await;
+    }
+}
