@@ -34,6 +34,30 @@ async fn replicas(n: usize, c: &Config) -> Vec<pollcast::Running> {
     out
 }
 
+/// A config file for replicas run as processes (lease 300ms).
+fn child_config(up: &TestUpstream, redis: &RedisServer) -> tempfile::NamedTempFile {
+    child::config_file(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[upstream]
+url = "{}"
+[[feeds]]
+name = "jobs"
+poll = "/api/jobs"
+sse = "/sse/jobs"
+interval = "100ms"
+linger = "1s"
+[cluster]
+redis = "{}"
+lease = "300ms"
+timeout = "100ms"
+"#,
+        up.url(),
+        redis.url()
+    ))
+}
+
 async fn connect_resume(pc: &pollcast::Running, id: &str) -> Sse {
     Sse::connect_with(&url(pc, "/sse/jobs"), &[("Last-Event-ID", id)]).await
 }
@@ -147,27 +171,7 @@ async fn a_new_leader_takes_over_with_a_304_and_no_resync() {
     let up = TestUpstream::start().await;
     up.validators(true);
     up.set("/api/jobs", json!([{"id": 1}]));
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[upstream]
-url = "{}"
-[[feeds]]
-name = "jobs"
-poll = "/api/jobs"
-sse = "/sse/jobs"
-interval = "100ms"
-linger = "1s"
-[cluster]
-redis = "{}"
-lease = "300ms"
-timeout = "100ms"
-"#,
-        up.url(),
-        redis.url()
-    );
-    let file = child::config_file(&text);
+    let file = child_config(&up, &redis);
     let path = file.path().to_str().expect("path").to_owned();
     let secret = std::str::from_utf8(SECRET).expect("utf8");
     let env = [("POLLCAST_CLUSTER_SECRET", secret)];
@@ -366,4 +370,48 @@ async fn no_credential_reaches_redis() {
     for pc in pcs {
         pc.stop().await;
     }
+}
+
+#[tokio::test]
+async fn a_paused_leader_wakes_up_as_a_follower_serving_the_new_leaders_ids() {
+    let Some(redis) = RedisServer::start_or_skip().await else {
+        return;
+    };
+    let up = TestUpstream::start().await;
+    up.validators(true);
+    up.set("/api/jobs", json!([{"id": 1}]));
+    let file = child_config(&up, &redis);
+    let path = file.path().to_str().expect("path").to_owned();
+    let secret = std::str::from_utf8(SECRET).expect("utf8");
+    let env = [("POLLCAST_CLUSTER_SECRET", secret)];
+    let p1 = child::Pollcast::spawn(&["--config", &path], &env);
+    let mut s1 = Sse::connect(&format!("http://{}/sse/jobs", p1.addr().await)).await;
+    assert_eq!(s1.next().await.event, "snapshot");
+    let p2 = child::Pollcast::spawn(&["--config", &path], &env);
+    let mut s2 = Sse::connect(&format!("http://{}/sse/jobs", p2.addr().await)).await;
+    assert_eq!(s2.next().await.event, "snapshot");
+
+    // The leader stops (SIGSTOP) for longer than its lease: p2 takes over.
+    let not_modified = up.not_modified();
+    p1.signal(libc::SIGSTOP);
+    wait_until("p2's takeover 304", || up.not_modified() > not_modified).await;
+    up.set("/api/jobs", json!([{"id": 1}, {"id": 2}]));
+    let missed = s2.next().await;
+    assert_eq!(missed.event, "added");
+
+    // p1 wakes up: whatever it polled or renews is refused; it follows, and
+    // its subscriber gets what it missed with p2's ids, then the same events.
+    p1.signal(libc::SIGCONT);
+    up.set("/api/jobs", json!([{"id": 1}, {"id": 2}, {"id": 3}]));
+    let next = s2.next().await;
+    for want in [&missed, &next] {
+        let e = s1.next().await;
+        assert_eq!(
+            (&e.event, &e.id, &e.data),
+            (&want.event, &want.id, &want.data),
+            "the ex-leader serves the new leader's ids"
+        );
+    }
+    p1.stop().await;
+    p2.stop().await;
 }
