@@ -415,3 +415,79 @@ async fn a_paused_leader_wakes_up_as_a_follower_serving_the_new_leaders_ids() {
     p1.stop().await;
     p2.stop().await;
 }
+
+#[tokio::test]
+async fn a_partition_from_redis_falls_back_within_two_seconds_and_heals() {
+    let Some(redis) = RedisServer::start_or_skip().await else {
+        return;
+    };
+    let proxy = common::redis::Cutter::start(redis.port).await;
+    let up = TestUpstream::start().await;
+    up.set("/api/jobs", json!([{"id": 1}]));
+    let mut c = cluster_config(&up, &redis, Duration::from_millis(50));
+    if let Some(cl) = &mut c.cluster {
+        cl.redis = proxy.url();
+    }
+    let pcs = replicas(2, &c).await;
+    let mut a = Sse::connect(&url(&pcs[0], "/sse/jobs")).await;
+    let mut b = Sse::connect(&url(&pcs[1], "/sse/jobs")).await;
+    assert_eq!(a.next().await.event, "snapshot");
+    assert_eq!(b.next().await.event, "snapshot");
+
+    // Cut: no reset, Redis just stops answering.
+    proxy.cut(true);
+    let cut = Instant::now();
+    for pc in &pcs {
+        within("fallback", async {
+            while metric(pc, "pollcast_cluster_up").await != 0.0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+    let fell_back = cut.elapsed();
+    eprintln!("partition: both replicas fell back after {fell_back:?}");
+    assert!(fell_back < Duration::from_secs(2), "{fell_back:?}");
+    // Streams stay open and keep getting the upstream's changes.
+    up.set("/api/jobs", json!([{"id": 1}, {"id": 2}]));
+    for s in [&mut a, &mut b] {
+        loop {
+            let e = s.next().await;
+            if e.data.contains('2') {
+                break;
+            }
+        }
+    }
+
+    // Healed: back in the cluster with one snapshot, the same ids again.
+    proxy.cut(false);
+    for pc in &pcs {
+        within("rejoin", async {
+            while metric(pc, "pollcast_cluster_up").await != 1.0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+    // Each stream gets one snapshot of the cluster's state (a replica that
+    // rejoins before the leader's next poll gets the stored one, then its
+    // events), and from then on the same ids on both replicas.
+    a.next_named("snapshot").await;
+    b.next_named("snapshot").await;
+    up.set("/api/jobs", json!([{"id": 1}, {"id": 2}, {"id": 3}]));
+    let mut third = Vec::new();
+    for s in [&mut a, &mut b] {
+        loop {
+            let e = s.next().await;
+            assert_ne!(e.event, "snapshot", "one snapshot per rejoin: {e:?}");
+            if e.event == "added" && data(&e)["id"] == json!(3) {
+                third.push((e.id, e.data));
+                break;
+            }
+        }
+    }
+    assert_eq!(third[0], third[1], "the same id and data on both replicas");
+    for pc in pcs {
+        pc.stop().await;
+    }
+}

@@ -103,3 +103,68 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// A TCP proxy in front of Redis that can cut the link without a reset
+/// (a partition: bytes go nowhere, no FIN, no RST) and restore it (the
+/// connections held during the cut are then closed, as a healed
+/// partition's dead connections would be).
+pub struct Cutter {
+    pub port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Cutter {
+    pub async fn start(to: u16) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (cut, _) = tokio::sync::watch::channel(false);
+        let state = cut.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut cut = state.subscribe();
+                tokio::spawn(async move {
+                    // Held silently during a cut, then closed.
+                    let hold = |mut cut: tokio::sync::watch::Receiver<bool>| async move {
+                        let _ = cut.wait_for(|c| !*c).await.is_ok();
+                    };
+                    let is_cut = *cut.borrow_and_update();
+                    if is_cut {
+                        hold(cut).await;
+                        return;
+                    }
+                    let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = async { cut.wait_for(|c| *c).await.is_ok() } => hold(cut).await,
+                    }
+                    let _ = client.shutdown().await;
+                });
+            }
+        });
+        Self { port, cut, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+impl Drop for Cutter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
