@@ -21,7 +21,8 @@
 //! routing     router (the tower service: pollcast or the upstream)
 //! answers     sse (admission, subscriber streams), admin (own endpoints),
 //!             status (status page), stragglers (polls answered from a feed),
-//!             auth (`check` admission), fuzzing
+//!             auth (`check` admission), cluster (feeds shared through
+//!             Redis, behind `feed::source`), fuzzing
 //! feeds       feed/ (registry, defs, poller, update, cadence, extract, scan, diff, contract,
 //!             key, object, stats), access (pass-through access log)
 //! services    metrics, readiness, proxy/ (pass-through, tunnels)
@@ -71,6 +72,8 @@
 //!   standard `process_*` ones (`/proc/self`) beside pollcast's own.
 //! - [`logging`]: the tracing subscriber, text or JSON, reloadable level, or `RUST_LOG`.
 //! - [`watch`]: notices when the config or TLS files change (Kubernetes symlink swaps included).
+//! - [`cluster`]: `[cluster]`, replicas sharing polls and event ids through
+//!   Redis; it plugs into the feed layer as a `feed::source::Source`.
 
 pub(crate) mod access;
 pub(crate) mod admin;
@@ -78,6 +81,7 @@ pub mod auth;
 pub(crate) mod body;
 pub(crate) mod budget;
 pub mod cidr;
+pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod cors;
 pub(crate) mod direct;

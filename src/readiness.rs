@@ -44,7 +44,40 @@ impl Verdict {
     }
 }
 
+/// Whether this replica's cluster engine reaches Redis, as `/readyz` and the
+/// status page tell it. Written by the cluster engine (a higher layer), read
+/// here, so readiness never imports it.
+#[derive(Debug)]
+pub struct ClusterHealth {
+    up: std::sync::atomic::AtomicBool,
+}
+
+impl ClusterHealth {
+    pub fn new(up: bool) -> Self {
+        Self {
+            up: std::sync::atomic::AtomicBool::new(up),
+        }
+    }
+    pub fn set(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::Release);
+    }
+    pub fn is_up(&self) -> bool {
+        self.up.load(std::sync::atomic::Ordering::Acquire)
+    }
+    /// One line for people: what the cluster state means for this replica.
+    pub fn describe(&self) -> &'static str {
+        if self.is_up() {
+            "cluster: Redis reachable, polls shared"
+        } else {
+            "cluster: Redis unreachable, polling locally"
+        }
+    }
+}
+
 pub struct Readiness {
+    /// `[cluster]` only. Losing Redis does not make a replica unready: it
+    /// keeps serving (polling on its own), and `/readyz` says so.
+    pub cluster: Option<std::sync::Arc<ClusterHealth>>,
     upstream: Upstream,
     probe: Option<String>,
     cache: Duration,
@@ -58,6 +91,7 @@ pub struct Readiness {
 impl Readiness {
     pub fn new(cfg: &AdminConfig, upstream: Upstream, shutdown: CancellationToken) -> Self {
         Self {
+            cluster: None,
             upstream,
             probe: cfg.ready_probe.clone(),
             cache: cfg.ready_cache,
@@ -67,6 +101,14 @@ impl Readiness {
     }
 
     pub async fn check(&self) -> Verdict {
+        let mut v = self.check_upstream().await;
+        if let Some(c) = &self.cluster {
+            v.detail = format!("{}; {}", v.detail, c.describe());
+        }
+        v
+    }
+
+    async fn check_upstream(&self) -> Verdict {
         if self.shutdown.is_cancelled() {
             return Verdict::not_ready("shutting down".into());
         }

@@ -11,8 +11,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::feed::source::{Local, Refresh, Source};
 use crate::{
-    admin, config, cors, metrics, proxy, readiness, route, server, status, stragglers, tls,
+    admin, cluster, config, cors, metrics, proxy, readiness, route, server, status, stragglers, tls,
 };
 
 use crate::feed::registry::Registry;
@@ -32,6 +33,8 @@ pub struct Running {
     server: JoinHandle<()>,
     admin_server: Option<JoinHandle<()>>,
     sampler: JoinHandle<()>,
+    /// `[cluster]`: the engine's health checks and pub/sub subscription.
+    cluster: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -47,7 +50,11 @@ impl Running {
             let _ = admin.await;
         }
         let _ = self.sampler.await;
+        // Feed tasks first: a leader releases its lease through the engine.
         self.registry.closed().await;
+        if let Some(cluster) = self.cluster {
+            let _ = cluster.await;
+        }
     }
 
     /// Shut down and wait.
@@ -78,17 +85,50 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     };
     let shutdown = CancellationToken::new();
     let upstream = Upstream::new(&config.upstream);
-    let metrics = Arc::new(metrics::Metrics::new());
+    let metrics = Arc::new(match &config.cluster {
+        Some(_) => metrics::Metrics::with_cluster(),
+        None => metrics::Metrics::new(),
+    });
     let stragglers = Arc::new(stragglers::Stragglers::new(&config, metrics.clone()));
-    let registry = Registry::with_stragglers(
+    let engine = config
+        .cluster
+        .as_ref()
+        .map(|c| cluster::Cluster::new(c, config.sse.history, metrics.clone()))
+        .transpose()
+        .map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("[cluster] redis: {e}"),
+            )
+        })?;
+    let source: Arc<dyn Source> = match &engine {
+        Some(c) => Arc::new(c.clone()),
+        None => Arc::new(Local),
+    };
+    let registry = Registry::with_source(
         &config,
         upstream.clone(),
         shutdown.clone(),
         metrics,
         Arc::new(stragglers.clone()),
+        source,
     );
+    let cluster_task = engine.as_ref().map(|c| {
+        let reg = registry.clone();
+        c.on_refresh(Box::new(move |r| match r {
+            Refresh::Path(p) => {
+                reg.refresh_local_path(p);
+            }
+            Refresh::Definition(d) => {
+                reg.refresh_local_definition(d);
+            }
+        }));
+        tokio::spawn(c.clone().run(shutdown.clone()))
+    });
     let proxy = proxy::Proxy::new(upstream.clone(), &config.upstream);
-    let readiness = readiness::Readiness::new(&config.admin, upstream.clone(), shutdown.clone());
+    let mut readiness =
+        readiness::Readiness::new(&config.admin, upstream.clone(), shutdown.clone());
+    readiness.cluster = engine.as_ref().map(|c| c.health());
     let admin = Arc::new(admin::Admin::new(&config.admin, readiness));
     let app = Arc::new(App::new(
         registry.clone(),
@@ -120,6 +160,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         app.admin.status.clone(),
         registry.clone(),
         config.upstream.url.clone(),
+        engine.as_ref().map(|c| c.health()),
         shutdown.clone(),
     ));
     let server = tokio::spawn(server::serve(
@@ -148,6 +189,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         server,
         admin_server,
         sampler,
+        cluster: cluster_task,
     })
 }
 

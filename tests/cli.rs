@@ -409,3 +409,51 @@ async fn demo_serves_a_live_feed_and_stops_cleanly_on_sigterm() {
     let status = p.stop().await;
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn check_validates_the_cluster_section_and_its_secret() {
+    let text = format!("{GOOD}\n[cluster]\nredis = \"redis://pollcast:pw-hunter2@redis:6379\"\n");
+    let f = config_file(&text);
+    // Without the hashing key from the environment: refused, with the variable named.
+    let err = run_err(
+        pollcast()
+            .arg("--check")
+            .arg("--config")
+            .arg(f.path())
+            .env_remove("POLLCAST_CLUSTER_SECRET"),
+    );
+    assert!(
+        err.contains("cluster.redis") && err.contains("POLLCAST_CLUSTER_SECRET"),
+        "{err}"
+    );
+    // With it: the section with its defaults, no password, no key.
+    let (out, _) = run_ok(
+        pollcast()
+            .arg("--check")
+            .arg("--config")
+            .arg(f.path())
+            .env("POLLCAST_CLUSTER_SECRET", "cluster-key-0123456789"),
+    );
+    assert!(
+        !out.contains("hunter2") && !out.contains("cluster-key"),
+        "{out}"
+    );
+    let v: toml::Value = toml::from_str(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    assert_eq!(v["cluster"]["lease"].as_str(), Some("3s"));
+    assert_eq!(v["cluster"]["prefix"].as_str(), Some("pollcast:"));
+    // A bad value names its key.
+    let bad = config_file(&format!(
+        "{GOOD}\n[cluster]\nredis = \"http://redis:6379\"\n"
+    ));
+    let err = run_err(
+        pollcast()
+            .arg("--check")
+            .arg("--config")
+            .arg(bad.path())
+            .env("POLLCAST_CLUSTER_SECRET", "cluster-key-0123456789"),
+    );
+    assert!(
+        err.contains("cluster.redis") && err.contains("redis://"),
+        "{err}"
+    );
+}

@@ -15,7 +15,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("routing", &["router"]),
     (
         "answers",
-        &["sse", "admin", "status", "stragglers", "auth", "fuzzing"],
+        &[
+            "sse",
+            "admin",
+            "status",
+            "stragglers",
+            "auth",
+            "cluster",
+            "fuzzing",
+        ],
     ),
     ("feeds", &["feed", "access"]),
     ("services", &["metrics", "readiness", "proxy"]),

@@ -84,6 +84,10 @@ impl Config {
         config
             .resolve_credentials(|k| std::env::var(k).ok())
             .map_err(invalid)?;
+        if let Some(c) = &mut config.cluster {
+            c.resolve_secret(|k| std::env::var(k).ok())
+                .map_err(invalid)?;
+        }
         config.validate_with(checks).map_err(invalid)?;
         if let Some(tls) = &mut config.server.tls {
             let dir = path.parent().unwrap_or(Path::new(""));

@@ -20,6 +20,7 @@ use std::time::Duration;
 use http::Uri;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod cluster;
 mod env;
 mod error;
 mod load;
@@ -33,6 +34,7 @@ mod tests;
 mod url;
 mod validate;
 
+pub use cluster::{ClusterConfig, ClusterSecret, SECRET_ENV as CLUSTER_SECRET_ENV};
 pub use error::{ConfigError, Problem};
 pub use log::{LogConfig, LogFormat, LogLevel};
 pub use reload::ReloadConfig;
@@ -102,6 +104,9 @@ pub struct Config {
     pub cors: CorsConfig,
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// `[cluster]`: several replicas share polls and event ids through Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `[server]`: the listener pollcast accepts clients on.
@@ -717,6 +722,7 @@ impl Config {
             limits: LimitsConfig::default(),
             cors: CorsConfig::default(),
             reload: ReloadConfig::default(),
+            cluster: None,
         }
     }
 }

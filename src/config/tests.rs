@@ -488,3 +488,57 @@ fn event_names_that_could_break_framing_are_invalid() {
         assert!(!valid_event_name(bad), "{bad:?}");
     }
 }
+
+#[test]
+fn cluster_is_off_by_default_and_its_keys_have_defaults() {
+    assert!(parse(GOOD).expect("valid").cluster.is_none());
+    let text = format!("{GOOD}\n[cluster]\nredis = \"redis://r:6379\"\n");
+    let mut c: Config = toml::from_str(&text).expect("toml");
+    let cl = c.cluster.as_mut().expect("cluster");
+    assert_eq!(cl.prefix, "pollcast:");
+    assert_eq!(cl.lease, Duration::from_secs(3));
+    assert_eq!(cl.timeout, Duration::from_millis(500));
+    assert_eq!(cl.user_ttl, Duration::from_secs(600));
+    let short = cl.clone().resolve_secret(|_| Some("short".into()));
+    assert!(short.is_err_and(|p| p.message.contains(CLUSTER_SECRET_ENV)));
+    cl.resolve_secret(|k| (k == CLUSTER_SECRET_ENV).then(|| "0123456789abcdef".into()))
+        .expect("secret");
+    assert_eq!(cl.secret_bytes(), b"0123456789abcdef");
+    assert_eq!(format!("{:?}", cl.secret), "Some(<redacted>)");
+    c.validate_with(&crate::validation::FEATURES)
+        .expect("valid");
+}
+
+#[test]
+fn cluster_values_are_validated_with_their_key() {
+    let ok = ClusterConfig::new("redis://r:6379", b"0123456789abcdef");
+    assert!(ok.validate().is_ok());
+    let mut tls = ok.clone();
+    tls.redis = "rediss://r:6380".into();
+    assert!(tls.validate().is_ok());
+    let bad = |f: fn(&mut ClusterConfig), key: &str| {
+        let mut c = ok.clone();
+        f(&mut c);
+        let p = c.validate().expect_err("invalid");
+        assert_eq!(p.key_path(), key, "{p:?}");
+    };
+    bad(|c| c.redis = "http://r:6379".into(), "cluster.redis");
+    bad(|c| c.prefix = "a{b}".into(), "cluster.prefix");
+    bad(|c| c.lease = Duration::from_millis(50), "cluster.lease");
+    bad(|c| c.timeout = c.lease, "cluster.timeout");
+    bad(|c| c.user_ttl = Duration::from_millis(100), "cluster.ttl");
+}
+
+#[test]
+fn a_cluster_without_its_secret_fails_naming_file_line_and_variable() {
+    if std::env::var_os(CLUSTER_SECRET_ENV).is_some() {
+        return;
+    }
+    let text = format!("{GOOD}\n[cluster]\nredis = \"redis://r:6379\"\n");
+    let e = parse(&text).expect_err("no secret").to_string();
+    assert!(e.starts_with("t.toml:"), "{e}");
+    assert!(
+        e.contains("cluster.redis") && e.contains(CLUSTER_SECRET_ENV),
+        "{e}"
+    );
+}

@@ -75,6 +75,9 @@ impl Config {
             ));
         }
         self.validate_admin()?;
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+        }
         let mut names = std::collections::HashSet::new();
         let mut paths = std::collections::HashMap::new();
         for (i, f) in self.feeds.iter().enumerate() {

@@ -16,7 +16,8 @@
 //! to items), [`diff`] (what changed), [`contract`] (event names and payloads), [`key`] (what makes two subscribers share a feed),
 //! [`object`] (object feeds: one object, appended entries, terminal field),
 //! [`scan`] (the one validating pass over a body), [`stats`] (counters per
-//! definition for the status page).
+//! definition for the status page), [`source`] (where a feed's events come
+//! from: its own poll loop or a cluster engine).
 
 pub mod cadence;
 pub mod contract;
@@ -28,6 +29,7 @@ pub mod object;
 pub mod poller;
 pub mod registry;
 pub mod scan;
+pub mod source;
 pub mod stats;
 pub mod update;
 
@@ -58,8 +60,6 @@ pub struct Feed {
     pub connect: Option<Bytes>,
     /// What a quiet stream sends: a comment, or a configured data event.
     pub keepalive: Bytes,
-    /// Random per instance; the first half of every event id.
-    epoch: String,
     state: Mutex<State>,
     /// Bumped after every change of `state` that subscribers must see.
     changed: watch::Sender<u64>,
@@ -79,6 +79,12 @@ pub struct Feed {
 }
 
 struct State {
+    /// The first half of every event id: random per instance, or the
+    /// cluster's epoch of this feed (see [`Feed::apply`]).
+    epoch: Arc<str>,
+    /// Bumped whenever `epoch` changes: a cursor of an older generation
+    /// is brought up to date with a snapshot.
+    generation: u64,
     /// Id of the latest state (the last event, or the first snapshot).
     seq: u64,
     /// Seq of the first snapshot; nothing before it can be replayed.
@@ -109,6 +115,12 @@ pub struct Snapshot {
 pub struct Cursor {
     /// Seq of the last state delivered; `None` until the first snapshot.
     at: Option<u64>,
+    /// The epoch generation `at` belongs to.
+    generation: u64,
+    /// A `Last-Event-ID` given before the feed had any state (a feed that
+    /// takes its state from elsewhere): resolved at the first pull that
+    /// finds a snapshot.
+    resume: Option<(String, u64)>,
     status_gen: u64,
     told_stale: bool,
     /// The terminal event was handed out; nothing follows it.
@@ -164,8 +176,9 @@ impl Feed {
             connect: render.connect(),
             keepalive: render.keepalive(),
             render,
-            epoch: format!("{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff),
             state: Mutex::new(State {
+                epoch: local_epoch().into(),
+                generation: 0,
                 seq: 0,
                 base: None,
                 history: VecDeque::new(),
@@ -227,22 +240,35 @@ impl Feed {
     }
 
     pub fn id(&self, seq: u64) -> String {
-        format!("{}:{seq}", self.epoch)
+        format!("{}:{seq}", self.state().epoch)
+    }
+
+    /// The epoch of this feed's ids now.
+    pub fn epoch(&self) -> Arc<str> {
+        self.state().epoch.clone()
     }
 
     /// A cursor for a new subscriber, positioned by its `Last-Event-ID` when
     /// that id belongs to this feed instance and is within the history.
     pub fn cursor(&self, last_event_id: Option<&str>) -> Cursor {
-        let at = last_event_id
+        let parsed = last_event_id
             .and_then(|id| id.split_once(':'))
-            .filter(|(epoch, _)| *epoch == self.epoch)
-            .and_then(|(_, seq)| seq.parse::<u64>().ok());
+            .and_then(|(epoch, seq)| Some((epoch.to_owned(), seq.parse::<u64>().ok()?)));
         let st = self.state();
-        let at = at.filter(|&c| st.can_replay_from(c));
-        Cursor {
-            at,
+        let mut cursor = Cursor {
+            generation: st.generation,
             ..Cursor::default()
+        };
+        if st.snapshot.is_none() {
+            // Nothing to judge the id against yet: decided at the first pull.
+            cursor.resume = parsed;
+        } else {
+            cursor.at = parsed
+                .filter(|(epoch, _)| **epoch == *st.epoch)
+                .map(|(_, seq)| seq)
+                .filter(|&c| st.can_replay_from(c));
         }
+        cursor
     }
 
     /// Poll again as soon as possible instead of waiting for the interval.
@@ -287,14 +313,22 @@ impl Feed {
     /// everything after it.
     pub fn pull(&self, cursor: &mut Cursor, out: &mut VecDeque<Out>) {
         let st = self.state();
+        if let (Some((epoch, seq)), Some(_)) = (&cursor.resume, &st.snapshot) {
+            if **epoch == *st.epoch && st.can_replay_from(*seq) {
+                cursor.at = Some(*seq);
+            }
+            cursor.generation = st.generation;
+            cursor.resume = None;
+        }
         let fresh = cursor.at.is_none();
         if !fresh {
             self.pull_status(&st, cursor, out);
         }
         let cur = st.seq;
+        let same = cursor.generation == st.generation;
         match cursor.at {
-            Some(c) if c == cur => {}
-            Some(c) if st.can_replay_from(c) => {
+            Some(c) if same && c == cur => {}
+            Some(c) if same && st.can_replay_from(c) => {
                 let start = st.history.partition_point(|(s, _)| *s <= c);
                 out.extend(st.history.range(start..).map(|(seq, b)| Out::Event {
                     seq: *seq,
@@ -309,6 +343,7 @@ impl Feed {
                     }
                     out.push_back(Out::Snapshot(cur, snap.clone()));
                     cursor.at = Some(cur);
+                    cursor.generation = st.generation;
                 }
             }
         }
@@ -386,6 +421,53 @@ impl Feed {
         self.changed.send_modify(|g| *g = g.wrapping_add(1));
     }
 
+    /// Take the state of this feed from elsewhere (the cluster): ids in
+    /// `epoch`, latest state `seq`, nothing replayable before `base`,
+    /// `events` (consecutive, encoded with their ids) leading up to `seq`.
+    /// A different epoch starts a new generation (every subscriber gets a
+    /// snapshot); `reset` replaces the history instead of extending it.
+    pub(crate) fn apply(&self, applied: Applied) {
+        {
+            let mut st = self.state();
+            if *st.epoch != *applied.epoch || applied.reset {
+                if *st.epoch != *applied.epoch {
+                    st.epoch = applied.epoch;
+                    st.generation += 1;
+                }
+                st.history.clear();
+            }
+            st.base = Some(applied.base);
+            for (seq, bytes) in applied.events {
+                if !matches!(st.history.back(), Some((last, _)) if seq <= *last) {
+                    st.history.push_back((seq, bytes));
+                }
+            }
+            st.seq = applied.seq;
+            while st.history.len() > st.capacity {
+                st.history.pop_front();
+            }
+            st.snapshot = Some(Arc::new(Snapshot {
+                list: applied.list,
+                render: self.render.clone(),
+                encoded: OnceLock::new(),
+            }));
+        }
+        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Start over under a new local epoch with nothing to replay (the
+    /// cluster went away; this replica polls on its own). Subscribers get
+    /// one snapshot at the next publish.
+    pub(crate) fn local_epoch(&self) {
+        let mut st = self.state();
+        st.epoch = local_epoch().into();
+        st.generation += 1;
+        st.seq = 0;
+        st.base = None;
+        st.history.clear();
+        st.snapshot = None;
+    }
+
     /// Replace the list without an event (bytes changed, content did not).
     pub(crate) fn replace_list(&self, list: Arc<ItemList>) {
         self.state().snapshot = Some(Arc::new(Snapshot {
@@ -393,6 +475,11 @@ impl Feed {
             render: self.render.clone(),
             encoded: OnceLock::new(),
         }));
+    }
+
+    /// Seq of the latest state.
+    pub(crate) fn head(&self) -> u64 {
+        self.state().seq
     }
 
     /// The seq the next event will get.
@@ -444,6 +531,21 @@ impl Feed {
     pub fn label(&self) -> String {
         self.key.label_of(&self.def)
     }
+}
+
+/// A random epoch for ids numbered by this process alone.
+fn local_epoch() -> String {
+    format!("{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff)
+}
+
+/// State handed to [`Feed::apply`].
+pub(crate) struct Applied {
+    pub epoch: Arc<str>,
+    pub seq: u64,
+    pub base: u64,
+    pub list: Arc<ItemList>,
+    pub events: Vec<(u64, Bytes)>,
+    pub reset: bool,
 }
 
 impl State {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http::{header, HeaderMap};
 
 use super::cadence::Cadence;
@@ -93,7 +94,45 @@ impl StragglerRecord for NoStragglers {
 }
 
 /// Ends a feed nobody subscribes to; `true` when it ended.
-pub(crate) type RemoveIfIdle = Box<dyn Fn(&Arc<Feed>) -> bool + Send + Sync>;
+pub(crate) type RemoveIfIdle = Arc<dyn Fn(&Arc<Feed>) -> bool + Send + Sync>;
+
+/// Where a good poll's update goes: into the feed itself ([`Direct`]), or
+/// through an engine that numbers it for several replicas (see
+/// [`super::source`]). `None`: the update was refused (this loop no longer
+/// owns the feed); the list stays as it was and the owner ends the loop.
+pub(crate) trait Outlet: Send + Sync {
+    fn publish<'a>(
+        &'a mut self,
+        feed: &'a Arc<Feed>,
+        update: Update,
+        validators: &'a Validators,
+        metrics: &'a Metrics,
+    ) -> BoxFuture<'a, Option<(Bytes, Arc<ItemList>)>>;
+}
+
+/// The update goes into the feed, numbered by this process.
+pub(crate) struct Direct;
+
+impl Outlet for Direct {
+    fn publish<'a>(
+        &'a mut self,
+        feed: &'a Arc<Feed>,
+        update: Update,
+        _: &'a Validators,
+        metrics: &'a Metrics,
+    ) -> BoxFuture<'a, Option<(Bytes, Arc<ItemList>)>> {
+        Box::pin(std::future::ready(Some(update.publish(feed, metrics))))
+    }
+}
+
+/// Where a poll loop starts from when the feed already has a list it did
+/// not poll itself (a cluster takeover): its body, list and validators, so
+/// the first poll is conditional and diffs against it.
+pub(crate) struct Resume {
+    pub body: Bytes,
+    pub list: Arc<ItemList>,
+    pub validators: Validators,
+}
 
 /// What one poll loop needs from the registry that started it, handed in so
 /// the poller never reaches into the registry's insides.
@@ -108,6 +147,33 @@ pub(crate) struct PollCtx {
     /// End the feed if nobody subscribes to it (the check and the removal
     /// are one step under the registry's lock); `true` when it ended.
     pub remove_if_idle: RemoveIfIdle,
+    /// Where good polls are published.
+    pub outlet: Box<dyn Outlet>,
+    /// What the loop starts from (`None`: nothing, the first poll is a snapshot).
+    pub resume: Option<Resume>,
+}
+
+impl PollCtx {
+    /// The same context with another shutdown, outlet and starting point
+    /// (an engine running the loop for a while).
+    pub(crate) fn fork(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+        outlet: Box<dyn Outlet>,
+        resume: Option<Resume>,
+    ) -> Self {
+        Self {
+            upstream: self.upstream.clone(),
+            metrics: self.metrics.clone(),
+            limits: self.limits.clone(),
+            stragglers: self.stragglers.clone(),
+            stats: self.stats.clone(),
+            shutdown,
+            remove_if_idle: self.remove_if_idle.clone(),
+            outlet,
+            resume,
+        }
+    }
 }
 
 /// Run until the feed is idle past its linger, or shutdown. `charge` is the
@@ -116,10 +182,12 @@ pub(crate) struct PollCtx {
 /// Each turn is named after the moment it runs: [`PollLoop::still_wanted`]
 /// (before a poll), [`PollLoop::poll_once`], then [`PollLoop::on_success`]
 /// or [`PollLoop::on_failure`], then [`PollLoop::wait`] for the next turn.
-pub(crate) async fn run(feed: Arc<Feed>, ctx: PollCtx, charge: Charge) {
+/// Returns the charge, for an engine that runs the loop again later.
+pub(crate) async fn run(feed: Arc<Feed>, ctx: PollCtx, charge: Charge) -> Charge {
     let mut l = PollLoop::new(feed, ctx, charge);
     loop {
-        if !l.still_wanted() {
+        // Stopped by its owner (shutdown, or an engine taking the feed back).
+        if l.ctx.shutdown.is_cancelled() || !l.still_wanted() {
             break;
         }
         if l.feed.is_finished() {
@@ -131,7 +199,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: PollCtx, charge: Charge) {
         }
         let polled = l.poll_once().await;
         let delay = match polled {
-            Ok(update) => l.on_success(update),
+            Ok(update) => l.on_success(update).await,
             Err(failure) => l.on_failure(failure),
         };
         if !l.wait(delay).await {
@@ -141,6 +209,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: PollCtx, charge: Charge) {
     tracing::debug!(feed = %l.feed.label(), "feed stopped");
     // Subscribers still here (shutdown, retirement) look again and leave.
     l.feed.wake();
+    l.charge
 }
 
 /// Why a poll failed, and how long the upstream asked us to wait.
@@ -184,7 +253,7 @@ struct PollLoop {
 }
 
 impl PollLoop {
-    fn new(feed: Arc<Feed>, ctx: PollCtx, charge: Charge) -> Self {
+    fn new(feed: Arc<Feed>, mut ctx: PollCtx, charge: Charge) -> Self {
         let def = feed.def.clone();
         let poll = feed.poll_path.clone();
         let path = if feed.key.query.is_empty() {
@@ -207,6 +276,10 @@ impl PollLoop {
         }
         let stragglers = ctx.stragglers.straggler_recorder(&feed, &poll, &headers);
         let changes = feed.watch();
+        let (prev, validators) = match ctx.resume.take() {
+            Some(r) => (Some((r.body, r.list)), r.validators),
+            None => (None, Validators::default()),
+        };
         Self {
             cadence: Cadence::new(&def),
             feed,
@@ -216,8 +289,8 @@ impl PollLoop {
             path,
             headers,
             stragglers,
-            prev: None,
-            validators: Validators::default(),
+            prev,
+            validators,
             failures: 0,
             skipped: Skipped::default(),
             stale_since: SystemTime::now(),
@@ -324,7 +397,7 @@ impl PollLoop {
 
     /// After a good poll: tell recovery, publish the changes, end the feed
     /// on a terminal state. Returns the delay until the next poll.
-    fn on_success(&mut self, Success { update, fresh_for }: Success) -> Duration {
+    async fn on_success(&mut self, Success { update, fresh_for }: Success) -> Duration {
         let feed = &self.feed;
         // Recovery is told before the events that follow it.
         if self.failures > 0 {
@@ -346,7 +419,16 @@ impl PollLoop {
             }
             self.ctx.stats.record_events(update.len());
             let end = update.terminal().cloned();
-            self.prev = Some(update.publish(feed, &self.ctx.metrics));
+            let published = self
+                .ctx
+                .outlet
+                .publish(feed, update, &self.validators, &self.ctx.metrics)
+                .await;
+            if published.is_none() {
+                // Refused: the owner of the loop ends it (its shutdown).
+                return Duration::ZERO;
+            }
+            self.prev = published;
             self.served = self.served || feed.subscribers() > 0;
             if let Some(end) = end {
                 // No more polls: nothing would keep the answer current.

@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use super::defs::same;
 pub use super::defs::{Defs, Reloaded};
+use super::source::{Local, Refresh, Source};
 use super::stats::DefStats;
 use super::{poller, Feed, FeedKey};
 use crate::config::{Config, FeedConfig, SseConfig};
@@ -58,6 +59,8 @@ struct Inner {
     ticker: TaskTracker,
     /// Latest answers of feeds that serve polls (`serve_polls`).
     stragglers: Arc<dyn poller::StragglerSink>,
+    /// Where each feed's events come from (its own poll loop by default).
+    source: Arc<dyn Source>,
 }
 
 /// A subscriber's claim on a feed; the feed may stop once all are dropped.
@@ -103,6 +106,26 @@ impl Registry {
         metrics: Arc<Metrics>,
         stragglers: Arc<dyn poller::StragglerSink>,
     ) -> Self {
+        Self::with_source(
+            config,
+            upstream,
+            shutdown,
+            metrics,
+            stragglers,
+            Arc::new(Local),
+        )
+    }
+
+    /// A registry whose feeds take their events from `source` (a cluster
+    /// engine) instead of each polling on its own.
+    pub(crate) fn with_source(
+        config: &Config,
+        upstream: Upstream,
+        shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
+        stragglers: Arc<dyn poller::StragglerSink>,
+        source: Arc<dyn Source>,
+    ) -> Self {
         for f in &config.feeds {
             metrics.declare_feed(&f.name);
         }
@@ -120,6 +143,7 @@ impl Registry {
                 ticking: AtomicBool::new(false),
                 ticker: TaskTracker::new(),
                 stragglers,
+                source,
             }),
         }
     }
@@ -290,13 +314,15 @@ impl Registry {
             stragglers: inner.stragglers.clone(),
             stats: inner.stats(feed.key.def),
             shutdown: inner.shutdown.clone(),
-            remove_if_idle: Box::new(move |f| inner.remove_if_idle(f)),
+            remove_if_idle: Arc::new(move |f| inner.remove_if_idle(f)),
+            outlet: Box::new(poller::Direct),
+            resume: None,
         };
-        let polled = feed.clone();
+        let run = self.inner.source.run(feed.clone(), ctx, charge);
         self.inner.tasks.spawn(async move {
             // Counted against its starter until the loop (the feed) ends.
             let _starter = starter;
-            poller::run(polled, ctx, charge).await;
+            run.await;
         });
         Ok(Subscription {
             feed,
@@ -365,12 +391,19 @@ impl Registry {
     /// one that does not answers it for a path no feed polls.
     pub fn refresh_path(&self, path: &str) -> usize {
         let path = crate::route::normalize(path);
+        self.inner.source.refreshed(&Refresh::Path(path.clone()));
+        self.refresh_local_path(&path)
+    }
+
+    /// [`Registry::refresh_path`] on this replica only, `path` normalized
+    /// (a request passed on by another replica).
+    pub fn refresh_local_path(&self, path: &str) -> usize {
         let feeds = self.inner.feeds();
         let mut n = 0;
         for feed in feeds.values() {
             // The instance's own path: a write to `/api/projects/3/jobs/7`
             // refreshes the feed of project 3 only.
-            if covers(&crate::route::normalize(&feed.poll_path), &path) {
+            if covers(&crate::route::normalize(&feed.poll_path), path) {
                 feed.refresh();
                 n += 1;
             }
@@ -381,6 +414,15 @@ impl Registry {
     /// The refresh endpoint: every live feed of the definition `name` polls
     /// now. `None` when no definition has that name.
     pub fn refresh_definition(&self, name: &str) -> Option<usize> {
+        let n = self.refresh_local_definition(name)?;
+        self.inner
+            .source
+            .refreshed(&Refresh::Definition(name.to_owned()));
+        Some(n)
+    }
+
+    /// [`Registry::refresh_definition`] on this replica only.
+    pub fn refresh_local_definition(&self, name: &str) -> Option<usize> {
         let def = self
             .defs()
             .iter()

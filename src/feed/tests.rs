@@ -228,3 +228,79 @@ fn status_is_told_once_on_entering_and_leaving() {
     let mut fresh = f.cursor(None);
     assert!(!drain(&f, &mut fresh).concat().contains("recovered"));
 }
+
+fn applied(epoch: &str, seq: u64, events: Vec<(u64, Bytes)>, reset: bool) -> Applied {
+    Applied {
+        epoch: epoch.into(),
+        seq,
+        base: 1,
+        list: list("[]"),
+        events,
+        reset,
+    }
+}
+
+fn cluster_event(epoch: &str, seq: u64) -> (u64, Bytes) {
+    (
+        seq,
+        encode::event(&format!("{epoch}:{seq}"), "added", b"{}"),
+    )
+}
+
+#[test]
+fn a_resume_id_given_before_the_state_arrived_is_judged_when_it_does() {
+    // A replica with no state yet (the cluster's arrives after the subscriber).
+    let f = feed(10);
+    let mut c = f.cursor(Some("e1:2"));
+    assert!(drain(&f, &mut c).is_empty());
+    f.apply(applied(
+        "e1",
+        3,
+        vec![cluster_event("e1", 2), cluster_event("e1", 3)],
+        true,
+    ));
+    let got = drain(&f, &mut c);
+    assert_eq!(
+        got,
+        vec!["id: e1:3\nevent: added\ndata: {}\n\n"],
+        "replayed, not resynced"
+    );
+    // Another epoch's id, given before the state: a snapshot.
+    let g = feed(10);
+    let mut d = g.cursor(Some("other:2"));
+    g.apply(applied("e1", 3, vec![cluster_event("e1", 3)], true));
+    let got = drain(&g, &mut d);
+    assert!(
+        got.len() == 1 && got[0].contains("event: snapshot"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_new_epoch_gives_every_cursor_one_snapshot_and_applying_twice_repeats_nothing() {
+    let f = feed(10);
+    f.apply(applied("e1", 1, vec![], true));
+    let mut c = f.cursor(None);
+    assert_eq!(drain(&f, &mut c).len(), 1);
+    f.apply(applied("e1", 2, vec![cluster_event("e1", 2)], false));
+    // The leader's own apply and the follower's read of the same entry.
+    f.apply(applied("e1", 2, vec![cluster_event("e1", 2)], false));
+    assert_eq!(
+        drain(&f, &mut c),
+        vec!["id: e1:2\nevent: added\ndata: {}\n\n"]
+    );
+    // Same seq numbers, another epoch (Redis restarted empty): a snapshot.
+    f.apply(applied("e2", 2, vec![], true));
+    let got = drain(&f, &mut c);
+    assert!(got.len() == 1 && got[0].contains("id: e2:2"), "{got:?}");
+    assert_eq!(c.resyncs, 1);
+    // Falling back to a local epoch: nothing until the local poll publishes.
+    f.local_epoch();
+    assert!(drain(&f, &mut c).is_empty());
+    f.publish(list("[]"), vec![], true);
+    let got = drain(&f, &mut c);
+    assert!(
+        got.len() == 1 && got[0].contains("event: snapshot"),
+        "{got:?}"
+    );
+}

@@ -133,26 +133,51 @@ impl Update {
             .collect()
     }
 
-    /// Encode each event once, with its id, and hand everything to the feed.
-    pub(crate) fn publish(self, feed: &Feed, metrics: &Metrics) -> (Bytes, Arc<ItemList>) {
-        for (name, _) in &self.changes {
-            metrics.events(&feed.def.name, name, 1);
-        }
-        if !self.first && self.changes.is_empty() {
-            feed.replace_list(self.list.clone());
-        } else if !self.first && feed.render.contract.resend {
+    /// Encode each event once, with the ids `id(seq)` of consecutive seqs
+    /// from `first_seq`: nothing when the content did not change, the whole
+    /// snapshot again as one entry for `resend` contracts.
+    pub(crate) fn events(
+        &self,
+        render: &Render,
+        first_seq: u64,
+        id: impl Fn(u64) -> String,
+    ) -> Vec<(u64, Bytes)> {
+        if self.first || self.changes.is_empty() {
+            Vec::new()
+        } else if render.contract.resend {
             // The whole snapshot again, as one history entry with the id on
             // its last event (as for a subscriber's first snapshot).
-            let (head, tail) = feed.render.snapshot(&self.list);
-            let seq = feed.next_seq();
-            let id = encode::id_line(&feed.id(seq));
+            let (head, tail) = render.snapshot(&self.list);
+            let id = encode::id_line(&id(first_seq));
             let mut b = Vec::with_capacity(head.len() + id.len() + tail.len());
             for part in [&head, &id, &tail] {
                 b.extend_from_slice(part);
             }
-            feed.publish(self.list.clone(), vec![(seq, Bytes::from(b))], false);
+            vec![(first_seq, Bytes::from(b))]
         } else {
-            let events = self.encode(feed.next_seq(), |seq| feed.id(seq));
+            self.encode(first_seq, id)
+        }
+    }
+
+    /// Count this update's events in the metrics.
+    pub(crate) fn count(&self, def: &str, metrics: &Metrics) {
+        for (name, _) in &self.changes {
+            metrics.events(def, name, 1);
+        }
+    }
+
+    /// The body and the list this update leaves in force.
+    pub(crate) fn into_parts(self) -> (Bytes, Arc<ItemList>) {
+        (self.body, self.list)
+    }
+
+    /// Encode each event once, with its id, and hand everything to the feed.
+    pub(crate) fn publish(self, feed: &Feed, metrics: &Metrics) -> (Bytes, Arc<ItemList>) {
+        self.count(&feed.def.name, metrics);
+        if !self.first && self.changes.is_empty() {
+            feed.replace_list(self.list.clone());
+        } else {
+            let events = self.events(&feed.render, feed.next_seq(), |seq| feed.id(seq));
             feed.publish(self.list.clone(), events, self.first);
         }
         (self.body, self.list)

@@ -159,6 +159,12 @@ pub struct Metrics {
     stragglers_bytes: Family<FeedLabel, Counter>,
     auth_checks: Family<CheckLabels, Counter>,
     auth_checks_shared: Family<FeedLabel, Counter>,
+    /// `[cluster]` only: 1 while Redis answers, 0 while this replica polls
+    /// on its own (see [`Metrics::with_cluster`]).
+    cluster_up: Gauge,
+    cluster_fallbacks: Counter,
+    cluster_publishes: Counter,
+    cluster_rejected: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -202,6 +208,10 @@ impl Metrics {
             stragglers_bytes: Family::default(),
             auth_checks: Family::default(),
             auth_checks_shared: Family::default(),
+            cluster_up: Gauge::default(),
+            cluster_fallbacks: Counter::default(),
+            cluster_publishes: Counter::default(),
+            cluster_rejected: Counter::default(),
         };
         for limit in crate::limits::LimitError::KINDS {
             let _ = m.limit_refusals.get_or_create(&LimitLabel {
@@ -329,6 +339,53 @@ impl Metrics {
         Self {
             registry: root,
             ..m
+        }
+    }
+
+    /// The metrics of a replica in a `[cluster]`: also `pollcast_cluster_up`
+    /// and the cluster counters (absent without a cluster, so an alert on
+    /// `pollcast_cluster_up == 0` never fires for a lone pollcast).
+    pub fn with_cluster() -> Self {
+        let mut m = Self::new();
+        // The root holds the process collector too; pollcast's own names carry the prefix.
+        let r = m.registry.sub_registry_with_prefix("pollcast_cluster");
+        r.register(
+            "up",
+            "1 while this replica's Redis answers; 0 while it polls its feeds on its own",
+            m.cluster_up.clone(),
+        );
+        r.register(
+            "fallbacks",
+            "Times this replica lost Redis and fell back to polling on its own",
+            m.cluster_fallbacks.clone(),
+        );
+        r.register(
+            "publishes",
+            "Polls this replica published to the cluster as a feed's leader",
+            m.cluster_publishes.clone(),
+        );
+        r.register(
+            "rejected",
+            "Publishes the cluster refused (the lease or the expected sequence no longer held)",
+            m.cluster_rejected.clone(),
+        );
+        m
+    }
+
+    /// The cluster's Redis answers (`true`) or not.
+    pub fn cluster_up(&self, up: bool) {
+        self.cluster_up.set(i64::from(up));
+        if !up {
+            self.cluster_fallbacks.inc();
+        }
+    }
+
+    /// A leader's publish to the cluster was accepted (`true`) or refused.
+    pub fn cluster_publish(&self, accepted: bool) {
+        if accepted {
+            self.cluster_publishes.inc();
+        } else {
+            self.cluster_rejected.inc();
         }
     }
 

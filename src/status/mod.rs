@@ -114,9 +114,11 @@ pub async fn sample(
     feed: StatusFeed,
     registry: Registry,
     upstream: UpstreamUrl,
+    cluster: Option<std::sync::Arc<crate::readiness::ClusterHealth>>,
     shutdown: CancellationToken,
 ) {
     let mut sampler = Sampler::new(&registry, &upstream);
+    sampler.cluster = cluster;
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -135,6 +137,8 @@ struct Sampler {
     started: Instant,
     /// The upstream as shown: scheme, host, port and prefix, never userinfo.
     upstream: String,
+    /// `[cluster]` only: whether Redis answers (shown as a line).
+    cluster: Option<std::sync::Arc<crate::readiness::ClusterHealth>>,
     prev: Option<(Instant, Vec<StatsSample>)>,
     /// Events per second per definition, oldest first.
     history: Vec<VecDeque<f64>>,
@@ -146,6 +150,7 @@ impl Sampler {
         Self {
             started: Instant::now(),
             upstream: display_upstream(upstream),
+            cluster: None,
             prev: None,
             history: vec![VecDeque::new(); registry.defs().len()],
             total_history: VecDeque::new(),
@@ -224,6 +229,7 @@ impl Sampler {
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": self.started.elapsed().as_secs(),
             "upstream": self.upstream,
+            "cluster": self.cluster.as_ref().map(|c| c.describe()),
             "period_ms": millis(PERIOD),
             "subscribers": total_subs,
             "polls_per_s": round2(total_polls),

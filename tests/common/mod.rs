@@ -20,6 +20,7 @@ pub mod config;
 pub mod metrics;
 pub mod passthrough;
 pub mod procstat;
+pub mod redis;
 pub mod sse;
 pub mod upstream;
 
