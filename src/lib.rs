@@ -69,6 +69,7 @@
 //! - [`metrics`]: the Prometheus metrics behind `<prefix>/metrics`, the
 //!   standard `process_*` ones (`/proc/self`) beside pollcast's own.
 //! - [`logging`]: the tracing subscriber, text or JSON, reloadable level.
+//! - [`trace`]: OpenTelemetry spans, `traceparent` propagation, OTLP export.
 
 pub(crate) mod access;
 pub(crate) mod admin;
@@ -104,6 +105,7 @@ pub(crate) mod status;
 pub(crate) mod stragglers;
 pub(crate) mod template;
 pub(crate) mod tls;
+pub mod trace;
 pub(crate) mod upstream;
 pub(crate) mod validation;
 pub mod wire;

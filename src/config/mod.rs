@@ -26,11 +26,13 @@ mod load;
 mod log;
 #[cfg(test)]
 mod tests;
+mod trace;
 mod url;
 mod validate;
 
 pub use error::{ConfigError, Problem};
 pub use log::{LogConfig, LogFormat, LogLevel};
+pub use trace::TraceConfig;
 pub use url::UpstreamUrl;
 pub use validate::Checks;
 
@@ -94,6 +96,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub cors: CorsConfig,
+    #[serde(default)]
+    pub trace: TraceConfig,
 }
 
 /// `[server]`: the listener pollcast accepts clients on.
@@ -610,6 +614,7 @@ impl Config {
             feeds,
             limits: LimitsConfig::default(),
             cors: CorsConfig::default(),
+            trace: TraceConfig::default(),
         }
     }
 }
