@@ -359,3 +359,60 @@ async fn with_traces_off_nothing_is_added_and_a_client_traceparent_passes_unchan
     drop(sse);
     p.stop().await;
 }
+
+#[tokio::test]
+async fn an_admission_check_continues_the_subscribers_trace() {
+    let up = TestUpstream::start().await;
+    up.set("/api/jobs", json!([{"id": 1}]));
+    up.set("/api/me", json!({"ok": true}));
+    let rx = Receiver::start().await;
+    let text = traced(&up, &rx).replace(
+        "linger = \"100ms\"",
+        "linger = \"100ms\"\nauth = \"check\"\ncheck = \"/api/me\"\nquery = []",
+    );
+    let f = config_file(&text);
+    let p = Pollcast::spawn(&["--config", f.path().to_str().expect("path")], &[]);
+    let addr = p.addr().await;
+    let tp = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let mut sse =
+        Sse::connect_with(&format!("http://{addr}/sse/jobs"), &[("traceparent", &tp)]).await;
+    sse.next_named("snapshot").await;
+    let check = rx.wait_span("the check span", |s| s.name == "check").await;
+    assert_eq!(check.trace_id, CLIENT_TRACE);
+    assert_eq!(check.parent, CLIENT_SPAN);
+    assert_eq!(check.attr("pollcast.feed"), Some("jobs"));
+    let seen = up.seen("/api/me");
+    let sent = seen[0]
+        .headers
+        .get("traceparent")
+        .expect("the check request carries a traceparent")
+        .to_str()
+        .expect("ascii");
+    assert_eq!(traceparent(sent), (CLIENT_TRACE.to_owned(), check.span_id));
+    drop(sse);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn spans_still_in_the_batch_are_sent_on_shutdown() {
+    let up = TestUpstream::start().await;
+    let rx = Receiver::start().await;
+    // A batch that would wait an hour: only the shutdown flush sends it.
+    let text = traced(&up, &rx).replace("export_interval = \"50ms\"", "export_interval = \"1h\"");
+    let f = config_file(&text);
+    let p = Pollcast::spawn(&["--config", f.path().to_str().expect("path")], &[]);
+    let addr = p.addr().await;
+    assert_eq!(pass_through_with_traceparent(addr).await, 201);
+    assert!(
+        rx.spans().is_empty(),
+        "nothing is sent before the batch is due"
+    );
+    assert!(p.stop().await.success());
+    let spans = rx.spans();
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "pass-through" && s.trace_id == CLIENT_TRACE),
+        "the pass-through span was flushed before exit: {spans:?}"
+    );
+}

@@ -52,3 +52,34 @@ fn ratio<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     }
     Ok(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TraceConfig;
+
+    fn parse(text: &str) -> Result<TraceConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    #[test]
+    fn off_by_default_and_checked_when_set() {
+        let d = parse("").expect("defaults");
+        assert_eq!(d.otlp_endpoint, "");
+        assert_eq!(d.service_name, "pollcast");
+        assert_eq!(d.sample_ratio, 1.0);
+        let ok = parse(
+            "otlp_endpoint = \"http://c:4318\"\nsample_ratio = 0.25\nexport_interval = \"200ms\"",
+        )
+        .expect("valid");
+        assert_eq!(ok.sample_ratio, 0.25);
+        assert_eq!(ok.export_interval, std::time::Duration::from_millis(200));
+        let e = parse("otlp_endpoint = \"https://c:4318\"").expect_err("https refused");
+        assert!(e.to_string().contains("http:// URL"), "{e}");
+        let e = parse("sample_ratio = 1.5").expect_err("ratio above 1");
+        assert!(e.to_string().contains("0.0 to 1.0"), "{e}");
+        assert!(
+            parse("endpoint = \"x\"").is_err(),
+            "unknown keys are refused"
+        );
+    }
+}
