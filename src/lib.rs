@@ -26,7 +26,7 @@
 //!             key, object, stats), access (pass-through access log)
 //! services    metrics, readiness, proxy/ (pass-through, tunnels)
 //! policy, io  upstream (pooled client), limits, cors, stats, tls, logging,
-//!             init (`pollcast init`)
+//!             init (`pollcast init`), trace/ (spans, traceparent, OTLP export)
 //! model       config/ (model and defaults, load, env, validate), idle, response
 //! leaves      body, wire (SSE encoding), template, pointer, route, budget,
 //!             cidr, stall, preface

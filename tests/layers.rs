@@ -28,6 +28,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "stats",
             "tls",
             "logging",
+            "trace",
             "healthcheck",
             "check",
             "init",
