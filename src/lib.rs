@@ -27,7 +27,8 @@
 //!             key, object, stats), access (pass-through access log)
 //! services    metrics, readiness, proxy/ (pass-through, tunnels)
 //! policy, io  upstream (pooled client), limits, cors, stats, tls, logging,
-//!             watch (config and TLS file changes), init (`pollcast init`)
+//!             watch (config and TLS file changes), init (`pollcast init`),
+//!             trace/ (spans, traceparent, OTLP export)
 //! model       config/ (model and defaults, load, env, overrides, sources,
 //!             schema, validate), idle, response
 //! leaves      body, wire (SSE encoding), template, pointer, route, budget,
@@ -74,6 +75,7 @@
 //! - [`watch`]: notices when the config or TLS files change (Kubernetes symlink swaps included).
 //! - [`cluster`]: `[cluster]`, replicas sharing polls and event ids through
 //!   Redis; it plugs into the feed layer as a `feed::source::Source`.
+//! - [`trace`]: OpenTelemetry spans, `traceparent` propagation, OTLP export.
 
 pub(crate) mod access;
 pub(crate) mod admin;
@@ -110,6 +112,7 @@ pub(crate) mod status;
 pub(crate) mod stragglers;
 pub(crate) mod template;
 pub(crate) mod tls;
+pub mod trace;
 pub(crate) mod upstream;
 pub(crate) mod validation;
 pub mod watch;

@@ -1,6 +1,6 @@
 //! Logging: the `tracing` subscriber pollcast installs, its two formats
-//! (`text` for people, `json` for log collectors) and the level a config
-//! reload may change.
+//! (`text` for people, `json` for log collectors), the level a config
+//! reload may change, and the OpenTelemetry layer when traces are on.
 //!
 //! `RUST_LOG`, when set and not empty, is the filter instead of `[log]
 //! level` (the usual `tracing` directives, e.g. `info,pollcast=debug,h2=trace`,
@@ -10,13 +10,20 @@
 //! must never decide what is logged; callers do, and they never pass
 //! credentials (see `feed::key` for the printable form of a feed).
 
+use std::fmt;
 use std::io::IsTerminal;
 
+use tracing::{Level, Subscriber};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 use crate::config::{LogFormat, LogLevel};
+use crate::trace::Pipeline;
 
 /// Changes the level of the installed subscriber.
 #[derive(Clone)]
@@ -59,9 +66,18 @@ pub fn env_filter(rust_log: Option<&str>) -> Result<Option<EnvFilter>, String> {
     }
 }
 
-/// Install the global subscriber, writing to stderr. Call once.
+/// Install the global subscriber, writing to stderr. Call once. With a
+/// trace `pipeline`, pollcast's spans (target [`crate::trace::TARGET`]) are
+/// recorded and exported whatever the log level, and JSON lines written
+/// inside one carry its `trace_id` and `span_id`. Each layer filters for
+/// itself, so log lines look the same with traces on or off.
 /// `env` (see [`env_filter`]) replaces the filter `level` makes.
-pub fn init(format: LogFormat, level: LogLevel, env: Option<EnvFilter>) -> LogHandle {
+pub fn init(
+    format: LogFormat,
+    level: LogLevel,
+    env: Option<EnvFilter>,
+    pipeline: Option<&Pipeline>,
+) -> LogHandle {
     let from_env = env.is_some();
     let (filter_layer, handle) = reload::Layer::new(env.unwrap_or_else(|| filter(level)));
     let ansi = std::io::stderr().is_terminal();
@@ -71,14 +87,21 @@ pub fn init(format: LogFormat, level: LogLevel, env: Option<EnvFilter>) -> LogHa
             .with_ansi(ansi)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
+            .event_format(WithTraceIds(
+                tracing_subscriber::fmt::format().json().flatten_event(true),
+            ))
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
             .with_writer(std::io::stderr)
             .boxed(),
     };
+    let spans = pipeline.map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer())
+            .with_filter(Targets::new().with_target(crate::trace::TARGET, Level::INFO))
+    });
     tracing_subscriber::registry()
-        .with(filter_layer)
-        .with(fmt_layer)
+        .with(fmt_layer.with_filter(filter_layer))
+        .with(spans)
         .init();
     if from_env {
         tracing::info!("log filter from RUST_LOG; [log] level does not apply");
@@ -86,5 +109,36 @@ pub fn init(format: LogFormat, level: LogLevel, env: Option<EnvFilter>) -> LogHa
     LogHandle {
         filter: handle,
         from_env,
+    }
+}
+
+/// A JSON event format with `trace_id` and `span_id` first when the event
+/// happens inside a traced span.
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        let Some((trace_id, span_id)) = crate::trace::current_ids() else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => write!(
+                writer,
+                "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{rest}"
+            ),
+            None => writer.write_str(&line),
+        }
     }
 }

@@ -155,7 +155,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let log = pollcast::logging::init(config.log.format, config.log.level, env_filter);
+    // Owns the span exporter's thread; shut down (flushed) after pollcast stops.
+    let traces = pollcast::trace::Pipeline::new(&config.trace).context("[trace]")?;
+    let log = pollcast::logging::init(
+        config.log.format,
+        config.log.level,
+        env_filter,
+        traces.as_ref(),
+    );
+    if let Some(t) = &traces {
+        tracing::info!(endpoint = %t.settings.endpoint, service = %t.settings.service_name, "exporting traces over OTLP/HTTP");
+    }
     // Before anything says "listening": a signal that arrives from then on
     // must find its handler, not the default action (which terminates).
     let mut signals = Signals::new()?;
@@ -204,6 +214,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     drop(watch);
     tracing::info!("shutting down");
     running.stop().await;
+    if let Some(t) = traces {
+        t.shutdown().await;
+    }
     demo_stop.cancel();
     Ok(())
 }

@@ -154,7 +154,13 @@ impl Upstream {
     /// for the response head, counted from when the request body has been
     /// sent (a big upload may stream for far longer than `timeout`). The
     /// response body then streams for as long as it lasts.
-    pub async fn send(&self, req: Request<BoxBody>) -> Result<Response<Incoming>, UpstreamError> {
+    /// The current span (pass-through, check), when traced, is the
+    /// request's `traceparent`.
+    pub async fn send(
+        &self,
+        mut req: Request<BoxBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        crate::trace::inject(&tracing::Span::current(), req.headers_mut());
         let sent = Arc::new(tokio::sync::Notify::new());
         let req = req.map(|inner| {
             SentSignal {
@@ -216,6 +222,9 @@ impl Upstream {
             header::USER_AGENT,
             HeaderValue::from_static(concat!("pollcast/", env!("CARGO_PKG_VERSION"))),
         );
+        // The poll's `request` span, when traced, is the upstream's parent.
+        let span = tracing::Span::current();
+        crate::trace::inject(&span, req.headers_mut());
 
         let max = self.max_body;
         let exchange = async {
@@ -227,6 +236,7 @@ impl Upstream {
                 }
             })?;
             self.mark_reached();
+            span.record("http.response.status_code", resp.status().as_u16());
             if resp.status() == StatusCode::NOT_MODIFIED && conditions.is_some() {
                 return Ok(Polled::NotModified(fresh_for(resp.headers())));
             }

@@ -37,6 +37,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "tls",
             "logging",
             "watch",
+            "trace",
             "healthcheck",
             "check",
             "init",

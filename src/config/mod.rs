@@ -31,6 +31,7 @@ pub mod schema;
 mod sources;
 #[cfg(test)]
 mod tests;
+mod trace;
 mod url;
 mod validate;
 
@@ -39,6 +40,7 @@ pub use error::{ConfigError, Problem};
 pub use log::{LogConfig, LogFormat, LogLevel};
 pub use reload::ReloadConfig;
 pub use sources::Sources;
+pub use trace::TraceConfig;
 pub use url::UpstreamUrl;
 pub use validate::Checks;
 
@@ -107,6 +109,9 @@ pub struct Config {
     /// `[cluster]`: several replicas share polls and event ids through Redis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterConfig>,
+    /// `[trace]`: OpenTelemetry spans, exported over OTLP when configured.
+    #[serde(default)]
+    pub trace: TraceConfig,
 }
 
 /// `[server]`: the listener pollcast accepts clients on.
@@ -723,6 +728,7 @@ impl Config {
             cors: CorsConfig::default(),
             reload: ReloadConfig::default(),
             cluster: None,
+            trace: TraceConfig::default(),
         }
     }
 }

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{header, HeaderMap};
+use tracing::field::Empty;
+use tracing::Instrument;
 
 use super::cadence::Cadence;
 use super::contract;
@@ -29,6 +31,7 @@ use crate::budget::Charge;
 use crate::config::{AuthMode, FeedConfig};
 use crate::limits::Limits;
 use crate::metrics::{Metrics, PollOutcome};
+use crate::trace;
 use crate::upstream::{PollError, Polled, Upstream, UpstreamError, Validators};
 
 /// How long a refresh request waits for more of its kind before polling.
@@ -197,11 +200,22 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: PollCtx, charge: Charge) -> Charge
             }
             break;
         }
-        let polled = l.poll_once().await;
+        // Each poll is the root of its own trace; its phases are children.
+        let span = tracing::info_span!(
+            target: trace::TARGET,
+            parent: None,
+            "poll",
+            "pollcast.feed" = %l.def.name,
+            "http.route" = %l.def.poll,
+            "otel.status_code" = Empty,
+            "otel.status_description" = Empty,
+        );
+        let polled = l.poll_once().instrument(span.clone()).await;
         let delay = match polled {
-            Ok(update) => l.on_success(update).await,
-            Err(failure) => l.on_failure(failure),
+            Ok(update) => l.on_success(update).instrument(span.clone()).await,
+            Err(failure) => span.in_scope(|| l.on_failure(failure)),
         };
+        drop(span);
         if !l.wait(delay).await {
             break;
         }
@@ -335,10 +349,19 @@ impl PollLoop {
         // Conditions only once there is a list a 304 can refer to.
         let conditions = self.prev.as_ref().and(Some(&self.validators));
         self.stragglers.polling(&self.feed);
+        let request = tracing::info_span!(
+            target: trace::TARGET,
+            "request",
+            "otel.kind" = "client",
+            "http.request.method" = "GET",
+            "http.route" = %self.def.poll,
+            "http.response.status_code" = Empty,
+        );
         let polled = self
             .ctx
             .upstream
             .poll(&self.path, self.headers.clone(), conditions)
+            .instrument(request)
             .await;
         let took = started.elapsed();
         let bytes = polled.as_ref().map_or(0, |p| p.len() as u64);
@@ -451,6 +474,9 @@ impl PollLoop {
         }: Failure,
     ) -> Duration {
         let feed = &self.feed;
+        let span = tracing::Span::current();
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_description", reason.as_str());
         self.stragglers.withdraw();
         if self.failures == 0 {
             self.stale_since = SystemTime::now();

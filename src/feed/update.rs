@@ -18,6 +18,7 @@ use super::Feed;
 use crate::budget::retained;
 use crate::config::FeedConfig;
 use crate::metrics::Metrics;
+use crate::trace::TARGET;
 use crate::wire as encode;
 
 /// A good poll, ready to publish.
@@ -45,6 +46,8 @@ pub fn prepare(
     if prev.is_some_and(|(b, _)| *b == body) {
         return Ok(None);
     }
+    let extracting =
+        tracing::info_span!(target: TARGET, "extract", body_bytes = body.len()).entered();
     let (list, skipped) = if def.object {
         (
             extract_object(body.clone(), &def.items, &def.id)?,
@@ -53,6 +56,8 @@ pub fn prepare(
     } else {
         extract(body.clone(), &def.items, &def.id)?
     };
+    drop(extracting);
+    let _diffing = tracing::info_span!(target: TARGET, "diff", items = list.items.len()).entered();
     let changes = match prev {
         None => Vec::new(),
         Some((_, old)) => {
@@ -173,6 +178,8 @@ impl Update {
 
     /// Encode each event once, with its id, and hand everything to the feed.
     pub(crate) fn publish(self, feed: &Feed, metrics: &Metrics) -> (Bytes, Arc<ItemList>) {
+        let _publishing =
+            tracing::info_span!(target: TARGET, "publish", events = self.changes.len()).entered();
         self.count(&feed.def.name, metrics);
         if !self.first && self.changes.is_empty() {
             feed.replace_list(self.list.clone());

@@ -21,6 +21,8 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
+use tracing::field;
+use tracing::Instrument;
 
 pub use headers::{joined_cookie, strip_hop_by_hop, Forwarding};
 pub use tunnel::Tunnels;
@@ -28,6 +30,7 @@ pub use tunnel::Tunnels;
 use crate::body::{BoxBody, BoxError};
 use crate::config::UpstreamConfig;
 use crate::response::text as text_response;
+use crate::trace;
 use crate::upstream::{Upstream, UpstreamError};
 
 /// The pass-through half of pollcast: the upstream client, the header policy
@@ -55,7 +58,37 @@ impl Proxy {
 
     /// Forward `req` from `client`, who reached pollcast over `scheme`
     /// (`http` or `https`), to the upstream and return its response.
+    ///
+    /// Traced as one `pass-through` span (until the response head), which
+    /// continues the client's `traceparent` and is the upstream's parent.
     pub async fn forward<B>(
+        &self,
+        req: Request<B>,
+        client: SocketAddr,
+        scheme: &'static str,
+    ) -> Response<BoxBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let span = tracing::info_span!(
+            target: trace::TARGET,
+            "pass-through",
+            "otel.kind" = "server",
+            "http.request.method" = %req.method(),
+            "url.path" = %req.uri().path(),
+            "http.response.status_code" = field::Empty,
+        );
+        trace::continue_from(&span, req.headers());
+        let resp = self
+            .exchange(req, client, scheme)
+            .instrument(span.clone())
+            .await;
+        span.record("http.response.status_code", resp.status().as_u16());
+        resp
+    }
+
+    async fn exchange<B>(
         &self,
         mut req: Request<B>,
         client: SocketAddr,

@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::auth::{Check, Checks, Verdict as CheckVerdict};
 use crate::body::BoxBody;
@@ -80,7 +81,7 @@ async fn admit(
         let mut ids = identify(ctx, defs, params, head)?;
         let last_event_id = resume(head, &mut ids)?;
         let (client, permit) = limit(ctx, head, client)?;
-        let (keys, revoked) = authorize(ctx, ids, client).await?;
+        let (keys, revoked) = authorize(ctx, ids, client, &head.headers).await?;
         subscribe(ctx, keys, client, permit, last_event_id, revoked)
     };
     match phases.await {
@@ -197,6 +198,7 @@ async fn authorize(
     ctx: &SseContext<'_>,
     ids: Vec<(std::sync::Arc<crate::config::FeedConfig>, Identified)>,
     client: std::net::IpAddr,
+    headers: &HeaderMap,
 ) -> Phase<(Vec<FeedKey>, Revocations)> {
     let mut revoked: Revocations = Vec::new();
     let mut keys = Vec::with_capacity(ids.len());
@@ -214,7 +216,14 @@ async fn authorize(
             client,
             ctx.checks.clone(),
         );
-        match check.run().await {
+        // The subscriber's trace, when it sent one, goes on in the check.
+        let span = tracing::info_span!(
+            target: crate::trace::TARGET,
+            "check",
+            "pollcast.feed" = %cfg.name,
+        );
+        crate::trace::continue_from(&span, headers);
+        match check.run().instrument(span).await {
             CheckVerdict::Admit => revoked.push(Box::pin(check.revoked())),
             CheckVerdict::Deny(resp) => {
                 tracing::debug!(feed = %cfg.name, client = %client, status = resp.status().as_u16(), "admission refused by the upstream");
