@@ -311,7 +311,7 @@ def report(a):
         L += ["## Reconnect storm: every stream drops at once", "",
               "N subscribers hold a stream; the server is restarted (SIGTERM, then started again), and every "
               "subscriber reconnects at once with its `Last-Event-ID` (retrying every 10 ms while the port is "
-              "closed). Times run from the restarted server listening to the moment a subscriber has its state "
+              "closed). Times run from the old server having exited (so the new one's start-up counts) to the moment a subscriber has its state "
               "again (pollcast: a `snapshot`, the epoch changed; floor: the same bytes written to each new "
               "socket in turn). `vs floor` compares the time until every subscriber has its state.", "",
               "| system | list | N | all got state | refused | all ms | vs floor | p50 ms | p99 ms | peak RSS MiB |",

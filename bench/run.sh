@@ -241,7 +241,7 @@ fanout_run() { # system n rep
 # ---------------------------------------------------------------- reconnect storm
 # N subscribers hold a stream with the whole list (KIB KiB); the server is
 # restarted and every subscriber reconnects at once with its Last-Event-ID.
-# Timed from the restarted server listening until each has its state again.
+# Timed from the old server having exited until each has its state again.
 start_storm_server() { # system kib
     case $1 in
         pollcast) start_pollcast 1000s ;;
@@ -261,8 +261,9 @@ storm_run() { # system kib n rep
     start_load storm "$url" "$n" "$start" $(( start + 60000000 )) "storm-$sys-$kib-$n-$rep"
     wait_ready "$start"
     stop_pid "$SERVER_PID"
-    start_storm_server "$sys" "$kib"
+    # From the old server gone: the new one's start-up counts, as it would.
     t0=$(now_us)
+    start_storm_server "$sys" "$kib"
     wait_load
     peak=$(awk '/^VmHWM/ {print $2}' "/proc/$SERVER_PID/status" 2>/dev/null || echo 0)
     $PY storm --system "$sys" --n "$n" --rep "$rep" --list-kib "$kib" --t0 "$t0" --peak-rss "${peak:-0}" \

@@ -53,6 +53,26 @@ fn admit(mut s: TcpStream, snapshot: &[u8]) -> Option<TcpStream> {
     Some(s)
 }
 
+/// Listen with the backlog pollcast has (tokio's 1024; std's is 128), so a burst of
+/// connections is not dropped and retried a second later by the kernel.
+fn bind(addr: &str) -> TcpListener {
+    let addr: std::net::SocketAddr = addr.parse().expect("listen address");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime");
+    let listener = rt
+        .block_on(async {
+            let s = tokio::net::TcpSocket::new_v4()?;
+            s.set_reuseaddr(true)?;
+            s.bind(addr)?;
+            s.listen(1024)?.into_std()
+        })
+        .expect("listen");
+    listener.set_nonblocking(true).expect("nonblocking");
+    listener
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let listen = arg(&args, "--listen", "127.0.0.1:8084");
@@ -70,8 +90,7 @@ fn main() {
         )
         .into_bytes()
     };
-    let listener = TcpListener::bind(&listen).expect("listen");
-    listener.set_nonblocking(true).expect("nonblocking");
+    let listener = bind(&listen);
     let pad = "x".repeat(size.saturating_sub(80));
     let mut subs: Vec<TcpStream> = Vec::new();
     let mut next = Instant::now() + every;
