@@ -292,3 +292,92 @@ fn the_sidecar_is_an_ordinary_container_and_the_manifests_say_why() {
         "pollcast"
     );
 }
+
+const CLUSTER: &str = "deploy/kustomize/overlays/cluster";
+
+/// The `env` entry `name` of the pollcast container in the cluster overlay.
+fn cluster_env(name: &str) -> serde_json::Value {
+    let (_, c) = pollcast_pod(&format!("{CLUSTER}/deployment-patch.yaml"));
+    c["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{CLUSTER}: no env {name}"))
+}
+
+#[test]
+fn the_cluster_example_runs_three_replicas_on_one_redis_with_the_secrets_from_a_secret() {
+    let patch = yaml(&format!("{CLUSTER}/deployment-patch.yaml"));
+    assert_eq!(patch["spec"]["replicas"], 3);
+    // Both secrets come from the Secret, never from the ConfigMap.
+    let secret = yaml(&format!("{CLUSTER}/secret.yaml"));
+    assert_eq!(secret["kind"], "Secret");
+    let name = secret["metadata"]["name"].clone();
+    for (var, key) in [
+        ("POLLCAST_CLUSTER_SECRET", "secret"),
+        ("REDIS_PASSWORD", "redis-password"),
+    ] {
+        let r = &cluster_env(var)["valueFrom"]["secretKeyRef"];
+        assert_eq!((&r["name"], &r["key"]), (&name, &key.into()), "{var}");
+        assert!(
+            secret["stringData"][key].is_string(),
+            "the Secret holds {key}"
+        );
+    }
+    let url = cluster_env("POLLCAST_CLUSTER__REDIS")["value"]
+        .as_str()
+        .expect("value")
+        .to_owned();
+    assert!(
+        url.contains("$(REDIS_PASSWORD)@pollcast-redis:6379"),
+        "{url}"
+    );
+    // The Redis Service the URL names exists, with the ACL user of the URL.
+    let redis = read(&format!("{CLUSTER}/redis.yaml"));
+    assert!(redis.contains("name: pollcast-redis") && redis.contains("- pollcast\n"));
+    let config = read(&format!("{CLUSTER}/config.toml"));
+    assert!(
+        !config.contains("REDIS_PASSWORD") && !config.contains('@'),
+        "no password in the ConfigMap"
+    );
+
+    // The config, with the environment the pods get, passes --check: the
+    // env overrides the file's redis URL, and the password is not printed.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_pollcast"))
+        .arg("--config")
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("{CLUSTER}/config.toml")),
+        )
+        .arg("--check")
+        .env(
+            "POLLCAST_CLUSTER_SECRET",
+            "a-key-of-32-bytes-from-a-secret!",
+        )
+        .env(
+            "POLLCAST_CLUSTER__REDIS",
+            url.replace("$(REDIS_PASSWORD)", "s3cret-password"),
+        )
+        .output()
+        .expect("run --check");
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("env POLLCAST_CLUSTER__REDIS"), "{out}");
+    assert!(
+        !out.contains("s3cret-password"),
+        "--check prints the password"
+    );
+    // Without the hashing key pollcast refuses to start, naming the variable.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_pollcast"))
+        .arg("--config")
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("{CLUSTER}/config.toml")),
+        )
+        .arg("--check")
+        .env_remove("POLLCAST_CLUSTER_SECRET")
+        .output()
+        .expect("run --check");
+    assert!(!o.status.success());
+    assert!(text(&o).contains("POLLCAST_CLUSTER_SECRET"), "{}", text(&o));
+}

@@ -1,0 +1,173 @@
+//! The Redis of the Kubernetes cluster example
+//! (`deploy/kustomize/overlays/cluster/redis.yaml`) runs with the default
+//! user off and pollcast's own ACL user limited to its prefix and a list of
+//! commands. This test starts a private `redis-server` with exactly the
+//! arguments of that manifest and two replicas logging in as that user: if
+//! pollcast ever needs a command the list lacks, the replicas fall back to
+//! polling on their own and this test fails, before a cluster does.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::redis::RedisServer;
+use common::*;
+use pollcast::config::{ClusterConfig, Config};
+use serde_json::json;
+
+const MANIFEST: &str = "deploy/kustomize/overlays/cluster/redis.yaml";
+const PASSWORD: &str = "test-password-for-the-acl-user";
+
+/// The `args` of the manifest's redis container, with the password the
+/// manifest takes from the Secret.
+fn manifest_args() -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(MANIFEST);
+    let text = std::fs::read_to_string(&path).expect("read the manifest");
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let v: serde_json::Value = serde::Deserialize::deserialize(doc).expect("YAML");
+        if v["kind"] != "Deployment" {
+            continue;
+        }
+        let c = &v["spec"]["template"]["spec"]["containers"][0];
+        let args = c["args"].as_array().expect("args");
+        return args
+            .iter()
+            .map(|a| {
+                a.as_str()
+                    .expect("string arg")
+                    .replace("$(REDIS_PASSWORD)", PASSWORD)
+            })
+            .collect();
+    }
+    panic!("{MANIFEST} has no Deployment");
+}
+
+/// redis-server as the manifest runs it, on an ephemeral loopback port.
+struct AclRedis {
+    child: Child,
+    port: u16,
+}
+
+impl AclRedis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(manifest_args())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let url = format!("redis://pollcast:{PASSWORD}@127.0.0.1:{port}/");
+        within("redis-server answers the ACL user", async {
+            loop {
+                if let Ok(c) = ::redis::Client::open(url.as_str()) {
+                    if let Ok(mut conn) = c.get_multiplexed_async_connection().await {
+                        let pong: Result<String, _> =
+                            ::redis::cmd("PING").query_async(&mut conn).await;
+                        if pong.is_ok() {
+                            return;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        Self { child, port }
+    }
+}
+
+impl Drop for AclRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_manifests_acl_user_is_enough_for_a_cluster() {
+    // Skips (or fails under CI=true) where redis-server is missing.
+    let Some(probe) = RedisServer::start_or_skip().await else {
+        return;
+    };
+    drop(probe);
+    let redis = AclRedis::start().await;
+
+    // The ACL is in force: the default user is off.
+    let anon = ::redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port).as_str())
+        .expect("client");
+    let refused = match anon.get_multiplexed_async_connection().await {
+        Err(_) => true,
+        Ok(mut c) => ::redis::cmd("GET")
+            .arg("pollcast:x")
+            .query_async::<Option<String>>(&mut c)
+            .await
+            .is_err(),
+    };
+    assert!(refused, "the default user must be off");
+
+    let up = TestUpstream::start().await;
+    up.set("/api/jobs", json!([{"id": 1, "s": "a"}]));
+    let mut c: Config = config(&up);
+    c.feeds[0].interval = Duration::from_millis(100);
+    let url = format!("redis://pollcast:{PASSWORD}@127.0.0.1:{}/", redis.port);
+    let mut cl = ClusterConfig::new(&url, b"test-secret-0123456789");
+    cl.lease = Duration::from_millis(300);
+    cl.timeout = Duration::from_millis(200);
+    c.cluster = Some(cl);
+    let a = pollcast::start(c.clone()).await.expect("start a");
+    let b = pollcast::start(c).await.expect("start b");
+
+    let mut sa = Sse::connect(&url_of(&a)).await;
+    let mut sb = Sse::connect(&url_of(&b)).await;
+    let (ea, eb) = (sa.next().await, sb.next().await);
+    assert_eq!(ea.event, "snapshot");
+    assert_eq!(
+        (&ea.id, &ea.data),
+        (&eb.id, &eb.data),
+        "one snapshot, one id"
+    );
+
+    // A change reaches both through Redis: one leader published it with the
+    // commands the ACL allows, the other followed it.
+    up.set(
+        "/api/jobs",
+        json!([{"id": 1, "s": "a"}, {"id": 2, "s": "b"}]),
+    );
+    let (ea, eb) = (sa.next().await, sb.next().await);
+    assert_eq!(ea.event, "added");
+    assert_eq!(
+        (&ea.event, &ea.id, &ea.data),
+        (&eb.event, &eb.id, &eb.data),
+        "byte-identical events"
+    );
+    // A resume on the other replica replays from the shared Stream.
+    up.set(
+        "/api/jobs",
+        json!([{"id": 1, "s": "z"}, {"id": 2, "s": "b"}]),
+    );
+    let missed = sa.next().await;
+    assert_eq!(missed.event, "updated");
+    let mut r = Sse::connect_with(&url_of(&b), &[("Last-Event-ID", &ea.id)]).await;
+    let replayed = r.next().await;
+    assert_eq!((replayed.event, replayed.id), (missed.event, missed.id));
+
+    // Neither replica ever lost Redis or had a write refused.
+    for pc in [&a, &b] {
+        let m = scrape_metrics(pc).await;
+        assert_eq!(must_series(&m, "pollcast_cluster_up"), 1.0, "{m}");
+        assert_eq!(must_series(&m, "pollcast_cluster_fallbacks_total"), 0.0);
+        assert_eq!(must_series(&m, "pollcast_cluster_rejected_total"), 0.0);
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+fn url_of(pc: &pollcast::Running) -> String {
+    url(pc, "/sse/jobs")
+}
