@@ -7,6 +7,7 @@ Subcommands (each prints one JSON line for results.jsonl, except report/check/rs
   upstream --mode M --n N ...   upstream counters and deliveries
   wrk --target T --body B ...   one wrk output
   criterion FILE                cargo bench output
+  cluster-polls|cluster-hop|cluster-failover ...  bench/cluster.sh's runs (bench/cluster.py)
   check RESULTS                 fail unless every subscriber got every event
   report RESULTS ...            write the benchmark section of BENCHMARKS.md and the SVG
 
@@ -186,6 +187,8 @@ def check(a):
             bad.append(f"upstream {r['mode']} N={r['n']}: {r['connected']} connected, {r['deliveries']} deliveries")
         if r["kind"] == "upstream" and r["mode"] == "pollcast" and r["req_per_s"] > 1.0:
             bad.append(f"pollcast polled the upstream {r['req_per_s']}/s with interval 2s")
+    import cluster
+    bad += cluster.check(load(a.results))
     for r in load(a.results):
         print(json.dumps(r))
     if bad:
@@ -388,6 +391,8 @@ def report(a):
                     r2 = f"{p99 / n_p99:.2f}x" if n_p99 and p99 is not None else "n/a"
                     L.append(f"| {b} | {t} | {cell([r['rps'] for r in g], 0)} | {r1} | {cell([r['p99_ms'] for r in g], 2)} | {r2} |")
         L.append("")
+    import cluster
+    L += cluster.report(rs)
     notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "targets.md")
     if os.path.exists(notes):
         L += [open(notes).read().rstrip("\n"), ""]
@@ -430,7 +435,11 @@ def main():
     s = sub.add_parser("report")
     s.add_argument("results"); s.add_argument("--machine"); s.add_argument("--versions")
     s.add_argument("--duration", type=int); s.add_argument("--out"); s.add_argument("--svg")
+    import cluster
+    cluster.add_parsers(sub)
     a = p.parse_args()
+    if a.cmd in cluster.commands(a):
+        return cluster.commands(a)[a.cmd]()
     {"rss": lambda: rss(a.pid), "fanout": lambda: fanout(a), "storm": lambda: storm(a), "upstream": lambda: upstream(a),
      "wrk": lambda: wrk(a), "criterion": lambda: criterion(a), "check": lambda: check(a),
      "report": lambda: report(a)}[a.cmd]()

@@ -44,6 +44,7 @@ if [ $SMOKE = 0 ]; then
     [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || need+=(libnginx-mod-nchan)
     command -v pushpin >/dev/null || need+=(pushpin)
     command -v wrk >/dev/null || need+=(wrk)
+    command -v redis-server >/dev/null || need+=(redis-server)
     if [ ${#need[@]} -gt 0 ]; then
         log "installing ${need[*]}"
         apt-get update -qq
@@ -342,6 +343,9 @@ passthrough_run() { # rep
     stop_nginx; stop_pid "$SERVER_PID"; stop_pid "$SYNTH_PID"
 }
 
+# ---------------------------------------------------------------- scale-out on Redis
+source "$ROOT/bench/cluster.sh"
+
 # ---------------------------------------------------------------- the runs
 T0=$(date +%s)
 if [ "${1:-}" = "--one" ]; then # --one fanout|upstream|passthrough ARGS: one run, for debugging
@@ -362,6 +366,12 @@ if [ $SMOKE = 1 ]; then
     log "smoke: upstream load, 100 clients"
     upstream_run pollcast 100 1
     upstream_run direct 100 1
+    log "smoke: 3 replicas, independent and on one Redis; the Redis hop; a leader killed"
+    cluster_polls_run independent 3 1
+    cluster_polls_run cluster 3 1
+    HOP_N=100 cluster_hop_run single 1
+    HOP_N=100 cluster_hop_run cluster 1
+    cluster_failover_run KILL 1
     $PY check "$RESULTS"
     log "smoke passed in $(( $(date +%s) - T0 ))s"
     exit 0
@@ -396,6 +406,20 @@ for rep in $(seq 1 "$REPS"); do
     writethrough_run 1000 "$rep"
     log "pass-through rep $rep"
     passthrough_run "$rep"
+    for r in 1 3 5; do
+        for mode in independent cluster; do
+            log "scale-out: upstream requests, $r replicas $mode, rep $rep"
+            cluster_polls_run "$mode" "$r" "$rep"
+        done
+    done
+    for mode in single cluster; do
+        log "scale-out: the Redis hop, $mode, rep $rep"
+        cluster_hop_run "$mode" "$rep"
+    done
+    for sig in KILL TERM; do
+        log "scale-out: failover, leader $sig, rep $rep"
+        cluster_failover_run "$sig" "$rep"
+    done
 done
 
 $PY report "$RESULTS" --machine "$(nproc) cores, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem/{print $2}') GiB RAM, $(uname -sr)" \
