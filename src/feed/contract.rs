@@ -38,7 +38,7 @@ pub struct Kind {
 }
 
 /// A feed definition's compiled contract. `None` = that kind is not sent.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Contract {
     pub connect: Option<Kind>,
     pub snapshot: Option<Kind>,
@@ -90,28 +90,9 @@ impl Contract {
     /// A contract that sends nothing but comments; only a fallback.
     pub fn silent() -> Self {
         Self {
-            connect: None,
-            snapshot: None,
-            added: None,
-            updated: None,
-            removed: None,
-            appended: None,
-            keepalive: None,
-            stale: None,
-            recovered: None,
-            chunk_size: 0,
-            chunk_start: None,
-            chunk: None,
-            chunk_end: None,
-            terminal: None,
             terminal_close: true,
-            coalesce: false,
-            resend: false,
-            batch: None,
             batch_of: [true; 3],
-            transitions: Vec::new(),
-            append: None,
-            append_each: false,
+            ..Self::default()
         }
     }
 

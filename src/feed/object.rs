@@ -79,15 +79,21 @@ pub fn text_at(value: &[u8], at: &Pointer) -> Option<String> {
 /// rewritten (then it counts as an ordinary update).
 pub fn appended(old: &Item, new: &Item, at: &Pointer) -> Option<Vec<u8>> {
     let (_, entries) = appended_entries(old, new, at)?;
-    let mut out = b"[".to_vec();
-    for (n, e) in entries.iter().enumerate() {
+    let mut out = Vec::new();
+    push_array(&mut out, entries.iter().copied());
+    Some(out)
+}
+
+/// Raw JSON values written into `out` as one array.
+pub(crate) fn push_array<'a>(out: &mut Vec<u8>, values: impl IntoIterator<Item = &'a [u8]>) {
+    out.push(b'[');
+    for (n, v) in values.into_iter().enumerate() {
         if n > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(e);
+        out.extend_from_slice(v);
     }
     out.push(b']');
-    Some(out)
 }
 
 /// [`appended`] entry by entry: the index of the first new entry and each
