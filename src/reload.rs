@@ -69,6 +69,12 @@ pub fn apply(
     log: Option<&LogHandle>,
 ) -> Outcome {
     let needs_restart = needs_restart(current, &new);
+    for f in &new.feeds {
+        running.shared.metrics.declare_feed(&f.name);
+        if f.serve_polls {
+            running.shared.metrics.declare_stragglers(&f.name);
+        }
+    }
     let feeds = running.registry.reload(&new.feeds);
     if let Some(log) = log {
         if new.log.level != current.log.level {

@@ -137,8 +137,37 @@ pub(crate) struct Resume {
     pub validators: Validators,
 }
 
-/// What one poll loop needs from the registry that started it, handed in so
-/// the poller never reaches into the registry's insides.
+/// What every poll loop is handed, built at start-up and given to the
+/// registry whole: the registry passes it on to each loop it starts
+/// ([`PollKit::ctx`]) and reads none of it.
+#[derive(Clone)]
+pub(crate) struct PollKit {
+    pub upstream: Upstream,
+    pub metrics: Arc<Metrics>,
+    pub limits: Arc<Limits>,
+    pub stragglers: Arc<dyn StragglerSink>,
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl PollKit {
+    /// The context of one feed's loop, publishing straight into the feed.
+    pub(crate) fn ctx(&self, stats: Arc<DefStats>, remove_if_idle: RemoveIfIdle) -> PollCtx {
+        PollCtx {
+            upstream: self.upstream.clone(),
+            metrics: self.metrics.clone(),
+            limits: self.limits.clone(),
+            stragglers: self.stragglers.clone(),
+            stats,
+            shutdown: self.shutdown.clone(),
+            remove_if_idle,
+            outlet: Box::new(Direct),
+            resume: None,
+        }
+    }
+}
+
+/// What one poll loop needs from the registry that started it (see
+/// [`PollKit`]), so the poller never reaches into the registry's insides.
 pub(crate) struct PollCtx {
     pub upstream: Upstream,
     pub metrics: Arc<Metrics>,
