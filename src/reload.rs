@@ -28,7 +28,7 @@ pub struct Outcome {
 
 /// The top-level tables (and `log.format`) that differ, apart from what a
 /// reload applies. Compared through serde, so tables added later are covered.
-pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+pub(crate) fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     let strip = |c: &Config| {
         let mut v = serde_json::to_value(c).unwrap_or_default();
         if let Some(t) = v.as_object_mut() {

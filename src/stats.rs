@@ -23,10 +23,10 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn add_resync(&self) {
+    pub(crate) fn add_resync(&self) {
         self.resyncs.fetch_add(1, Ordering::Relaxed);
     }
-    pub fn add_write_timeout(&self) {
+    pub(crate) fn add_write_timeout(&self) {
         self.write_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -157,12 +157,12 @@ impl FeedConfig {
     }
 
     /// The upstream path of `poll`, without its fixed query.
-    pub fn poll_path(&self) -> &str {
+    pub(crate) fn poll_path(&self) -> &str {
         self.poll.split_once('?').map_or(&self.poll, |(p, _)| p)
     }
 
     /// The fixed query of `poll` (`state=active`), empty without one.
-    pub fn poll_query(&self) -> &str {
+    pub(crate) fn poll_query(&self) -> &str {
         self.poll.split_once('?').map_or("", |(_, q)| q)
     }
 

@@ -23,12 +23,12 @@ use crate::template::{Scope, Slot, Template};
 use crate::wire as encode;
 
 /// The default contract's event names.
-pub const SNAPSHOT: &str = "snapshot";
-pub const ADDED: &str = "added";
-pub const UPDATED: &str = "updated";
-pub const REMOVED: &str = "removed";
-pub const STALE: &str = "stale";
-pub const RECOVERED: &str = "recovered";
+pub(crate) const SNAPSHOT: &str = "snapshot";
+pub(crate) const ADDED: &str = "added";
+pub(crate) const UPDATED: &str = "updated";
+pub(crate) const REMOVED: &str = "removed";
+pub(crate) const STALE: &str = "stale";
+pub(crate) const RECOVERED: &str = "recovered";
 
 /// One configured event kind: its SSE name (`""` = unnamed) and data template.
 #[derive(Debug, Clone)]

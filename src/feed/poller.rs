@@ -35,16 +35,16 @@ use crate::trace;
 use crate::upstream::{PollError, Polled, Upstream, UpstreamError, Validators};
 
 /// How long a refresh request waits for more of its kind before polling.
-pub const REFRESH_DEBOUNCE: Duration = Duration::from_millis(5);
+pub(crate) const REFRESH_DEBOUNCE: Duration = Duration::from_millis(5);
 
 /// The longest gap [`refresh_gap`] imposes between two refresh polls.
-pub const REFRESH_GAP_MAX: Duration = Duration::from_secs(1);
+pub(crate) const REFRESH_GAP_MAX: Duration = Duration::from_secs(1);
 
 /// At most one poll per this long is made for refreshes (the refresh
 /// endpoint, write-through) of one feed: `min(interval, 1s)`. Refreshes in
 /// between are coalesced into one poll at the end of the gap, so none is
 /// lost and a flood of them costs the upstream a bounded number of polls.
-pub fn refresh_gap(def: &FeedConfig) -> Duration {
+pub(crate) fn refresh_gap(def: &FeedConfig) -> Duration {
     def.interval.min(REFRESH_GAP_MAX)
 }
 

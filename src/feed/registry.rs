@@ -217,7 +217,7 @@ impl Registry {
     /// [`Registry::subscribe`] for a request from `client`: a feed it starts
     /// counts against it (`max_feeds_per_client`) until the feed ends, and
     /// must fit the memory budget (`max_feed_memory`).
-    pub fn subscribe_from(
+    pub(crate) fn subscribe_from(
         &self,
         key: FeedKey,
         client: std::net::IpAddr,
@@ -281,7 +281,7 @@ impl Registry {
 
     /// The limits of the feeds this registry starts (the same the start-up
     /// context admits requests with).
-    pub fn feed_limits(&self) -> &Arc<Limits> {
+    pub(crate) fn feed_limits(&self) -> &Arc<Limits> {
         &self.inner.kit.limits
     }
 
@@ -292,7 +292,7 @@ impl Registry {
 
     /// `(definition name, live feed instances, subscribers)` for every feed
     /// definition, including those with nothing live.
-    pub fn live_by_definition(&self) -> Vec<(String, usize, usize)> {
+    pub(crate) fn live_by_definition(&self) -> Vec<(String, usize, usize)> {
         let mut out: Vec<(String, usize, usize)> = self
             .defs()
             .iter()
@@ -385,7 +385,7 @@ impl Refresher {
 
     /// [`Refresher::refresh_path`] on this replica only, `path` normalized
     /// (a request passed on by another replica).
-    pub fn refresh_local_path(&self, path: &str) -> usize {
+    pub(crate) fn refresh_local_path(&self, path: &str) -> usize {
         let feeds = self.inner.feeds();
         let mut n = 0;
         for feed in feeds.values() {
@@ -401,7 +401,7 @@ impl Refresher {
 
     /// The refresh endpoint: every live feed of the definition `name` polls
     /// now. `None` when no definition has that name.
-    pub fn refresh_definition(&self, name: &str) -> Option<usize> {
+    pub(crate) fn refresh_definition(&self, name: &str) -> Option<usize> {
         let n = self.refresh_local_definition(name)?;
         self.inner
             .source
@@ -410,7 +410,7 @@ impl Refresher {
     }
 
     /// [`Refresher::refresh_definition`] on this replica only.
-    pub fn refresh_local_definition(&self, name: &str) -> Option<usize> {
+    pub(crate) fn refresh_local_definition(&self, name: &str) -> Option<usize> {
         let def = self
             .inner
             .defs

@@ -31,7 +31,7 @@ use crate::response::text;
 use crate::shared::Shared;
 
 /// What every SSE request needs, shared by all connections.
-pub struct SseContext<'a> {
+pub(crate) struct SseContext<'a> {
     pub shared: &'a Shared,
     pub cors: &'a Cors,
     pub shutdown: &'a CancellationToken,
@@ -41,7 +41,7 @@ pub struct SseContext<'a> {
 
 /// Answer a request for an SSE path followed by the feed definitions `defs`
 /// (several when feeds share the path), with the path's parameter values.
-pub async fn respond(
+pub(crate) async fn respond(
     ctx: SseContext<'_>,
     defs: &[usize],
     params: Vec<String>,
