@@ -104,27 +104,28 @@ pub(crate) type RemoveIfIdle = Arc<dyn Fn(&Arc<Feed>) -> bool + Send + Sync>;
 /// [`super::source`]). `None`: the update was refused (this loop no longer
 /// owns the feed); the list stays as it was and the owner ends the loop.
 pub(crate) trait Outlet: Send + Sync {
-    fn publish<'a>(
-        &'a mut self,
-        feed: &'a Arc<Feed>,
-        update: Update,
-        validators: &'a Validators,
-        metrics: &'a Metrics,
-    ) -> BoxFuture<'a, Option<(Bytes, Arc<ItemList>)>>;
+    fn publish<'a>(&'a mut self, good: Good<'a>) -> Published<'a>;
 }
+
+/// A good poll on its way out: its feed, its update, the validators of its
+/// body, and the metrics it is counted in.
+pub(crate) struct Good<'a> {
+    pub feed: &'a Arc<Feed>,
+    pub update: Update,
+    pub validators: &'a Validators,
+    pub metrics: &'a Metrics,
+}
+
+/// What an [`Outlet`] kept: the body and list in force, `None` when refused.
+pub(crate) type Published<'a> = BoxFuture<'a, Option<(Bytes, Arc<ItemList>)>>;
 
 /// The update goes into the feed, numbered by this process.
 pub(crate) struct Direct;
 
 impl Outlet for Direct {
-    fn publish<'a>(
-        &'a mut self,
-        feed: &'a Arc<Feed>,
-        update: Update,
-        _: &'a Validators,
-        metrics: &'a Metrics,
-    ) -> BoxFuture<'a, Option<(Bytes, Arc<ItemList>)>> {
-        Box::pin(std::future::ready(Some(update.publish(feed, metrics))))
+    fn publish<'a>(&'a mut self, good: Good<'a>) -> Published<'a> {
+        let kept = good.update.publish(good.feed, good.metrics);
+        Box::pin(std::future::ready(Some(kept)))
     }
 }
 
@@ -474,7 +475,12 @@ impl PollLoop {
             let published = self
                 .ctx
                 .outlet
-                .publish(feed, update, &self.validators, &self.ctx.metrics)
+                .publish(Good {
+                    feed,
+                    update,
+                    validators: &self.validators,
+                    metrics: &self.ctx.metrics,
+                })
                 .await;
             if published.is_none() {
                 // Refused: the owner of the loop ends it (its shutdown).
