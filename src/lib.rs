@@ -114,7 +114,7 @@ pub(crate) mod shared;
 pub mod sse;
 pub(crate) mod stall;
 pub mod start;
-pub mod stats;
+pub(crate) mod stats;
 pub(crate) mod status;
 pub(crate) mod stragglers;
 pub(crate) mod template;
