@@ -233,3 +233,54 @@ async fn tick(
         feed.wake();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FeedConfig, UpstreamUrl};
+
+    /// Waits (in paused time) until `done`, at most a simulated minute.
+    async fn until(mut done: impl FnMut() -> bool) -> bool {
+        for _ in 0..60 {
+            if done() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        done()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ticker_ends_with_the_last_feed_and_the_next_subscriber_starts_it_again() {
+        // Nothing listens there: the loop never publishes, so it ends as
+        // soon as its only subscriber leaves.
+        let url = UpstreamUrl::parse("http://127.0.0.1:9").expect("url");
+        let mut config = Config::new(url, vec![FeedConfig::new("t", "/t")]);
+        config.sse.keepalive = Duration::from_secs(2);
+        let shutdown = CancellationToken::new();
+        let upstream = Upstream::new(&config.upstream);
+        let shared = Shared::from_config(&config, upstream, shutdown.clone(), Arc::default());
+        let key = || FeedKey::new(0, String::new(), None, None);
+
+        let sub = shared.subscribe(key()).expect("no limits configured");
+        assert_eq!(
+            shared.keepalive.tasks.len(),
+            1,
+            "the first subscriber starts it"
+        );
+        let again = shared.subscribe(key()).expect("no limits configured");
+        assert_eq!(shared.keepalive.tasks.len(), 1, "one ticker for everyone");
+        drop((sub, again));
+        assert!(
+            until(|| shared.registry.live_feeds() == 0 && shared.keepalive.tasks.is_empty()).await,
+            "no feed left: the ticker ended"
+        );
+
+        let sub = shared.subscribe(key()).expect("no limits configured");
+        assert_eq!(shared.keepalive.tasks.len(), 1, "started again");
+        shutdown.cancel();
+        drop(sub);
+        shared.closed().await;
+        assert!(shared.keepalive.tasks.is_empty(), "and it ends at shutdown");
+    }
+}
