@@ -28,7 +28,7 @@ pub mod key;
 pub mod object;
 pub mod poller;
 pub mod registry;
-pub(crate) mod scan;
+pub mod scan;
 pub mod source;
 pub mod stats;
 pub mod update;
@@ -199,7 +199,7 @@ impl Feed {
     }
 
     /// End this instance: its definition was removed or changed by a reload.
-    pub(crate) fn retire(&self) {
+    pub fn retire(&self) {
         self.retired.cancel();
         self.wake();
     }
@@ -229,7 +229,7 @@ impl Feed {
         self.retired.cancelled()
     }
 
-    pub(crate) fn is_retired(&self) -> bool {
+    pub fn is_retired(&self) -> bool {
         self.retired.is_cancelled()
     }
 
@@ -523,7 +523,7 @@ impl Feed {
         self.state().end.is_some()
     }
 
-    pub(crate) fn is_stale(&self) -> bool {
+    pub fn is_stale(&self) -> bool {
         self.state().stale.is_some()
     }
 

@@ -32,7 +32,7 @@ use crate::wire as encode;
 type Revoked = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Suffix of a terminal event's id; a reconnect carrying it gets 204.
-pub(crate) const END_SUFFIX: &str = ":end";
+pub const END_SUFFIX: &str = ":end";
 
 /// What [`Subscriber::pending`] found in the queue.
 enum Pending {
@@ -139,7 +139,7 @@ impl Subscriber {
     }
 
     /// End the stream, without a `retry:` hint, when `revoked` resolves.
-    pub(crate) fn revoked_by(
+    pub fn revoked_by(
         mut self,
         revoked: Option<impl Future<Output = ()> + Send + 'static>,
     ) -> Self {
