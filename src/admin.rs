@@ -16,10 +16,10 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 
 use crate::body::BoxBody;
 use crate::config::AdminConfig;
-use crate::feed::registry::Registry;
 use crate::metrics::Format;
 use crate::readiness::Readiness;
 use crate::response::uncached_text as text;
+use crate::shared::Shared;
 use crate::status::StatusFeed;
 
 /// Which listener a request arrived on.
@@ -133,7 +133,7 @@ impl Route {
         match self {
             Self::Refresh => {
                 let name = sub.trim_start_matches("/refresh/");
-                match at.registry.refresh_definition(name) {
+                match at.shared.registry.refresher().refresh_definition(name) {
                     Some(n) => text(
                         StatusCode::ACCEPTED,
                         format!("refreshing {n} live feed(s) of {name}\n"),
@@ -142,7 +142,7 @@ impl Route {
                 }
             }
             Self::Healthz => text(StatusCode::OK, "ok\n"),
-            Self::Stats => crate::stats::Stats::response(&at.registry),
+            Self::Stats => crate::stats::Stats::response(&at.shared.counts()),
             Self::Readyz => {
                 let v = at.admin.readiness.check().await;
                 let status = if v.ready {
@@ -154,7 +154,7 @@ impl Route {
                 text(status, format!("{word}: {}\n", v.detail))
             }
             Self::Metrics => {
-                let body = at.registry.metrics().render_as(&at.registry, format);
+                let body = at.shared.metrics.render_as(&at.shared.gauges(), format);
                 let mut r = text(StatusCode::OK, body);
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -173,7 +173,7 @@ impl Route {
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
                 r
             }
-            Self::StatusEvents => at.admin.status.events(&at.shutdown),
+            Self::StatusEvents => at.admin.status.events(&at.shared.shutdown),
         }
     }
 }
@@ -191,8 +191,7 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<BoxBody>> + Send>
 pub struct At {
     pub admin: Arc<Admin>,
     pub side: Side,
-    pub registry: Registry,
-    pub shutdown: tokio_util::sync::CancellationToken,
+    pub shared: Arc<Shared>,
 }
 
 /// Answer `req` when its path is under the admin prefix; `None` otherwise.

@@ -49,7 +49,7 @@ pub const MAX_SHARE: Duration = Duration::from_secs(5);
 const MAX_SHARED_CHECKS: u64 = 100_000;
 
 /// How long a check's answer is shared for a feed with this `recheck`.
-pub fn share_ttl(recheck: Duration) -> Duration {
+pub(crate) fn share_ttl(recheck: Duration) -> Duration {
     (recheck / 4).min(MAX_SHARE)
 }
 

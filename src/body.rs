@@ -17,3 +17,14 @@ pub fn full(bytes: impl Into<Bytes>) -> BoxBody {
         .map_err(|never| match never {})
         .boxed_unsync()
 }
+
+/// A request body pollcast can forward: bytes, sendable, and an error it can
+/// box (what hyper's and the direct listener's bodies are).
+pub trait Incoming: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
+
+impl<B> Incoming for B
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+}

@@ -32,7 +32,7 @@ impl Cidr {
 
     /// The block with its host bits cleared, when they were not already:
     /// `10.0.0.1/8` is almost always a typo for `10.0.0.0/8` or `10.0.0.1/32`.
-    pub fn canonical_if_different(&self) -> Option<IpNet> {
+    pub(crate) fn canonical_if_different(&self) -> Option<IpNet> {
         (self.0.addr() != self.0.network()).then(|| self.0.trunc())
     }
 }

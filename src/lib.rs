@@ -23,6 +23,8 @@
 //!             status (status page), stragglers (polls answered from a feed),
 //!             auth (`check` admission), cluster (feeds shared through
 //!             Redis, behind `feed::source`), fuzzing
+//! context     shared (the start-up context: registry, limits, `[sse]`, metrics, counters,
+//!             keepalive ticker; the snapshots metrics and stats render from)
 //! feeds       feed/ (registry, defs, poller, update, cadence, extract, scan, diff, contract,
 //!             key, object, stats), access (pass-through access log)
 //! services    metrics, readiness, proxy/ (pass-through, tunnels)
@@ -52,9 +54,13 @@
 //! - [`proxy`]: pass-through of every request pollcast does not own, WebSocket
 //!   tunnels included; [`cidr`]: the address blocks of `trusted_proxies`.
 //! - [`sse`]: admission and the subscriber streams.
-//! - [`feed`]: feeds, their poll loops, diffing and history; the poller's seams
-//!   (`feed::poller::PollCtx`, [`feed::poller::StragglerSink`]) are what it is
-//!   handed, never the registry's insides.
+//! - `shared`: the context built at start-up and handed to the listener, router,
+//!   SSE admission and admin endpoints (limits, `[sse]`, metrics, counters, the
+//!   keepalive ticker beside the registry).
+//! - [`feed`]: feeds, their poll loops, diffing and history; the registry holds
+//!   only feeds and their definitions; the poller's seams (`feed::poller::PollKit`
+//!   and `PollCtx`, [`feed::poller::StragglerSink`]) are what it is handed, never
+//!   the registry's insides; write-through goes through `feed::registry::Refresher`.
 //! - [`upstream`]: the pooled client shared by proxy and feeds.
 //! - [`auth`], [`limits`], [`cors`]: who may open a stream, how many, from where;
 //!   [`budget`]: the memory live feeds may retain.
@@ -104,10 +110,11 @@ pub(crate) mod response;
 pub mod route;
 pub(crate) mod router;
 pub(crate) mod server;
+pub(crate) mod shared;
 pub mod sse;
 pub(crate) mod stall;
 pub mod start;
-pub mod stats;
+pub(crate) mod stats;
 pub(crate) mod status;
 pub(crate) mod stragglers;
 pub(crate) mod template;

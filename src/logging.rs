@@ -34,7 +34,7 @@ pub struct LogHandle {
 }
 
 impl LogHandle {
-    pub fn set_level(&self, level: LogLevel) {
+    pub(crate) fn set_level(&self, level: LogLevel) {
         if self.from_env {
             tracing::info!(
                 level = level.as_str(),

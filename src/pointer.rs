@@ -60,12 +60,13 @@ impl Pointer {
         &self.text
     }
 
-    pub fn is_root(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_root(&self) -> bool {
         self.tokens.is_empty()
     }
 
     /// Remove what the pointer designates from `value`, if present.
-    pub fn remove_from(&self, value: &mut Value) {
+    pub(crate) fn remove_from(&self, value: &mut Value) {
         let Some((last, parents)) = self.tokens.split_last() else {
             *value = Value::Null;
             return;

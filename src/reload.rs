@@ -28,7 +28,7 @@ pub struct Outcome {
 
 /// The top-level tables (and `log.format`) that differ, apart from what a
 /// reload applies. Compared through serde, so tables added later are covered.
-pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+pub(crate) fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     let strip = |c: &Config| {
         let mut v = serde_json::to_value(c).unwrap_or_default();
         if let Some(t) = v.as_object_mut() {
@@ -69,6 +69,12 @@ pub fn apply(
     log: Option<&LogHandle>,
 ) -> Outcome {
     let needs_restart = needs_restart(current, &new);
+    for f in &new.feeds {
+        running.shared.metrics.declare_feed(&f.name);
+        if f.serve_polls {
+            running.shared.metrics.declare_stragglers(&f.name);
+        }
+    }
     let feeds = running.registry.reload(&new.feeds);
     if let Some(log) = log {
         if new.log.level != current.log.level {

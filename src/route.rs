@@ -179,7 +179,7 @@ impl Pattern {
             .collect()
     }
 
-    pub fn has_params(&self) -> bool {
+    pub(crate) fn has_params(&self) -> bool {
         self.segments.iter().any(|s| matches!(s, Segment::Param(_)))
     }
 

@@ -13,23 +13,23 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::{Request, Response};
-use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin, Side};
 use crate::body::{BoxBody, BoxError};
 use crate::cors::Cors;
-use crate::feed::registry::Registry;
+use crate::feed::registry::Refresher;
 use crate::proxy::Proxy;
-use crate::upstream::Upstream;
+use crate::shared::Shared;
 use crate::{access, sse};
 
 /// Everything a request may need, shared by all connections.
 pub struct App {
-    pub registry: Registry,
-    pub upstream: Upstream,
+    /// The start-up context: feeds, limits, `[sse]`, metrics, counters.
+    pub shared: Arc<Shared>,
+    /// Write-through: asks the feeds a successful write may change to poll now.
+    pub refresher: Refresher,
     /// Pass-through: forwarding rules and open tunnels.
     pub proxy: Proxy,
-    pub shutdown: CancellationToken,
     pub admin: Arc<Admin>,
     /// The listener this `App` serves.
     pub side: Side,
@@ -45,29 +45,25 @@ pub struct App {
 
 impl App {
     pub fn new(
-        registry: Registry,
-        upstream: Upstream,
+        shared: Arc<Shared>,
         proxy: Proxy,
-        shutdown: CancellationToken,
         admin: Arc<Admin>,
         cors: Cors,
         stragglers: Arc<crate::stragglers::Stragglers>,
     ) -> Self {
-        let checks = Arc::new(crate::auth::Checks::new(registry.metrics().clone()));
+        let checks = Arc::new(crate::auth::Checks::new(shared.metrics.clone()));
         let admin_at = admin::At {
             admin: admin.clone(),
             side: Side::Main,
-            registry: registry.clone(),
-            shutdown: shutdown.clone(),
+            shared: shared.clone(),
         };
         Self {
             admin_at,
             stragglers,
             checks,
-            registry,
-            upstream,
+            refresher: shared.registry.refresher(),
+            shared,
             proxy,
-            shutdown,
             admin,
             side: Side::Main,
             cors: Arc::new(cors),
@@ -77,10 +73,9 @@ impl App {
     /// The same state, for the separate admin listener.
     pub fn for_admin_listener(&self) -> Self {
         Self {
-            registry: self.registry.clone(),
-            upstream: self.upstream.clone(),
+            shared: self.shared.clone(),
+            refresher: self.refresher.clone(),
             proxy: self.proxy.clone(),
-            shutdown: self.shutdown.clone(),
             admin: self.admin.clone(),
             side: Side::Admin,
             cors: self.cors.clone(),
@@ -127,11 +122,11 @@ impl Router {
     pub fn streams(&self, path: &str) -> bool {
         self.app.side == Side::Main
             && self.app.admin.own(path).is_none()
-            && self.app.registry.route(path).is_some()
+            && self.app.shared.registry.route(path).is_some()
     }
 
     pub fn counters(&self) -> std::sync::Arc<crate::stats::Counters> {
-        self.app.registry.counters().clone()
+        self.app.shared.counters.clone()
     }
 }
 
@@ -161,13 +156,13 @@ where
         let path = req.uri().path();
         // SSE routes are read per request from the registry's current
         // definitions, so a reload takes effect for the next request.
-        if let Some((defs, params)) = app.registry.route(path) {
+        if let Some((defs, params)) = app.shared.registry.route(path) {
             let (head, _body) = req.into_parts();
             return Box::pin(async move {
                 let ctx = sse::SseContext {
-                    registry: &app.registry,
+                    shared: &app.shared,
                     cors: &app.cors,
-                    shutdown: &app.shutdown,
+                    shutdown: &app.shared.shutdown,
                     checks: &app.checks,
                 };
                 Ok(sse::respond(ctx, &defs, params, head, remote).await)
@@ -182,11 +177,11 @@ where
             let started = Instant::now();
             let resp = app.proxy.forward(req, remote, scheme).await;
             if is_write(&method) && resp.status().is_success() {
-                app.registry.refresh_path(&path);
+                app.refresher.refresh_path(&path);
             }
             let took = started.elapsed();
             access::record(
-                app.registry.metrics(),
+                &app.shared.metrics,
                 &method,
                 &path,
                 remote,

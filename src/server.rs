@@ -78,7 +78,7 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let write_timeout = app.registry.sse().write_timeout;
+        let write_timeout = app.shared.sse.write_timeout;
         crate::stall::tune(&stream, write_timeout);
         let stream = WriteTimeout::new(stream, write_timeout);
         let router = Router::new(app.clone(), remote).over_tls(tls.is_some());

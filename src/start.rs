@@ -16,8 +16,11 @@ use crate::{
     admin, cluster, config, cors, metrics, proxy, readiness, route, server, status, stragglers, tls,
 };
 
+use crate::feed::poller::PollKit;
 use crate::feed::registry::Registry;
+use crate::limits::Limits;
 use crate::router::App;
+use crate::shared::Shared;
 use crate::upstream::Upstream;
 
 /// A running pollcast: its address, its feeds, and the way to stop it.
@@ -29,6 +32,9 @@ pub struct Running {
     /// The listener's TLS acceptor, reloadable (`[server.tls]`).
     pub tls: Option<tls::Live>,
     pub registry: Registry,
+    /// The start-up context: the registry beside limits, `[sse]`, metrics,
+    /// counters and the keepalive ticker.
+    pub shared: Arc<Shared>,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
     admin_server: Option<JoinHandle<()>>,
@@ -51,7 +57,7 @@ impl Running {
         }
         let _ = self.sampler.await;
         // Feed tasks first: a leader releases its lease through the engine.
-        self.registry.closed().await;
+        self.shared.closed().await;
         if let Some(cluster) = self.cluster {
             let _ = cluster.await;
         }
@@ -105,16 +111,28 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         Some(c) => Arc::new(c.clone()),
         None => Arc::new(Local),
     };
-    let registry = Registry::with_source(
-        &config,
+    for f in &config.feeds {
+        metrics.declare_feed(&f.name);
+    }
+    let limits = Limits::new(&config.limits, &config.upstream.trusted_proxies);
+    let kit = PollKit {
+        upstream: upstream.clone(),
+        metrics: metrics.clone(),
+        limits: limits.clone(),
+        stragglers: Arc::new(stragglers.clone()),
+        shutdown: shutdown.clone(),
+    };
+    let registry = Registry::with_source(&config.feeds, config.sse.history, kit, source);
+    let shared = Arc::new(Shared::new(
+        registry.clone(),
         upstream.clone(),
-        shutdown.clone(),
+        config.sse.clone(),
+        limits,
         metrics,
-        Arc::new(stragglers.clone()),
-        source,
-    );
+        shutdown.clone(),
+    ));
     let cluster_task = engine.as_ref().map(|c| {
-        let reg = registry.clone();
+        let reg = registry.refresher();
         c.on_refresh(Box::new(move |r| match r {
             Refresh::Path(p) => {
                 reg.refresh_local_path(p);
@@ -131,10 +149,8 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     readiness.cluster = engine.as_ref().map(|c| c.health());
     let admin = Arc::new(admin::Admin::new(&config.admin, readiness));
     let app = Arc::new(App::new(
-        registry.clone(),
-        upstream,
+        shared.clone(),
         proxy,
-        shutdown.clone(),
         admin,
         cors::Cors::new(&config.cors),
         stragglers,
@@ -185,6 +201,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         admin_addr,
         tls,
         registry,
+        shared,
         shutdown,
         server,
         admin_server,

@@ -23,10 +23,10 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn add_resync(&self) {
+    pub(crate) fn add_resync(&self) {
         self.resyncs.fetch_add(1, Ordering::Relaxed);
     }
-    pub fn add_write_timeout(&self) {
+    pub(crate) fn add_write_timeout(&self) {
         self.write_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -51,35 +51,49 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn collect(registry: &impl Source) -> Self {
-        let c = registry.counters();
+    pub fn collect(now: &Counts) -> Self {
         Self {
-            feeds: registry.live_feeds(),
-            pollers: registry.live_pollers(),
-            subscribers: registry.subscribers(),
+            feeds: now.feeds,
+            pollers: now.pollers,
+            subscribers: now.subscribers,
             tasks: tokio::runtime::Handle::try_current()
                 .map(|h| h.metrics().num_alive_tasks())
                 .unwrap_or(0),
             open_fds: open_fds(),
-            resyncs: c.resyncs.load(Ordering::Relaxed),
-            write_timeouts: c.write_timeouts.load(Ordering::Relaxed),
+            resyncs: now.resyncs,
+            write_timeouts: now.write_timeouts,
         }
     }
 
     /// The JSON response for `/_pollcast/stats`.
-    pub fn response(registry: &impl Source) -> Response<BoxBody> {
-        let body = serde_json::to_vec(&Self::collect(registry)).unwrap_or_default();
+    pub fn response(now: &Counts) -> Response<BoxBody> {
+        let body = serde_json::to_vec(&Self::collect(now)).unwrap_or_default();
         crate::response::uncached(StatusCode::OK, "application/json", Bytes::from(body))
     }
 }
 
-/// The live counts a snapshot reads. The feed registry implements it, so
-/// this module never imports the registry that uses its [`Counters`].
-pub trait Source {
-    fn live_feeds(&self) -> usize;
-    fn live_pollers(&self) -> usize;
-    fn subscribers(&self) -> usize;
-    fn counters(&self) -> &Counters;
+/// The live counts a snapshot reads, taken by whoever holds the feeds (the
+/// start-up context), so this module never imports the registry.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    pub feeds: usize,
+    pub pollers: usize,
+    pub subscribers: usize,
+    pub resyncs: u64,
+    pub write_timeouts: u64,
+}
+
+impl Counts {
+    /// `feeds`, `pollers`, `subscribers` as given, with `counters` read now.
+    pub fn new(feeds: usize, pollers: usize, subscribers: usize, counters: &Counters) -> Self {
+        Self {
+            feeds,
+            pollers,
+            subscribers,
+            resyncs: counters.resyncs.load(Ordering::Relaxed),
+            write_timeouts: counters.write_timeouts.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Open file descriptors of this process, not counting the one used to count them.

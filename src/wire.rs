@@ -30,7 +30,7 @@ pub fn event(id: &str, name: &str, data: &[u8]) -> Bytes {
 }
 
 /// Just `id: <id>\n`, to be followed by a shared [`body`].
-pub fn id_line(id: &str) -> Bytes {
+pub(crate) fn id_line(id: &str) -> Bytes {
     let mut b = BytesMut::with_capacity(id.len() + 5);
     put_id(&mut b, id);
     b.freeze()

@@ -78,7 +78,7 @@ async fn ten_thousand_connects_and_disconnects_leave_nothing_behind() {
     // Every client here is 127.0.0.1.
     cfg.limits.max_subscribers_per_client = 0;
     let pc = pollcast::start(cfg).await.expect("start");
-    let stats = || pollcast::stats::Stats::collect(&pc.registry);
+    let stats = || pc.shared.stats();
     let base = stats();
     let base_tasks = alive_tasks();
     assert_eq!((base.feeds, base.pollers, base.subscribers), (0, 0, 0));

@@ -299,13 +299,13 @@ async fn a_peer_that_vanishes_without_fin_is_detected_by_keepalives_and_released
         detected >= WRITE_TIMEOUT,
         "released after {detected:?}, before the write timeout"
     );
-    let stats = pollcast::stats::Stats::collect(&pc.registry);
+    let stats = pc.shared.stats();
     assert_eq!(
         stats.write_timeouts, 1,
         "closed because writes failed: {stats:?}"
     );
     assert_eq!(stats.subscribers, 2, "{stats:?}");
-    let metrics = pc.registry.metrics().render(&pc.registry);
+    let metrics = pc.shared.metrics_text();
     assert!(
         metrics.contains("\npollcast_connections_write_timeout_total 1\n"),
         "{metrics}"

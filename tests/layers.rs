@@ -25,6 +25,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "fuzzing",
         ],
     ),
+    ("context", &["shared"]),
     ("feeds", &["feed", "access"]),
     ("services", &["metrics", "readiness", "proxy"]),
     (

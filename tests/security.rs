@@ -504,11 +504,11 @@ async fn subscribers_per_client_is_429_and_total_subscribers_is_503() {
 
     // A closed stream frees its slot.
     drop(held.pop());
-    wait_until("slot released", || pc.registry.limits().subscribers() == 2).await;
+    wait_until("slot released", || pc.shared.limits().subscribers() == 2).await;
     let mut s = Sse::connect_using(&two, &u, &[]).await;
     assert_eq!(s.status, 200);
     assert_eq!(s.next().await.event, "snapshot");
-    let refused = pc.registry.limits().refused();
+    let refused = pc.shared.limits().refused();
     assert_eq!(refused[2], ("max_subscribers", 1));
     assert_eq!(refused[3], ("max_subscribers_per_client", 1));
     for (limit, n) in [
@@ -607,7 +607,7 @@ async fn feeds_per_definition_and_total_feeds_are_503() {
     assert_eq!(pc.registry.live_feeds(), 3);
     assert_eq!(up.hits("/api/jobs?q=c"), 0);
     // A refused request releases the subscriber slot it took.
-    assert_eq!(pc.registry.limits().subscribers(), held.len());
+    assert_eq!(pc.shared.limits().subscribers(), held.len());
     pc.stop().await;
 }
 

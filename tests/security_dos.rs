@@ -273,7 +273,7 @@ async fn a_feed_whose_only_subscriber_left_before_its_first_good_poll_ends_at_on
         // Not after the hour of linger, nor at the next (backed off) poll.
         wait_until("the feed ended", || t.pc.registry.live_feeds() == 0).await;
         wait_until("its client's count returned", || {
-            t.pc.registry.limits().feeds_started_by(ip(A)) == 0
+            t.pc.shared.limits().feeds_started_by(ip(A)) == 0
         })
         .await;
         let again = open(&t, A, "random-2").await;
@@ -304,7 +304,7 @@ async fn a_hundred_random_token_feeds_on_a_large_list_stay_within_the_memory_bud
         cfg.limits.max_feeds_per_client = 0;
         cfg.limits.max_feed_memory = CAP;
         let t = start(wire, cfg).await;
-        let budget = t.pc.registry.limits().budget().clone();
+        let budget = t.pc.shared.limits().budget().clone();
         let mut held = Vec::new();
         let mut refused = 0;
         for i in 0..100 {

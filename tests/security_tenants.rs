@@ -402,10 +402,15 @@ async fn write_through_compares_normalised_paths() {
     wait_until("the jobs feed refreshed", || jobs_polls() >= 2).await;
     assert_eq!(jobs_polls(), 2, "one poll at start, one for /api/jobs/7");
     // The registry agrees, path by path.
-    assert_eq!(pc.registry.refresh_path("/api/jobs/%2E%2E/track"), 1);
-    assert_eq!(pc.registry.refresh_path("/api/jobs/..%2F"), 1);
-    assert_eq!(pc.registry.refresh_path("/api/jobs/%2e%2e"), 0);
-    assert_eq!(pc.registry.refresh_path("/api/%6Aobs/%2e/7"), 1);
+    assert_eq!(
+        pc.registry
+            .refresher()
+            .refresh_path("/api/jobs/%2E%2E/track"),
+        1
+    );
+    assert_eq!(pc.registry.refresher().refresh_path("/api/jobs/..%2F"), 1);
+    assert_eq!(pc.registry.refresher().refresh_path("/api/jobs/%2e%2e"), 0);
+    assert_eq!(pc.registry.refresher().refresh_path("/api/%6Aobs/%2e/7"), 1);
     drop((jobs, track));
     pc.stop().await;
 }
@@ -480,7 +485,7 @@ fn shared_check_config(up: &TestUpstream, recheck: Duration) -> pollcast::Config
 }
 
 fn metric(pc: &pollcast::Running, line: &str) -> u64 {
-    let text = pc.registry.metrics().render(&pc.registry);
+    let text = pc.shared.metrics_text();
     text.lines()
         .find_map(|l| l.strip_prefix(line).map(|v| v.trim().parse().unwrap_or(0)))
         .unwrap_or(0)
@@ -578,7 +583,7 @@ async fn a_revoked_credential_is_cut_within_one_recheck_despite_sharing() {
     assert!(metric(&pc, "pollcast_auth_checks_shared_total{feed=\"jobs\"}") > 0);
     // Bob is still admitted.
     up.set("/api/shared", json!([{"id": 1}, {"id": 2}]));
-    pc.registry.refresh_path("/api/shared");
+    pc.registry.refresher().refresh_path("/api/shared");
     assert_eq!(bob.next().await.event, "added");
     pc.stop().await;
 }

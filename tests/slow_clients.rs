@@ -392,10 +392,10 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
         }
     })
     .await;
-    let stats = pollcast::stats::Stats::collect(&pc.registry);
+    let stats = pc.shared.stats();
     assert_eq!(stats.write_timeouts, 1, "{stats:?}");
     assert_eq!(stats.subscribers, 1);
-    let metrics = pc.registry.metrics().render(&pc.registry);
+    let metrics = pc.shared.metrics_text();
     assert!(
         metrics.contains("\npollcast_connections_write_timeout_total 1\n"),
         "{metrics}"
@@ -455,7 +455,7 @@ async fn a_stuck_subscriber_is_resynced_with_a_fresh_snapshot_when_it_drains() {
         assert_eq!(e.event, "updated");
         assert_eq!(data(&e)["item"]["version"], r);
     }
-    assert_eq!(pc.registry.counters().resyncs.load(Ordering::Relaxed), 0);
+    assert_eq!(pc.shared.counters.resyncs.load(Ordering::Relaxed), 0);
 
     let newest = format!("\"version\":{rounds}}}");
     let (snapshots, updates, after) = within(
@@ -469,6 +469,6 @@ async fn a_stuck_subscriber_is_resynced_with_a_fresh_snapshot_when_it_drains() {
         updates < rounds,
         "it missed events ({updates} of {rounds}): that is why it was resynced"
     );
-    assert_eq!(pc.registry.counters().resyncs.load(Ordering::Relaxed), 1);
+    assert_eq!(pc.shared.counters.resyncs.load(Ordering::Relaxed), 1);
     pc.stop().await;
 }

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use http::HeaderValue;
 use redis::Value;
 
@@ -26,10 +25,9 @@ use super::keys::Keys;
 use super::{Cluster, ClusterError};
 use crate::budget::Charge;
 use crate::feed::extract::ItemList;
-use crate::feed::poller::{self, Direct, Outlet, PollCtx, Resume};
-use crate::feed::update::{prepare, Update};
+use crate::feed::poller::{self, Direct, Good, Outlet, PollCtx, Published, Resume};
+use crate::feed::update::prepare;
 use crate::feed::{Applied, Feed};
-use crate::metrics::Metrics;
 use crate::upstream::Validators;
 
 /// The feed's state in Redis, as one read returned it.
@@ -236,13 +234,13 @@ pub(super) struct Fenced {
 }
 
 impl Outlet for Fenced {
-    fn publish<'a>(
-        &'a mut self,
-        feed: &'a Arc<Feed>,
-        update: Update,
-        validators: &'a Validators,
-        metrics: &'a Metrics,
-    ) -> BoxFuture<'a, Option<(Bytes, Arc<ItemList>)>> {
+    fn publish<'a>(&'a mut self, good: Good<'a>) -> Published<'a> {
+        let Good {
+            feed,
+            update,
+            validators,
+            metrics,
+        } = good;
         Box::pin(async move {
             let first = update.is_first() || self.epoch.is_none();
             let (epoch, expected): (Arc<str>, u64) = match (&self.epoch, first) {

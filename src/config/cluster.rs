@@ -11,7 +11,7 @@ use super::*;
 pub const SECRET_ENV: &str = "POLLCAST_CLUSTER_SECRET";
 
 /// Shortest accepted hashing key, in bytes.
-pub const MIN_SECRET: usize = 16;
+pub(crate) const MIN_SECRET: usize = 16;
 
 /// `[cluster]`: present turns the cluster engine on; absent, every replica
 /// polls on its own as before.
@@ -98,7 +98,7 @@ impl ClusterConfig {
     }
 
     /// The hashing key's bytes (empty only in a config that skipped loading).
-    pub fn secret_bytes(&self) -> &[u8] {
+    pub(crate) fn secret_bytes(&self) -> &[u8] {
         self.secret.as_ref().map_or(&[], |s| s.bytes())
     }
 

@@ -6,7 +6,7 @@ use super::*;
 /// The six variables pollcast read before the `POLLCAST_<SECTION>__<KEY>`
 /// rule (see `overrides`), kept as aliases: each with the variable of the
 /// rule that names the same key and wins when both are set.
-pub const CANONICAL: &[(&str, &str)] = &[
+pub(crate) const CANONICAL: &[(&str, &str)] = &[
     ("POLLCAST_SERVER_LISTEN", "POLLCAST_SERVER__LISTEN"),
     ("POLLCAST_UPSTREAM_URL", "POLLCAST_UPSTREAM__URL"),
     ("POLLCAST_UPSTREAM_TIMEOUT", "POLLCAST_UPSTREAM__TIMEOUT"),
@@ -69,7 +69,7 @@ impl Config {
 
     /// Read each feed's `credentials_env` variable. The value is kept only
     /// as a [`Secret`]; the error names the variable, never a value.
-    pub fn resolve_credentials(
+    pub(crate) fn resolve_credentials(
         &mut self,
         get: impl Fn(&str) -> Option<String>,
     ) -> Result<(), Problem> {

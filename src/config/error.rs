@@ -56,7 +56,7 @@ impl Problem {
     }
 
     /// `feeds[0].interval`, `sse.history`, ...
-    pub fn key_path(&self) -> String {
+    pub(crate) fn key_path(&self) -> String {
         match &self.table {
             Some((t, Some(i))) => format!("{t}[{i}].{}", self.key),
             Some((t, None)) => format!("{t}.{}", self.key),

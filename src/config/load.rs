@@ -5,7 +5,7 @@ use super::*;
 
 impl Config {
     /// Read, parse, apply environment overrides and validate a config file.
-    pub fn load_with(path: &Path, checks: &Checks) -> Result<Self, ConfigError> {
+    pub(crate) fn load_with(path: &Path, checks: &Checks) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -14,14 +14,18 @@ impl Config {
     }
 
     /// Parse and validate config text; `path` is only used in error messages.
-    pub fn from_toml_with(text: &str, path: &Path, checks: &Checks) -> Result<Self, ConfigError> {
+    pub(crate) fn from_toml_with(
+        text: &str,
+        path: &Path,
+        checks: &Checks,
+    ) -> Result<Self, ConfigError> {
         let vars = overrides::select(std::env::vars());
         Self::from_toml_env(text, path, checks, &vars)
     }
 
     /// [`Config::from_toml_with`] with the `POLLCAST_<SECTION>__<KEY>`
     /// variables given (see `overrides`), not read from the process.
-    pub fn from_toml_env(
+    pub(crate) fn from_toml_env(
         text: &str,
         path: &Path,
         checks: &Checks,

@@ -1,5 +1,8 @@
 //! `[log]`: the level and format of what pollcast writes to stderr.
 
+use clap::ValueEnum;
+use schemars::JsonSchema;
+
 use super::*;
 
 /// `[log]`: what pollcast writes to stderr.
@@ -14,16 +17,7 @@ pub struct LogConfig {
 
 /// `[log] level`, `--log-level`, `POLLCAST_LOG_LEVEL`.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    Deserialize,
-    Serialize,
-    clap::ValueEnum,
-    schemars::JsonSchema,
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, ValueEnum, JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
@@ -52,23 +46,14 @@ impl LogLevel {
 impl std::str::FromStr for LogLevel {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        <Self as clap::ValueEnum>::from_str(s, true)
+        <Self as ValueEnum>::from_str(s, true)
             .map_err(|_| format!("`{s}` is not one of {}", Self::ALL))
     }
 }
 
 /// `[log] format`, `--log-format`, `POLLCAST_LOG_FORMAT`.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    Deserialize,
-    Serialize,
-    clap::ValueEnum,
-    schemars::JsonSchema,
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, ValueEnum, JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -80,7 +65,7 @@ pub enum LogFormat {
 impl std::str::FromStr for LogFormat {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        <Self as clap::ValueEnum>::from_str(s, true)
+        <Self as ValueEnum>::from_str(s, true)
             .map_err(|_| format!("`{s}` is not one of text, json"))
     }
 }

@@ -23,6 +23,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 mod cluster;
 mod env;
 mod error;
+mod events;
+mod feed;
 mod load;
 mod log;
 pub mod overrides;
@@ -37,6 +39,8 @@ mod validate;
 
 pub use cluster::{ClusterConfig, ClusterSecret, SECRET_ENV as CLUSTER_SECRET_ENV};
 pub use error::{ConfigError, Problem};
+pub use events::{EventSpec, EventsConfig, TerminalConfig, TransitionConfig};
+pub use feed::FeedConfig;
 pub use log::{LogConfig, LogFormat, LogLevel};
 pub use reload::ReloadConfig;
 pub use sources::Sources;
@@ -45,7 +49,6 @@ pub use url::UpstreamUrl;
 pub use validate::Checks;
 
 use crate::cidr::Cidr;
-use crate::pointer::Pointer;
 
 /// Query parameters that belong to pollcast and are never forwarded
 /// upstream (a config may not list them in a feed's `query`).
@@ -416,286 +419,6 @@ impl AdminConfig {
     pub fn owns(&self, path: &str) -> bool {
         path.strip_prefix(self.prefix.as_str())
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    }
-}
-
-/// One `[[feeds]]` entry: an upstream list endpoint turned into an SSE stream.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FeedConfig {
-    /// Unique name, used in logs.
-    pub name: String,
-    /// Upstream GET path that is polled, optionally with a fixed query
-    /// (`/api/imports?state=active`) merged into every poll's query.
-    pub poll: String,
-    /// Path EventSource clients open (default `/sse/<name>`).
-    #[serde(default)]
-    pub sse: Option<String>,
-    /// Time between two polls of one feed.
-    #[schemars(schema_with = "crate::config::schema::duration")]
-    #[serde(with = "humantime_serde", default = "default_interval")]
-    pub interval: Duration,
-    /// Adaptive cadence: the shortest time between two polls, used after a
-    /// poll that changed the list. Absent: `interval` (see `feed::cadence`).
-    #[schemars(schema_with = "crate::config::schema::duration")]
-    #[serde(
-        with = "humantime_serde",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub interval_min: Option<Duration>,
-    /// Adaptive cadence: the longest time between two polls, reached while
-    /// the list stays unchanged; also caps `Cache-Control: max-age`.
-    /// Absent: `interval`.
-    #[schemars(schema_with = "crate::config::schema::duration")]
-    #[serde(
-        with = "humantime_serde",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub interval_max: Option<Duration>,
-    /// JSON Pointer to each item's unique id.
-    #[serde(default = "default_id")]
-    pub id: Pointer,
-    /// JSON Pointer to the array of items in the body (`""` = the body is the array).
-    #[serde(default)]
-    pub items: Pointer,
-    /// JSON Pointers (inside an item) whose changes alone never make an `updated`.
-    #[serde(default)]
-    pub ignore: Vec<Pointer>,
-    /// A feed keeps polling this long after its last subscriber left, then stops.
-    #[schemars(schema_with = "crate::config::schema::duration")]
-    #[serde(with = "humantime_serde", default = "default_linger")]
-    pub linger: Duration,
-    /// Upper bound of the back-off between polls while the upstream fails,
-    /// and of a `Retry-After` the upstream asks for.
-    #[schemars(schema_with = "crate::config::schema::duration")]
-    #[serde(with = "humantime_serde", default = "default_backoff_max")]
-    pub backoff_max: Duration,
-    /// Who may see this feed: `forward`, `check` or `none`.
-    #[serde(default)]
-    pub auth: AuthMode,
-    /// A query parameter carrying a token (EventSource cannot send headers):
-    /// moved into `Authorization: Bearer <token>`, never forwarded as a parameter.
-    #[serde(default)]
-    pub token_param: Option<String>,
-    /// The query parameters clients may send (others get 400). Absent: any.
-    #[serde(default)]
-    pub query: Option<Vec<String>>,
-    /// `check` mode: upstream path of the admission request (default: the poll path).
-    #[serde(default)]
-    pub check: Option<String>,
-    /// `check` mode: method of the admission request.
-    #[serde(default)]
-    pub check_method: CheckMethod,
-    /// `check` mode: how often an admitted subscriber is checked again.
-    #[schemars(schema_with = "crate::config::schema::duration")]
-    #[serde(with = "humantime_serde", default = "default_recheck")]
-    pub recheck: Duration,
-    /// `check`/`none` mode: environment variable whose value is sent as
-    /// `Authorization` on the shared polls.
-    #[serde(default)]
-    pub credentials_env: Option<String>,
-    /// The value of `credentials_env`, read once at startup.
-    #[serde(skip)]
-    pub credentials: Option<Secret>,
-    /// The event contract: per event kind a name and a data template.
-    #[serde(default)]
-    pub events: EventsConfig,
-    /// The body (at `items`) is one object, not a list: an object feed.
-    #[serde(default)]
-    pub object: bool,
-    /// Object feeds: JSON Pointer to an array whose new entries become `appended` events.
-    #[serde(default)]
-    pub append: Option<Pointer>,
-    /// Object feeds: a field whose values end the stream with a final event.
-    #[serde(default)]
-    pub terminal: Option<TerminalConfig>,
-    /// Events sent when an item's field reaches a value (`[[feeds.transitions]]`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub transitions: Vec<TransitionConfig>,
-    /// While a feed of this definition is live, plain GETs of its poll path
-    /// (same query and credentials) are answered from its latest poll.
-    #[serde(default)]
-    pub serve_polls: bool,
-}
-
-/// `[feeds.events]`: the event contract of one feed. Every kind left out
-/// keeps pollcast's default contract.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EventsConfig {
-    pub connect: Option<EventSpec>,
-    pub snapshot: Option<EventSpec>,
-    pub added: Option<EventSpec>,
-    pub updated: Option<EventSpec>,
-    pub removed: Option<EventSpec>,
-    pub appended: Option<EventSpec>,
-    pub keepalive: Option<EventSpec>,
-    pub stale: Option<EventSpec>,
-    pub recovered: Option<EventSpec>,
-    pub chunk_start: Option<EventSpec>,
-    pub chunk: Option<EventSpec>,
-    pub chunk_end: Option<EventSpec>,
-    /// Send the snapshot as `chunk_start`, chunks of this many items, `chunk_end` (0 = one event).
-    #[serde(default)]
-    pub chunk_size: usize,
-    /// Events of one poll with the same name and data are sent once.
-    #[serde(default)]
-    pub coalesce: bool,
-    /// A poll that changed anything sends the whole snapshot again instead of
-    /// added/updated/removed events.
-    #[serde(default)]
-    pub resend: bool,
-    /// One event per poll that changed anything, gathering its changes (off by default).
-    #[serde(default)]
-    pub batch: Option<EventSpec>,
-    /// The change kinds `batch` gathers: any of "added", "updated", "removed".
-    #[serde(default = "default_batch_of")]
-    pub batch_of: Vec<String>,
-    /// Object feeds with `append`: one `appended` event per new entry, and the
-    /// entries present when a stream opens after its snapshot.
-    #[serde(default)]
-    pub append_each: bool,
-}
-
-/// One event kind: `{ event = "job_added", data = { job = "{{item}}" }, send = true }`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EventSpec {
-    /// SSE event name; `""` sends unnamed events (`message` in EventSource).
-    pub event: Option<String>,
-    /// JSON data template (any TOML value) with `{{placeholders}}`.
-    #[schemars(with = "Option<serde_json::Value>")]
-    pub data: Option<toml::Value>,
-    /// `false` never sends this kind.
-    pub send: Option<bool>,
-}
-
-/// `[feeds.terminal]`: when `field` reaches one of `values`, send that event and end.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TerminalConfig {
-    /// JSON Pointer (inside the object) to the status field.
-    pub field: Pointer,
-    /// Field value -> event sent when it is reached.
-    pub values: std::collections::BTreeMap<String, EventSpec>,
-    /// `false`: the terminal event is an ordinary event (sent once when the
-    /// value is reached, and after the snapshot while it holds) and streams stay open.
-    #[serde(default = "default_true")]
-    pub close: bool,
-}
-
-/// `[[feeds.transitions]]`: when an item's `field` becomes `to`, send `event`.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TransitionConfig {
-    /// JSON Pointer (inside an item) to the watched field.
-    pub field: Pointer,
-    /// The value (its text: a string's contents, anything else as JSON) that fires the event.
-    pub to: String,
-    /// SSE event name (default: the value of `to`); `""` = unnamed.
-    pub event: Option<String>,
-    /// JSON data template (default: `"{{item}}"`).
-    #[schemars(with = "Option<serde_json::Value>")]
-    pub data: Option<toml::Value>,
-}
-
-impl Default for EventsConfig {
-    fn default() -> Self {
-        Self {
-            connect: None,
-            snapshot: None,
-            added: None,
-            updated: None,
-            removed: None,
-            appended: None,
-            keepalive: None,
-            stale: None,
-            recovered: None,
-            chunk_start: None,
-            chunk: None,
-            chunk_end: None,
-            chunk_size: 0,
-            coalesce: false,
-            resend: false,
-            batch: None,
-            batch_of: default_batch_of(),
-            append_each: false,
-        }
-    }
-}
-
-fn default_true() -> bool {
-    true
-}
-fn default_batch_of() -> Vec<String> {
-    ["added", "updated", "removed"].map(String::from).to_vec()
-}
-
-fn default_interval() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_id() -> Pointer {
-    Pointer::parse("/id").unwrap_or_default()
-}
-fn default_linger() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_backoff_max() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_recheck() -> Duration {
-    Duration::from_secs(30)
-}
-
-impl FeedConfig {
-    /// A feed definition with every default, for code that builds configs (demo, tests).
-    pub fn new(name: &str, poll: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            poll: poll.to_owned(),
-            sse: None,
-            interval: default_interval(),
-            interval_min: None,
-            interval_max: None,
-            id: default_id(),
-            items: Pointer::default(),
-            ignore: Vec::new(),
-            linger: default_linger(),
-            backoff_max: default_backoff_max(),
-            auth: AuthMode::default(),
-            token_param: None,
-            query: None,
-            check: None,
-            check_method: CheckMethod::default(),
-            recheck: default_recheck(),
-            credentials_env: None,
-            credentials: None,
-            events: EventsConfig::default(),
-            object: false,
-            append: None,
-            terminal: None,
-            transitions: Vec::new(),
-            serve_polls: false,
-        }
-    }
-
-    /// The upstream path of `poll`, without its fixed query.
-    pub fn poll_path(&self) -> &str {
-        self.poll.split_once('?').map_or(&self.poll, |(p, _)| p)
-    }
-
-    /// The fixed query of `poll` (`state=active`), empty without one.
-    pub fn poll_query(&self) -> &str {
-        self.poll.split_once('?').map_or("", |(_, q)| q)
-    }
-
-    /// The SSE path, with its default applied.
-    pub fn sse_path(&self) -> String {
-        self.sse
-            .clone()
-            .unwrap_or_else(|| format!("/sse/{}", self.name))
     }
 }
 

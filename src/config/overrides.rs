@@ -15,7 +15,7 @@ use toml::{Table, Value};
 use super::*;
 
 /// The prefix of every override; `__` separates the levels of a key.
-pub const PREFIX: &str = "POLLCAST_";
+pub(crate) const PREFIX: &str = "POLLCAST_";
 const SEP: &str = "__";
 
 /// The override variables among `vars`, sorted by name (so a failure is
@@ -31,7 +31,7 @@ pub fn select(vars: impl IntoIterator<Item = (String, String)>) -> Vec<(String, 
 
 /// How a feed's name is written in a variable: upper case, and every
 /// character that cannot be in a variable name (`-`, `.`, ...) as `_`.
-pub fn env_name(feed: &str) -> String {
+pub(crate) fn env_name(feed: &str) -> String {
     feed.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
@@ -45,7 +45,7 @@ pub fn env_name(feed: &str) -> String {
 
 /// The key path a variable names in `table`, e.g. `["feeds", "0",
 /// "interval"]` (a feed by its index), or why it names none.
-pub fn key_path(var: &str, table: &Table) -> Result<Vec<String>, String> {
+pub(crate) fn key_path(var: &str, table: &Table) -> Result<Vec<String>, String> {
     let rest = var.strip_prefix(PREFIX).unwrap_or(var);
     let parts: Vec<&str> = rest.split(SEP).collect();
     if parts.iter().any(|p| p.is_empty()) {
@@ -169,7 +169,7 @@ fn fits(table: &Table) -> Result<(), String> {
 /// neither is the error; when the file itself does not fit, no variable
 /// can be judged and each takes its first reading (the caller reports
 /// the file). Returns each variable's key (dotted) for `--check`.
-pub fn merge(
+pub(crate) fn merge(
     table: &mut Table,
     vars: &[(String, String)],
 ) -> Result<Vec<(String, String)>, ConfigError> {

@@ -20,7 +20,7 @@ pub struct Checks {
 
 impl Config {
     /// Every rule that involves more than one value, or a value serde cannot judge.
-    pub fn validate_with(&self, checks: &Checks) -> Result<(), Problem> {
+    pub(crate) fn validate_with(&self, checks: &Checks) -> Result<(), Problem> {
         self.validate_security()?;
         let positive = |d: Duration| d >= Duration::from_millis(1);
         if !positive(self.upstream.timeout) {

@@ -32,7 +32,7 @@ use crate::config::FeedConfig;
 
 /// The poll cadence of one feed instance.
 #[derive(Debug, Clone)]
-pub struct Cadence {
+pub(crate) struct Cadence {
     min: Duration,
     max: Duration,
     /// Caps the failure back-off and `Retry-After`.
@@ -55,6 +55,7 @@ impl Cadence {
     }
 
     /// The adaptive delay as it stands (before any max-age or failure).
+    #[cfg(test)]
     pub fn current(&self) -> Duration {
         self.current
     }
@@ -62,7 +63,7 @@ impl Cadence {
     /// The delay after a good poll that `changed` the list (published at
     /// least one event) or not, whose answer stays fresh for `fresh_for`
     /// (`Cache-Control: max-age` less `Age`).
-    pub fn succeeded(&mut self, changed: bool, fresh_for: Option<Duration>) -> Duration {
+    pub(crate) fn succeeded(&mut self, changed: bool, fresh_for: Option<Duration>) -> Duration {
         self.current = if changed {
             self.min
         } else {
@@ -77,7 +78,7 @@ impl Cadence {
     /// The longest delay [`Cadence::succeeded`] can return now, for an answer
     /// fresh for `fresh_for`: how long a good answer may have to stand in
     /// before the next poll (see `stragglers`).
-    pub fn longest_next(&self, fresh_for: Option<Duration>) -> Duration {
+    pub(crate) fn longest_next(&self, fresh_for: Option<Duration>) -> Duration {
         let adaptive = grow(self.current).clamp(self.min, self.max);
         match fresh_for {
             Some(fresh) => adaptive.max(fresh.min(self.fresh_cap)),
@@ -102,7 +103,7 @@ fn grow(d: Duration) -> Duration {
 
 /// Exponential back-off from `interval`, capped, with equal jitter so many
 /// feeds failing together do not poll in lockstep.
-pub fn backoff(interval: Duration, failures: u32, cap: Duration) -> Duration {
+pub(crate) fn backoff(interval: Duration, failures: u32, cap: Duration) -> Duration {
     let exp = interval.saturating_mul(1u32 << failures.min(16));
     let d = exp.min(cap);
     let half = d / 2;
@@ -114,7 +115,7 @@ pub fn backoff(interval: Duration, failures: u32, cap: Duration) -> Duration {
 /// huge or hostile value cannot silence a feed for longer than the operator
 /// allows. A little jitter (at most 5%, at most 1s) goes on top, inside the
 /// cap, so feeds told the same time do not return in lockstep.
-pub fn retry_delay(after: Duration, interval: Duration, cap: Duration) -> Duration {
+pub(crate) fn retry_delay(after: Duration, interval: Duration, cap: Duration) -> Duration {
     let base = after.max(interval).min(cap);
     let jitter = (base / 20)
         .min(Duration::from_secs(1))

@@ -23,12 +23,12 @@ use crate::template::{Scope, Slot, Template};
 use crate::wire as encode;
 
 /// The default contract's event names.
-pub const SNAPSHOT: &str = "snapshot";
-pub const ADDED: &str = "added";
-pub const UPDATED: &str = "updated";
-pub const REMOVED: &str = "removed";
-pub const STALE: &str = "stale";
-pub const RECOVERED: &str = "recovered";
+pub(crate) const SNAPSHOT: &str = "snapshot";
+pub(crate) const ADDED: &str = "added";
+pub(crate) const UPDATED: &str = "updated";
+pub(crate) const REMOVED: &str = "removed";
+pub(crate) const STALE: &str = "stale";
+pub(crate) const RECOVERED: &str = "recovered";
 
 /// One configured event kind: its SSE name (`""` = unnamed) and data template.
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ pub struct Kind {
 }
 
 /// A feed definition's compiled contract. `None` = that kind is not sent.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Contract {
     pub connect: Option<Kind>,
     pub snapshot: Option<Kind>,
@@ -90,28 +90,9 @@ impl Contract {
     /// A contract that sends nothing but comments; only a fallback.
     pub fn silent() -> Self {
         Self {
-            connect: None,
-            snapshot: None,
-            added: None,
-            updated: None,
-            removed: None,
-            appended: None,
-            keepalive: None,
-            stale: None,
-            recovered: None,
-            chunk_size: 0,
-            chunk_start: None,
-            chunk: None,
-            chunk_end: None,
-            terminal: None,
             terminal_close: true,
-            coalesce: false,
-            resend: false,
-            batch: None,
             batch_of: [true; 3],
-            transitions: Vec::new(),
-            append: None,
-            append_each: false,
+            ..Self::default()
         }
     }
 

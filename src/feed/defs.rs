@@ -70,7 +70,8 @@ impl Defs {
     }
 
     /// Whether a reload removed or replaced the definition at index `i`.
-    pub fn is_retired(&self, i: usize) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_retired(&self, i: usize) -> bool {
         self.retired.get(i).copied().unwrap_or(true)
     }
 

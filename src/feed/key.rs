@@ -47,7 +47,7 @@ impl FeedKey {
     }
 
     /// The same key for the path parameter values of one request.
-    pub fn with_params(mut self, params: Vec<String>) -> Self {
+    pub(crate) fn with_params(mut self, params: Vec<String>) -> Self {
         self.params = params;
         self
     }
@@ -60,7 +60,7 @@ impl FeedKey {
     /// [`FeedKey::label`] for a feed of `def`: the value of a path parameter
     /// whose name looks like a secret (`{share_token}`) is `<redacted>`, as
     /// for query parameters.
-    pub fn label_of(&self, def: &FeedConfig) -> String {
+    pub(crate) fn label_of(&self, def: &FeedConfig) -> String {
         let names = crate::route::Pattern::parse(&def.sse_path())
             .map(|p| p.params())
             .unwrap_or_default();
@@ -98,7 +98,7 @@ impl FeedKey {
 impl FeedKey {
     /// The query with `<redacted>` for the value of any parameter whose name
     /// looks like a secret (`access_token=...` on a feed without `token_param`).
-    pub fn printable_query(&self) -> String {
+    pub(crate) fn printable_query(&self) -> String {
         let mut s = String::with_capacity(self.query.len());
         for pair in self.query.split('&').filter(|p| !p.is_empty()) {
             if !s.is_empty() {
@@ -303,7 +303,8 @@ fn printable(s: &str) -> String {
 /// Split a request query into the upstream part (pollcast's own parameters
 /// removed, parameters sorted by name with repeated names kept in order) and
 /// the `lastEventId` parameter, if any.
-pub fn split_query(query: Option<&str>) -> (String, Option<String>) {
+#[cfg(test)]
+pub(crate) fn split_query(query: Option<&str>) -> (String, Option<String>) {
     let mut last_event_id = None;
     let mut pairs: Vec<(String, String)> = Vec::new();
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
@@ -324,7 +325,7 @@ pub fn split_query(query: Option<&str>) -> (String, Option<String>) {
 /// (repeated names keep their order) and re-encoded, none removed. A client
 /// request whose query normalises to a feed's `query` sends the upstream the
 /// same parameters as that feed's polls.
-pub fn normalize_query(query: &str) -> String {
+pub(crate) fn normalize_query(query: &str) -> String {
     let mut pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> =
         form_urlencoded::parse(query.as_bytes()).collect();
     pairs.sort_by(|a, b| a.0.cmp(&b.0));

@@ -18,7 +18,11 @@ use crate::pointer::Pointer;
 
 /// Extract an object feed's body: the object at `at` becomes the one item,
 /// with the id at `id` (none when the object has no such field).
-pub fn extract_object(body: Bytes, at: &Pointer, id: &Pointer) -> Result<ItemList, ExtractError> {
+pub(crate) fn extract_object(
+    body: Bytes,
+    at: &Pointer,
+    id: &Pointer,
+) -> Result<ItemList, ExtractError> {
     let body = compact(body);
     let text = std::str::from_utf8(&body).map_err(|_| ExtractError::NotUtf8)?;
     let root: &RawValue =
@@ -47,18 +51,18 @@ fn offset(outer: &str, inner: &str) -> usize {
 }
 
 /// The raw JSON at `at` inside one compact JSON value, if any.
-pub fn find_raw<'a>(value: &'a [u8], at: &Pointer) -> Option<&'a [u8]> {
+pub(crate) fn find_raw<'a>(value: &'a [u8], at: &Pointer) -> Option<&'a [u8]> {
     find_raw_in(raw_root(value)?, at)
 }
 
 /// One compact JSON value as a [`RawValue`], to look up several pointers
 /// in it without scanning it again from the top for each.
-pub fn raw_root(value: &[u8]) -> Option<&RawValue> {
+pub(crate) fn raw_root(value: &[u8]) -> Option<&RawValue> {
     serde_json::from_str(std::str::from_utf8(value).ok()?).ok()
 }
 
 /// The raw JSON at `at` inside `root`, if any.
-pub fn find_raw_in<'a>(root: &'a RawValue, at: &Pointer) -> Option<&'a [u8]> {
+pub(crate) fn find_raw_in<'a>(root: &'a RawValue, at: &Pointer) -> Option<&'a [u8]> {
     find(root, at.tokens())
         .ok()
         .flatten()
@@ -66,7 +70,7 @@ pub fn find_raw_in<'a>(root: &'a RawValue, at: &Pointer) -> Option<&'a [u8]> {
 }
 
 /// The text of the value at `at`: a string's contents, anything else as its JSON.
-pub fn text_at(value: &[u8], at: &Pointer) -> Option<String> {
+pub(crate) fn text_at(value: &[u8], at: &Pointer) -> Option<String> {
     let raw = find_raw(value, at)?;
     match raw.first() {
         Some(b'"') => serde_json::from_slice(raw).ok(),
@@ -79,20 +83,26 @@ pub fn text_at(value: &[u8], at: &Pointer) -> Option<String> {
 /// rewritten (then it counts as an ordinary update).
 pub fn appended(old: &Item, new: &Item, at: &Pointer) -> Option<Vec<u8>> {
     let (_, entries) = appended_entries(old, new, at)?;
-    let mut out = b"[".to_vec();
-    for (n, e) in entries.iter().enumerate() {
+    let mut out = Vec::new();
+    push_array(&mut out, entries.iter().copied());
+    Some(out)
+}
+
+/// Raw JSON values written into `out` as one array.
+pub(crate) fn push_array<'a>(out: &mut Vec<u8>, values: impl IntoIterator<Item = &'a [u8]>) {
+    out.push(b'[');
+    for (n, v) in values.into_iter().enumerate() {
         if n > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(e);
+        out.extend_from_slice(v);
     }
     out.push(b']');
-    Some(out)
 }
 
 /// [`appended`] entry by entry: the index of the first new entry and each
 /// new entry's raw JSON (slices of `new`).
-pub fn appended_entries<'a>(
+pub(crate) fn appended_entries<'a>(
     old: &Item,
     new: &'a Item,
     at: &Pointer,

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use http::{header, HeaderMap};
 use tracing::field::Empty;
 use tracing::Instrument;
@@ -24,159 +23,30 @@ use tracing::Instrument;
 use super::cadence::Cadence;
 use super::contract;
 use super::extract::{ItemList, Skipped};
-use super::stats::DefStats;
 use super::update::{prepare, Update};
 use super::Feed;
 use crate::budget::Charge;
 use crate::config::{AuthMode, FeedConfig};
-use crate::limits::Limits;
-use crate::metrics::{Metrics, PollOutcome};
+use crate::metrics::PollOutcome;
 use crate::trace;
-use crate::upstream::{PollError, Polled, Upstream, UpstreamError, Validators};
+use crate::upstream::{PollError, Polled, UpstreamError, Validators};
+
+mod seams;
+pub(crate) use seams::{Direct, Good, NoStragglers, Outlet, PollCtx, PollKit, Published, Resume};
+pub use seams::{StragglerRecord, StragglerSink};
 
 /// How long a refresh request waits for more of its kind before polling.
-pub const REFRESH_DEBOUNCE: Duration = Duration::from_millis(5);
+pub(crate) const REFRESH_DEBOUNCE: Duration = Duration::from_millis(5);
 
 /// The longest gap [`refresh_gap`] imposes between two refresh polls.
-pub const REFRESH_GAP_MAX: Duration = Duration::from_secs(1);
+pub(crate) const REFRESH_GAP_MAX: Duration = Duration::from_secs(1);
 
 /// At most one poll per this long is made for refreshes (the refresh
 /// endpoint, write-through) of one feed: `min(interval, 1s)`. Refreshes in
 /// between are coalesced into one poll at the end of the gap, so none is
 /// lost and a flood of them costs the upstream a bounded number of polls.
-pub fn refresh_gap(def: &FeedConfig) -> Duration {
+pub(crate) fn refresh_gap(def: &FeedConfig) -> Duration {
     def.interval.min(REFRESH_GAP_MAX)
-}
-
-/// Where poll loops leave their latest answer, so plain polls of the same
-/// upstream path can be answered from it (`serve_polls`). The straggler
-/// cache implements it; the feed layer never imports that cache.
-pub trait StragglerSink: Send + Sync {
-    /// The recorder of one poll loop: `poll` is the feed's upstream path
-    /// (parameters filled in), `headers` the credentials its polls send.
-    fn straggler_recorder(
-        &self,
-        feed: &Arc<Feed>,
-        poll: &str,
-        headers: &HeaderMap,
-    ) -> Box<dyn StragglerRecord>;
-}
-
-/// One poll loop's side of [`StragglerSink`], told at each moment of a poll.
-/// Dropping it withdraws the loop's answer.
-pub trait StragglerRecord: Send {
-    /// A poll is about to start.
-    fn polling(&mut self, feed: &Feed);
-    /// A poll answered 200 with this body; the next poll is `next` away.
-    fn body(&mut self, body: Bytes, head: &HeaderMap, next: Duration);
-    /// A poll confirmed the answer in force (304, or an unchanged body).
-    fn confirmed(&mut self, next: Duration);
-    /// The answer in force no longer stands (a failure, a write).
-    fn withdraw(&mut self);
-}
-
-/// No feed serves polls: every record does nothing.
-pub(crate) struct NoStragglers;
-
-impl StragglerSink for NoStragglers {
-    fn straggler_recorder(
-        &self,
-        _: &Arc<Feed>,
-        _: &str,
-        _: &HeaderMap,
-    ) -> Box<dyn StragglerRecord> {
-        Box::new(NoStragglers)
-    }
-}
-
-impl StragglerRecord for NoStragglers {
-    fn polling(&mut self, _: &Feed) {}
-    fn body(&mut self, _: Bytes, _: &HeaderMap, _: Duration) {}
-    fn confirmed(&mut self, _: Duration) {}
-    fn withdraw(&mut self) {}
-}
-
-/// Ends a feed nobody subscribes to; `true` when it ended.
-pub(crate) type RemoveIfIdle = Arc<dyn Fn(&Arc<Feed>) -> bool + Send + Sync>;
-
-/// Where a good poll's update goes: into the feed itself ([`Direct`]), or
-/// through an engine that numbers it for several replicas (see
-/// [`super::source`]). `None`: the update was refused (this loop no longer
-/// owns the feed); the list stays as it was and the owner ends the loop.
-pub(crate) trait Outlet: Send + Sync {
-    fn publish<'a>(
-        &'a mut self,
-        feed: &'a Arc<Feed>,
-        update: Update,
-        validators: &'a Validators,
-        metrics: &'a Metrics,
-    ) -> BoxFuture<'a, Option<(Bytes, Arc<ItemList>)>>;
-}
-
-/// The update goes into the feed, numbered by this process.
-pub(crate) struct Direct;
-
-impl Outlet for Direct {
-    fn publish<'a>(
-        &'a mut self,
-        feed: &'a Arc<Feed>,
-        update: Update,
-        _: &'a Validators,
-        metrics: &'a Metrics,
-    ) -> BoxFuture<'a, Option<(Bytes, Arc<ItemList>)>> {
-        Box::pin(std::future::ready(Some(update.publish(feed, metrics))))
-    }
-}
-
-/// Where a poll loop starts from when the feed already has a list it did
-/// not poll itself (a cluster takeover): its body, list and validators, so
-/// the first poll is conditional and diffs against it.
-pub(crate) struct Resume {
-    pub body: Bytes,
-    pub list: Arc<ItemList>,
-    pub validators: Validators,
-}
-
-/// What one poll loop needs from the registry that started it, handed in so
-/// the poller never reaches into the registry's insides.
-pub(crate) struct PollCtx {
-    pub upstream: Upstream,
-    pub metrics: Arc<Metrics>,
-    pub limits: Arc<Limits>,
-    pub stragglers: Arc<dyn StragglerSink>,
-    /// This feed definition's counters for the status page.
-    pub stats: Arc<DefStats>,
-    pub shutdown: tokio_util::sync::CancellationToken,
-    /// End the feed if nobody subscribes to it (the check and the removal
-    /// are one step under the registry's lock); `true` when it ended.
-    pub remove_if_idle: RemoveIfIdle,
-    /// Where good polls are published.
-    pub outlet: Box<dyn Outlet>,
-    /// What the loop starts from (`None`: nothing, the first poll is a snapshot).
-    pub resume: Option<Resume>,
-}
-
-impl PollCtx {
-    /// The same context with another shutdown, outlet and starting point
-    /// (an engine running the loop for a while).
-    pub(crate) fn fork(
-        &self,
-        shutdown: tokio_util::sync::CancellationToken,
-        outlet: Box<dyn Outlet>,
-        resume: Option<Resume>,
-    ) -> Self {
-        Self {
-            upstream: self.upstream.clone(),
-            metrics: self.metrics.clone(),
-            limits: self.limits.clone(),
-            stragglers: self.stragglers.clone(),
-            stats: self.stats.clone(),
-            shutdown,
-            remove_if_idle: self.remove_if_idle.clone(),
-            outlet,
-            resume,
-        }
-    }
 }
 
 /// Run until the feed is idle past its linger, or shutdown. `charge` is the
@@ -445,7 +315,12 @@ impl PollLoop {
             let published = self
                 .ctx
                 .outlet
-                .publish(feed, update, &self.validators, &self.ctx.metrics)
+                .publish(Good {
+                    feed,
+                    update,
+                    validators: &self.validators,
+                    metrics: &self.ctx.metrics,
+                })
                 .await;
             if published.is_none() {
                 // Refused: the owner of the loop ends it (its shutdown).

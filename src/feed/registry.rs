@@ -14,11 +14,14 @@
 //! each request without a lock (`arc-swap`). Indices into the definitions
 //! are stable: a reload appends new and changed definitions and retires the
 //! old ones, so a [`FeedKey`] never silently points at another definition.
+//!
+//! It holds nothing else: admission limits, `[sse]` settings, metrics,
+//! counters and the keepalive ticker live in the start-up context
+//! (`crate::shared`); each poll loop gets the [`poller::PollKit`] the registry
+//! was handed; write-through goes through a [`Refresher`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -30,7 +33,7 @@ pub use super::defs::{Defs, Reloaded};
 use super::source::{Local, Refresh, Source};
 use super::stats::DefStats;
 use super::{poller, Feed, FeedKey};
-use crate::config::{Config, FeedConfig, SseConfig};
+use crate::config::{Config, FeedConfig};
 use crate::limits::{LimitError, Limits};
 use crate::metrics::Metrics;
 use crate::stats::Counters;
@@ -46,31 +49,22 @@ struct Inner {
     feeds: Mutex<HashMap<FeedKey, Arc<Feed>>>,
     /// Replaced only under the `feeds` lock (see [`Registry::reload`]).
     defs: ArcSwap<Defs>,
-    pub(crate) sse: SseConfig,
-    pub(crate) upstream: Upstream,
-    limits: Arc<Limits>,
-    pub(crate) metrics: Arc<Metrics>,
+    /// Events each new feed keeps for resuming subscribers (`sse.history`).
+    history: usize,
+    /// What each poll loop is handed; its limits are the feed limits this
+    /// registry enforces.
+    kit: poller::PollKit,
     tasks: TaskTracker,
-    pub(crate) shutdown: CancellationToken,
-    counters: Arc<Counters>,
-    /// The keepalive ticker runs: started by a subscriber, inside the
-    /// runtime; it ends when no feed is left (and at shutdown).
-    ticking: AtomicBool,
-    ticker: TaskTracker,
-    /// Latest answers of feeds that serve polls (`serve_polls`).
-    stragglers: Arc<dyn poller::StragglerSink>,
     /// Where each feed's events come from (its own poll loop by default).
     source: Arc<dyn Source>,
 }
 
 /// A subscriber's claim on a feed; the feed may stop once all are dropped.
-pub struct Subscription {
+pub struct Claim {
     pub feed: Arc<Feed>,
-    pub metrics: Arc<Metrics>,
-    pub counters: Arc<Counters>,
 }
 
-impl Drop for Subscription {
+impl Drop for Claim {
     fn drop(&mut self) {
         self.feed.remove_subscriber();
         if self.feed.subscribers() == 0 {
@@ -81,68 +75,63 @@ impl Drop for Subscription {
     }
 }
 
+/// A [`Claim`] with what its subscriber records into.
+pub struct Subscription {
+    pub feed: Arc<Feed>,
+    pub metrics: Arc<Metrics>,
+    pub counters: Arc<Counters>,
+    _claim: Claim,
+}
+
+impl Subscription {
+    pub fn new(claim: Claim, metrics: Arc<Metrics>, counters: Arc<Counters>) -> Self {
+        Self {
+            feed: claim.feed.clone(),
+            metrics,
+            counters,
+            _claim: claim,
+        }
+    }
+}
+
 impl Registry {
+    /// A registry of `config`'s feeds, each polling on its own, with the
+    /// limits of `config` (tests, benchmarks).
     pub fn new(
         config: &Config,
         upstream: Upstream,
         shutdown: CancellationToken,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self::with_stragglers(
-            config,
-            upstream,
-            shutdown,
-            metrics,
-            Arc::new(poller::NoStragglers),
-        )
-    }
-
-    /// A registry whose poll loops leave their latest answer in `stragglers`
-    /// (`serve_polls`; see `stragglers`).
-    pub fn with_stragglers(
-        config: &Config,
-        upstream: Upstream,
-        shutdown: CancellationToken,
-        metrics: Arc<Metrics>,
-        stragglers: Arc<dyn poller::StragglerSink>,
-    ) -> Self {
-        Self::with_source(
-            config,
-            upstream,
-            shutdown,
-            metrics,
-            stragglers,
-            Arc::new(Local),
-        )
-    }
-
-    /// A registry whose feeds take their events from `source` (a cluster
-    /// engine) instead of each polling on its own.
-    pub(crate) fn with_source(
-        config: &Config,
-        upstream: Upstream,
-        shutdown: CancellationToken,
-        metrics: Arc<Metrics>,
-        stragglers: Arc<dyn poller::StragglerSink>,
-        source: Arc<dyn Source>,
-    ) -> Self {
         for f in &config.feeds {
             metrics.declare_feed(&f.name);
         }
+        let kit = poller::PollKit {
+            upstream,
+            metrics,
+            limits: Limits::new(&config.limits, &config.upstream.trusted_proxies),
+            stragglers: Arc::new(poller::NoStragglers),
+            shutdown,
+        };
+        Self::with_source(&config.feeds, config.sse.history, kit, Arc::new(Local))
+    }
+
+    /// A registry of `feeds` whose loops are handed `kit` and whose feeds
+    /// take their events from `source` (their own poll loop, or a cluster
+    /// engine), keeping `history` events each.
+    pub(crate) fn with_source(
+        feeds: &[FeedConfig],
+        history: usize,
+        kit: poller::PollKit,
+        source: Arc<dyn Source>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 feeds: Mutex::new(HashMap::new()),
-                defs: ArcSwap::from_pointee(Defs::new(&config.feeds)),
-                sse: config.sse.clone(),
-                upstream,
-                limits: Limits::new(&config.limits, &config.upstream.trusted_proxies),
-                metrics: metrics.clone(),
+                defs: ArcSwap::from_pointee(Defs::new(feeds)),
+                history,
+                kit,
                 tasks: TaskTracker::new(),
-                shutdown,
-                counters: Arc::default(),
-                ticking: AtomicBool::new(false),
-                ticker: TaskTracker::new(),
-                stragglers,
                 source,
             }),
         }
@@ -181,10 +170,6 @@ impl Registry {
         let mut r = Reloaded::default();
         let mut seen = HashSet::new();
         for f in feeds {
-            self.inner.metrics.declare_feed(&f.name);
-            if f.serve_polls {
-                self.inner.metrics.declare_stragglers(&f.name);
-            }
             seen.insert(f.name.as_str());
             match by_name.get(f.name.as_str()) {
                 Some(&i) if same(&old.all[i], f) => {
@@ -221,36 +206,22 @@ impl Registry {
         r
     }
 
-    pub fn sse(&self) -> &SseConfig {
-        &self.inner.sse
-    }
-
-    /// The admission limits shared by every SSE request.
-    pub fn limits(&self) -> &Arc<Limits> {
-        &self.inner.limits
-    }
-
-    /// The upstream client (for `check` admission requests).
-    pub fn upstream(&self) -> &Upstream {
-        &self.inner.upstream
-    }
-
     /// Join (or start) the feed for `key`. Starting one may be refused by
     /// `max_feeds` or `max_feeds_per_definition`; joining never is. Nothing
     /// is counted against a client (tests, internal use): see
     /// [`Registry::subscribe_from`].
-    pub fn subscribe(&self, key: FeedKey) -> Result<Subscription, LimitError> {
+    pub fn subscribe(&self, key: FeedKey) -> Result<Claim, LimitError> {
         self.join_or_start(key, None)
     }
 
     /// [`Registry::subscribe`] for a request from `client`: a feed it starts
     /// counts against it (`max_feeds_per_client`) until the feed ends, and
     /// must fit the memory budget (`max_feed_memory`).
-    pub fn subscribe_from(
+    pub(crate) fn subscribe_from(
         &self,
         key: FeedKey,
         client: std::net::IpAddr,
-    ) -> Result<Subscription, LimitError> {
+    ) -> Result<Claim, LimitError> {
         self.join_or_start(key, Some(client))
     }
 
@@ -258,21 +229,14 @@ impl Registry {
         &self,
         key: FeedKey,
         client: Option<std::net::IpAddr>,
-    ) -> Result<Subscription, LimitError> {
+    ) -> Result<Claim, LimitError> {
         let mut feeds = self.inner.feeds();
-        // Under the map lock: the ticker stops only when the map is empty.
-        if !self.inner.ticking.swap(true, Ordering::AcqRel) {
-            self.inner.ticker.spawn(ticker(self.inner.clone()));
-        }
         if let Some(feed) = feeds.get(&key) {
             feed.add_subscriber();
-            return Ok(Subscription {
-                feed: feed.clone(),
-                metrics: self.inner.metrics.clone(),
-                counters: self.inner.counters.clone(),
-            });
+            return Ok(Claim { feed: feed.clone() });
         }
-        let cfg = self.inner.limits.config();
+        let limits = &self.inner.kit.limits;
+        let cfg = limits.config();
         if cfg.max_feeds > 0 && feeds.len() >= cfg.max_feeds {
             return Err(LimitError::Feeds(cfg.max_feeds));
         }
@@ -284,19 +248,14 @@ impl Registry {
         }
         let defs = self.inner.defs.load();
         let def = defs.all[key.def].clone();
-        let feed = Arc::new(Feed::new(key.clone(), def, self.inner.sse.history));
+        let feed = Arc::new(Feed::new(key.clone(), def, self.inner.history));
         if defs.retired[key.def] {
             // Routed just before a reload retired the definition: send this
             // subscriber to the new one too, without starting a poll loop.
             feed.retire();
             feed.add_subscriber();
-            return Ok(Subscription {
-                feed,
-                metrics: self.inner.metrics.clone(),
-                counters: self.inner.counters.clone(),
-            });
+            return Ok(Claim { feed });
         }
-        let limits = &self.inner.limits;
         let starter = client.map(|c| limits.start_feed(c)).transpose()?;
         let charge = limits
             .budget()
@@ -307,42 +266,33 @@ impl Registry {
         drop(feeds);
         tracing::debug!(feed = %feed.label(), "feed started");
         let inner = self.inner.clone();
-        let ctx = poller::PollCtx {
-            upstream: inner.upstream.clone(),
-            metrics: inner.metrics.clone(),
-            limits: inner.limits.clone(),
-            stragglers: inner.stragglers.clone(),
-            stats: inner.stats(feed.key.def),
-            shutdown: inner.shutdown.clone(),
-            remove_if_idle: Arc::new(move |f| inner.remove_if_idle(f)),
-            outlet: Box::new(poller::Direct),
-            resume: None,
-        };
+        let ctx = self.inner.kit.ctx(
+            self.inner.stats(feed.key.def),
+            Arc::new(move |f| inner.remove_if_idle(f)),
+        );
         let run = self.inner.source.run(feed.clone(), ctx, charge);
         self.inner.tasks.spawn(async move {
             // Counted against its starter until the loop (the feed) ends.
             let _starter = starter;
             run.await;
         });
-        Ok(Subscription {
-            feed,
-            metrics: self.inner.metrics.clone(),
-            counters: self.inner.counters.clone(),
-        })
+        Ok(Claim { feed })
     }
 
-    /// Resync and cut-off counters, for `/_pollcast/stats`.
-    pub fn counters(&self) -> &Arc<Counters> {
-        &self.inner.counters
+    /// The limits of the feeds this registry starts (the same the start-up
+    /// context admits requests with).
+    pub(crate) fn feed_limits(&self) -> &Arc<Limits> {
+        &self.inner.kit.limits
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.inner.metrics
+    /// Every live feed (for the keepalive ticker).
+    pub fn live(&self) -> Vec<Arc<Feed>> {
+        self.inner.feeds().values().cloned().collect()
     }
 
     /// `(definition name, live feed instances, subscribers)` for every feed
     /// definition, including those with nothing live.
-    pub fn live_by_definition(&self) -> Vec<(String, usize, usize)> {
+    pub(crate) fn live_by_definition(&self) -> Vec<(String, usize, usize)> {
         let mut out: Vec<(String, usize, usize)> = self
             .defs()
             .iter()
@@ -381,60 +331,12 @@ impl Registry {
         usage
     }
 
-    /// Write-through: a write to `path` succeeded upstream, so every live feed
-    /// polling `path` or a parent of it (`/api/jobs` for `PATCH /api/jobs/7`)
-    /// polls now. Returns how many feeds were asked.
-    ///
-    /// Both paths are compared in RFC 3986's normal form (see
-    /// [`crate::route::normalize`]): a write to `/api/jobs/%2e%2e/track` is a
-    /// write to `/api/track` for any upstream that resolves dot-segments, and
-    /// one that does not answers it for a path no feed polls.
-    pub fn refresh_path(&self, path: &str) -> usize {
-        let path = crate::route::normalize(path);
-        self.inner.source.refreshed(&Refresh::Path(path.clone()));
-        self.refresh_local_path(&path)
-    }
-
-    /// [`Registry::refresh_path`] on this replica only, `path` normalized
-    /// (a request passed on by another replica).
-    pub fn refresh_local_path(&self, path: &str) -> usize {
-        let feeds = self.inner.feeds();
-        let mut n = 0;
-        for feed in feeds.values() {
-            // The instance's own path: a write to `/api/projects/3/jobs/7`
-            // refreshes the feed of project 3 only.
-            if covers(&crate::route::normalize(&feed.poll_path), path) {
-                feed.refresh();
-                n += 1;
-            }
+    /// The handle write-through and the refresh endpoint ask feeds to poll
+    /// now through.
+    pub fn refresher(&self) -> Refresher {
+        Refresher {
+            inner: self.inner.clone(),
         }
-        n
-    }
-
-    /// The refresh endpoint: every live feed of the definition `name` polls
-    /// now. `None` when no definition has that name.
-    pub fn refresh_definition(&self, name: &str) -> Option<usize> {
-        let n = self.refresh_local_definition(name)?;
-        self.inner
-            .source
-            .refreshed(&Refresh::Definition(name.to_owned()));
-        Some(n)
-    }
-
-    /// [`Registry::refresh_definition`] on this replica only.
-    pub fn refresh_local_definition(&self, name: &str) -> Option<usize> {
-        let def = self
-            .defs()
-            .iter()
-            .find(|(_, d)| d.name == name)
-            .map(|(i, _)| i)?;
-        let feeds = self.inner.feeds();
-        let mut n = 0;
-        for feed in feeds.values().filter(|f| f.key.def == def) {
-            feed.refresh();
-            n += 1;
-        }
-        Some(n)
     }
 
     /// Live feed instances.
@@ -455,43 +357,74 @@ impl Registry {
     /// Wait for every poll loop to end (after shutdown was cancelled).
     pub async fn closed(&self) {
         self.inner.tasks.close();
-        self.inner.ticker.close();
         self.inner.tasks.wait().await;
-        self.inner.ticker.wait().await;
     }
 }
 
-/// One timer for every subscriber's keepalive: every half `sse.keepalive`
-/// each live feed is ticked, and a subscriber that wrote nothing since the
-/// previous tick sends a keepalive (so no stream is silent for longer than
-/// `keepalive`). A timer per subscriber would cost a timer-wheel entry and its
-/// updates on every event, times the number of subscribers. At shutdown every
-/// feed is woken once more, so its subscribers see it and leave.
-async fn ticker(inner: Arc<Inner>) {
-    let half = (inner.sse.keepalive / 2).max(Duration::from_millis(5));
-    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = inner.shutdown.cancelled() => break,
-            _ = every.tick() => {}
-        }
-        let live: Vec<Arc<Feed>> = {
-            let feeds = inner.feeds();
-            if feeds.is_empty() {
-                // Idle: the next subscriber starts a new ticker.
-                inner.ticking.store(false, Ordering::Release);
-                return;
-            }
-            feeds.values().cloned().collect()
-        };
-        for feed in live {
-            feed.tick();
-        }
+/// Asks live feeds to poll now: write-through (a write succeeded upstream)
+/// and the refresh endpoint. A cheap clone, and all it can do.
+#[derive(Clone)]
+pub struct Refresher {
+    inner: Arc<Inner>,
+}
+
+impl Refresher {
+    /// Write-through: a write to `path` succeeded upstream, so every live feed
+    /// polling `path` or a parent of it (`/api/jobs` for `PATCH /api/jobs/7`)
+    /// polls now. Returns how many feeds were asked.
+    ///
+    /// Both paths are compared in RFC 3986's normal form (see
+    /// [`crate::route::normalize`]): a write to `/api/jobs/%2e%2e/track` is a
+    /// write to `/api/track` for any upstream that resolves dot-segments, and
+    /// one that does not answers it for a path no feed polls.
+    pub fn refresh_path(&self, path: &str) -> usize {
+        let path = crate::route::normalize(path);
+        self.inner.source.refreshed(&Refresh::Path(path.clone()));
+        self.refresh_local_path(&path)
     }
-    let live: Vec<Arc<Feed>> = inner.feeds().values().cloned().collect();
-    for feed in live {
-        feed.wake();
+
+    /// [`Refresher::refresh_path`] on this replica only, `path` normalized
+    /// (a request passed on by another replica).
+    pub(crate) fn refresh_local_path(&self, path: &str) -> usize {
+        let feeds = self.inner.feeds();
+        let mut n = 0;
+        for feed in feeds.values() {
+            // The instance's own path: a write to `/api/projects/3/jobs/7`
+            // refreshes the feed of project 3 only.
+            if covers(&crate::route::normalize(&feed.poll_path), path) {
+                feed.refresh();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The refresh endpoint: every live feed of the definition `name` polls
+    /// now. `None` when no definition has that name.
+    pub(crate) fn refresh_definition(&self, name: &str) -> Option<usize> {
+        let n = self.refresh_local_definition(name)?;
+        self.inner
+            .source
+            .refreshed(&Refresh::Definition(name.to_owned()));
+        Some(n)
+    }
+
+    /// [`Refresher::refresh_definition`] on this replica only.
+    pub(crate) fn refresh_local_definition(&self, name: &str) -> Option<usize> {
+        let def = self
+            .inner
+            .defs
+            .load()
+            .iter()
+            .find(|(_, d)| d.name == name)
+            .map(|(i, _)| i)?;
+        let feeds = self.inner.feeds();
+        let mut n = 0;
+        for feed in feeds.values().filter(|f| f.key.def == def) {
+            feed.refresh();
+            n += 1;
+        }
+        Some(n)
     }
 }
 
@@ -517,42 +450,6 @@ impl Inner {
             feeds.remove(&feed.key);
         }
         true
-    }
-}
-
-impl crate::metrics::Gauges for Registry {
-    fn live_by_definition(&self) -> Vec<(String, usize, usize)> {
-        Registry::live_by_definition(self)
-    }
-    fn live_pollers(&self) -> usize {
-        Registry::live_pollers(self)
-    }
-    fn feed_memory(&self) -> u64 {
-        self.inner.limits.budget().used()
-    }
-    fn write_timeouts(&self) -> u64 {
-        self.inner
-            .counters
-            .write_timeouts
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-    fn refused(&self) -> Vec<(&'static str, u64)> {
-        self.inner.limits.refused().to_vec()
-    }
-}
-
-impl crate::stats::Source for Registry {
-    fn live_feeds(&self) -> usize {
-        Registry::live_feeds(self)
-    }
-    fn live_pollers(&self) -> usize {
-        Registry::live_pollers(self)
-    }
-    fn subscribers(&self) -> usize {
-        Registry::subscribers(self)
-    }
-    fn counters(&self) -> &crate::stats::Counters {
-        &self.inner.counters
     }
 }
 

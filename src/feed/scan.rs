@@ -14,11 +14,11 @@ use std::ops::Range;
 
 /// Nesting deeper than this is refused, as serde_json does, so a hostile body
 /// cannot exhaust the stack.
-pub const MAX_DEPTH: usize = 128;
+pub(crate) const MAX_DEPTH: usize = 128;
 
 /// Where the items array was, and its elements.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Found {
+pub(crate) struct Found {
     /// Whether a value exists at the items pointer.
     pub items_present: bool,
     /// Whether that value is an array.
@@ -30,14 +30,14 @@ pub struct Found {
 /// The body is not JSON; the message says where.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{what} at byte {at}")]
-pub struct SyntaxError {
+pub(crate) struct SyntaxError {
     pub what: &'static str,
     pub at: usize,
 }
 
 /// Validate `text` as one JSON document and locate the items at pointer
 /// tokens `items` and, within each, the value at pointer tokens `id`.
-pub fn scan(text: &[u8], items: &[String], id: &[String]) -> Result<Found, SyntaxError> {
+pub(crate) fn scan(text: &[u8], items: &[String], id: &[String]) -> Result<Found, SyntaxError> {
     let mut s = Scanner {
         b: text,
         pos: 0,
@@ -373,7 +373,7 @@ mod sse2 {
 
     /// SSE2 is part of the x86_64 baseline, so no runtime detection is needed.
     #[inline]
-    pub fn plain_run(b: &[u8], mut pos: usize) -> usize {
+    pub(crate) fn plain_run(b: &[u8], mut pos: usize) -> usize {
         while let Some(chunk) = b.get(pos..pos + 16) {
             // SAFETY: `chunk` is 16 readable bytes (loadu has no alignment
             // requirement), and SSE2 is always available on x86_64.

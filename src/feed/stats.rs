@@ -44,7 +44,7 @@ pub struct StatsSample {
 }
 
 impl DefStats {
-    pub fn record_poll(&self, latency: Duration, error: Option<&str>) {
+    pub(crate) fn record_poll(&self, latency: Duration, error: Option<&str>) {
         let counter = if error.is_none() {
             &self.polls_ok
         } else {
@@ -61,12 +61,12 @@ impl DefStats {
     }
 
     /// `n` events were published to subscribers (changes, stale, recovered).
-    pub fn record_events(&self, n: usize) {
+    pub(crate) fn record_events(&self, n: usize) {
         self.events.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// The poll loop that just polled waits `delay` before the next poll.
-    pub fn record_delay(&self, delay: Duration) {
+    pub(crate) fn record_delay(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.delay_ms.store(ms, Ordering::Relaxed);
     }

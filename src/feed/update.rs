@@ -106,12 +106,12 @@ impl Update {
     }
 
     /// The size of the body this update keeps.
-    pub fn body_len(&self) -> usize {
+    pub(crate) fn body_len(&self) -> usize {
         self.body.len()
     }
 
     /// Whether this is the feed's first good poll (it publishes a snapshot).
-    pub fn is_first(&self) -> bool {
+    pub(crate) fn is_first(&self) -> bool {
         self.first
     }
 

@@ -7,7 +7,7 @@
 //! client address: those are unbounded and some are secrets.
 //!
 //! Counters are updated where things happen (poller, subscriber, router);
-//! the gauges of live feeds and subscribers are read from the feed registry
+//! the gauges of live feeds and subscribers are read from a snapshot of the feed registry
 //! at scrape time, so they can never drift from the truth. Beside them, the
 //! standard `process_*` metrics every Prometheus client library exports
 //! (unprefixed, so stock dashboards and alerts find them), read from
@@ -513,39 +513,36 @@ impl Metrics {
         let _ = self.cut_off.get_or_create(&f);
     }
 
-    /// The text exposition in `format`, with the live gauges read from
-    /// `feeds` now.
-    pub fn render_as(&self, feeds: &impl Gauges, format: Format) -> String {
-        let text = self.render(feeds);
+    /// The text exposition in `format`, with the live gauges of `now`.
+    pub fn render_as(&self, now: &Gauges, format: Format) -> String {
+        let text = self.render(now);
         match format {
             Format::OpenMetrics => text,
             Format::Prometheus => prometheus_text(&text),
         }
     }
 
-    /// The OpenMetrics text exposition, with the live gauges read from `feeds` now.
-    pub fn render(&self, feeds: &impl Gauges) -> String {
+    /// The OpenMetrics text exposition, with the live gauges of `now`.
+    pub fn render(&self, now: &Gauges) -> String {
         let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         self.subscribers.clear();
         self.feeds.clear();
-        for (name, live, subs) in feeds.live_by_definition() {
-            let f = FeedLabel { feed: name };
-            self.feeds.get_or_create(&f).set(live as i64);
-            self.subscribers.get_or_create(&f).set(subs as i64);
+        for (name, live, subs) in &now.live_by_definition {
+            let f = FeedLabel { feed: name.clone() };
+            self.feeds.get_or_create(&f).set(*live as i64);
+            self.subscribers.get_or_create(&f).set(*subs as i64);
         }
-        self.poll_loops.set(feeds.live_pollers() as i64);
-        let used = feeds.feed_memory();
+        self.poll_loops.set(now.live_pollers as i64);
         self.feed_memory
-            .set(i64::try_from(used).unwrap_or(i64::MAX));
+            .set(i64::try_from(now.feed_memory).unwrap_or(i64::MAX));
         // The listener counts these without knowing a feed; mirror its
         // monotonic count (the scrape lock makes the catch-up exact).
-        let seen = feeds.write_timeouts();
         self.write_timeouts
-            .inc_by(seen.saturating_sub(self.write_timeouts.get()));
+            .inc_by(now.write_timeouts.saturating_sub(self.write_timeouts.get()));
         // The limits keep their own counts; bring the counters up to them.
-        for (limit, total) in feeds.refused() {
+        for (limit, total) in &now.refused {
             let c = self.limit_refusals.get_or_create(&LimitLabel {
-                limit: limit.into(),
+                limit: (*limit).into(),
             });
             c.inc_by(total.saturating_sub(c.get()));
         }
@@ -556,19 +553,21 @@ impl Metrics {
     }
 }
 
-/// What a scrape reads from the live feeds. The feed registry implements
-/// it, so this module never imports the registry that records into it.
-pub trait Gauges {
+/// What a scrape reads from the live feeds, taken at the scrape by whoever
+/// holds them (the start-up context), so this module never imports the
+/// registry that records into it.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
     /// `(definition, live instances, subscribers)` per feed definition.
-    fn live_by_definition(&self) -> Vec<(String, usize, usize)>;
+    pub live_by_definition: Vec<(String, usize, usize)>,
     /// Running poll loops.
-    fn live_pollers(&self) -> usize;
+    pub live_pollers: usize,
     /// Bytes charged to the feed memory budget.
-    fn feed_memory(&self) -> u64;
+    pub feed_memory: u64,
     /// Connections cut by the write timeout since start.
-    fn write_timeouts(&self) -> u64;
+    pub write_timeouts: u64,
     /// Requests refused so far, per limit.
-    fn refused(&self) -> Vec<(&'static str, u64)>;
+    pub refused: Vec<(&'static str, u64)>,
 }
 
 /// The `Content-Type` of [`Metrics::render`]'s output.

@@ -88,16 +88,12 @@ impl Proxy {
         resp
     }
 
-    async fn exchange<B>(
+    async fn exchange<B: crate::body::Incoming>(
         &self,
         mut req: Request<B>,
         client: SocketAddr,
         scheme: &'static str,
-    ) -> Response<BoxBody>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    ) -> Response<BoxBody> {
         if req.method() == Method::CONNECT {
             // A reverse proxy has no business opening tunnels to arbitrary hosts.
             let mut r = text_response(

@@ -26,13 +26,13 @@ use crate::body::BoxBody;
 use crate::config::AuthMode;
 use crate::cors::{Cors, Verdict as CorsVerdict};
 use crate::feed::key::{self, FeedKey, Identified};
-use crate::feed::registry::Registry;
 use crate::limits::Permit;
 use crate::response::text;
+use crate::shared::Shared;
 
 /// What every SSE request needs, shared by all connections.
-pub struct SseContext<'a> {
-    pub registry: &'a Registry,
+pub(crate) struct SseContext<'a> {
+    pub shared: &'a Shared,
     pub cors: &'a Cors,
     pub shutdown: &'a CancellationToken,
     /// `auth = "check"` answers shared between subscribers.
@@ -41,7 +41,7 @@ pub struct SseContext<'a> {
 
 /// Answer a request for an SSE path followed by the feed definitions `defs`
 /// (several when feeds share the path), with the path's parameter values.
-pub async fn respond(
+pub(crate) async fn respond(
     ctx: SseContext<'_>,
     defs: &[usize],
     params: Vec<String>,
@@ -133,7 +133,7 @@ fn identify(
     // Every feed on the path admits the request by its own rules.
     let mut ids = Vec::with_capacity(defs.len());
     for &def in defs {
-        let Some(cfg) = ctx.registry.defs().get(def).cloned() else {
+        let Some(cfg) = ctx.shared.registry.defs().get(def).cloned() else {
             return Err(text(StatusCode::NOT_FOUND, "no such feed\n"));
         };
         match key::identify(def, &cfg, head.uri.query(), &head.headers) {
@@ -180,7 +180,7 @@ fn limit(
     head: &Parts,
     client: SocketAddr,
 ) -> Phase<(std::net::IpAddr, Option<Permit>)> {
-    let limits = ctx.registry.limits();
+    let limits = &ctx.shared.limits;
     let client = limits.client(client.ip(), &head.headers);
     if head.method == Method::HEAD {
         return Ok((client, None));
@@ -208,7 +208,7 @@ async fn authorize(
             continue;
         }
         let check = Check::new(
-            ctx.registry.upstream().clone(),
+            ctx.shared.upstream.clone(),
             cfg.clone(),
             &id.key.query,
             &id.key.params,
@@ -256,10 +256,10 @@ fn subscribe(
     let Some(permit) = permit else {
         return Ok(resp); // HEAD: admitted, nothing to stream
     };
-    let (registry, limits) = (ctx.registry, ctx.registry.limits());
+    let (shared, limits) = (ctx.shared, &ctx.shared.limits);
     let mut subs = Vec::with_capacity(keys.len());
     for key in keys {
-        match registry.subscribe_from(key, client) {
+        match shared.subscribe_from(key, client) {
             Ok(sub) => subs.push(sub),
             Err(e) => return Err(limits.response(limits.refuse(e, client))),
         }
@@ -271,7 +271,7 @@ fn subscribe(
     let subscriber = stream::Subscriber::new(
         subs,
         last_event_id.as_deref(),
-        registry.sse(),
+        &shared.sse,
         ctx.shutdown.clone(),
     )
     .hold(permit)

@@ -112,7 +112,7 @@ impl Pipeline {
     }
 
     /// The tracer the `tracing` layer records spans with.
-    pub fn tracer(&self) -> opentelemetry_sdk::trace::Tracer {
+    pub(crate) fn tracer(&self) -> opentelemetry_sdk::trace::Tracer {
         self.provider.tracer("pollcast")
     }
 

@@ -22,12 +22,12 @@ pub use export::{Pipeline, TraceError};
 /// The target of every span pollcast exports. Enabled only when traces
 /// are on; it does not start with `pollcast`, so `[log] level` never
 /// enables it (log filters match targets by prefix).
-pub const TARGET: &str = "otel::pollcast";
+pub(crate) const TARGET: &str = "otel::pollcast";
 
 /// Continue the trace of an incoming request on `span`: its parent becomes
 /// the caller's span named by `traceparent` (and `tracestate`). Without a
 /// valid header, `span` stays a root.
-pub fn continue_from(span: &Span, headers: &HeaderMap) {
+pub(crate) fn continue_from(span: &Span, headers: &HeaderMap) {
     if span.is_disabled() || !headers.contains_key("traceparent") {
         return;
     }
@@ -41,7 +41,7 @@ pub fn continue_from(span: &Span, headers: &HeaderMap) {
 /// Write `span` as the parent into an outgoing request's `traceparent`
 /// (and `tracestate`), replacing any the request carried. Nothing when
 /// `span` is not traced.
-pub fn inject(span: &Span, headers: &mut HeaderMap) {
+pub(crate) fn inject(span: &Span, headers: &mut HeaderMap) {
     if span.is_disabled() {
         return;
     }

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use super::{id_of, text_at, Events, Render};
 use crate::feed::diff::{Change, Patch};
 use crate::feed::extract::{Item, ItemList};
+use crate::feed::object::push_array;
 use crate::pointer::Pointer;
 use crate::template::Slot;
 
@@ -130,7 +131,9 @@ impl Render {
             let each: Vec<(usize, &[u8])> = if c.append_each {
                 a.entries.iter().enumerate().map(|(n, e)| (n, *e)).collect()
             } else {
-                joined = join(&a.entries);
+                let mut array = Vec::new();
+                push_array(&mut array, a.entries.iter().copied());
+                joined = array;
                 vec![(usize::MAX, &joined[..])]
             };
             for (n, entry) in each {
@@ -182,19 +185,6 @@ impl Render {
         }
         out
     }
-}
-
-/// Raw JSON values as one array.
-fn join(entries: &[&[u8]]) -> Vec<u8> {
-    let mut out = b"[".to_vec();
-    for (n, e) in entries.iter().enumerate() {
-        if n > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(e);
-    }
-    out.push(b']');
-    out
 }
 
 /// The top-level fields an RFC 6902 patch touches, as a sorted JSON array of

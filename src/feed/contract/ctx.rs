@@ -2,7 +2,7 @@
 //! placeholder, spliced in without building values.
 
 use super::super::extract::Item;
-use super::super::object::find_raw;
+use super::super::object::{find_raw, push_array};
 use crate::pointer::Pointer;
 use crate::template::{Slot, Vars};
 
@@ -43,28 +43,13 @@ impl Vars for Ctx<'_> {
                 .is_some()
         };
         let items = |out: &mut Vec<u8>, l: Option<&[Item]>| {
-            let Some(l) = l else { return false };
-            out.push(b'[');
-            for (n, i) in l.iter().enumerate() {
-                if n > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(&i.raw);
-            }
-            out.push(b']');
-            true
+            l.map(|l| push_array(out, l.iter().map(|i| &i.raw[..])))
+                .is_some()
         };
         match slot {
             Slot::Items if self.gathered.is_some() => {
                 let l = self.gathered.unwrap_or_default();
-                out.push(b'[');
-                for (n, i) in l.iter().enumerate() {
-                    if n > 0 {
-                        out.push(b',');
-                    }
-                    out.extend_from_slice(&i.raw);
-                }
-                out.push(b']');
+                push_array(out, l.iter().map(|i| &i.raw[..]));
                 true
             }
             Slot::Ids => bytes(out, self.ids),

@@ -5,16 +5,16 @@ use proptest::strategy::Strategy;
 use super::*;
 use crate::config::{Config, FeedConfig, UpstreamUrl};
 use crate::feed::extract::extract;
-use crate::feed::registry::Registry;
 use crate::feed::FeedKey;
 use crate::metrics::Metrics;
 use crate::pointer::Pointer;
+use crate::shared::Shared;
 use crate::upstream::Upstream;
 
-/// A registry of `config`'s feeds with fresh metrics, and its shutdown.
-fn registry_for(config: &Config) -> (Registry, CancellationToken) {
+/// A registry of `config`'s feeds in its context, with fresh metrics, and its shutdown.
+fn registry_for(config: &Config) -> (Shared, CancellationToken) {
     let shutdown = CancellationToken::new();
-    let registry = Registry::new(
+    let registry = Shared::from_config(
         config,
         Upstream::new(&config.upstream),
         shutdown.clone(),
@@ -43,7 +43,7 @@ async fn a_subscriber_that_fell_behind_is_resynced_and_counted() {
     config.sse.history = 1;
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(Metrics::new());
-    let registry = Registry::new(
+    let registry = Shared::from_config(
         &config,
         Upstream::new(&config.upstream),
         shutdown.clone(),
@@ -76,7 +76,7 @@ async fn a_subscriber_that_fell_behind_is_resynced_and_counted() {
     s.next().await.expect("id");
     let body = s.next().await.expect("snapshot body");
     assert!(String::from_utf8_lossy(&body).contains("event: snapshot"));
-    let text = metrics.render(&registry);
+    let text = metrics.render(&registry.gauges());
     assert!(
         text.contains("pollcast_subscribers_resynced_total{feed=\"t\"} 1\n"),
         "{text}"
