@@ -21,16 +21,11 @@ import re
 import statistics
 import sys
 
-retries = 0
+import results
+from results import cell, fmt, med, pct, read_deliveries
+
 BEGIN = "<!-- bench/run.sh: begin (generated; the soak section lives outside these markers) -->"
 END = "<!-- bench/run.sh: end -->"
-
-
-def pct(sorted_vals, p):
-    if not sorted_vals:
-        return None
-    k = min(len(sorted_vals) - 1, max(0, int(round(p / 100.0 * len(sorted_vals) + 0.5)) - 1))
-    return sorted_vals[k]
 
 
 def rss(pid):
@@ -56,29 +51,6 @@ def rss(pid):
     print(total)
 
 
-def read_deliveries(files):
-    global retries
-    rows, conns, failed, min_ev, per_file = [], 0, 0, None, []
-    for fn in files:
-        try:
-            with open(fn) as f:
-                for line in f:
-                    if line.startswith("#"):
-                        m = re.search(r"conns (\d+) failed (\d+) min_events (\d+) max_events (\d+) reporting (\d+) retries (\d+)", line)
-                        if m:
-                            conns += int(m.group(1))
-                            failed += int(m.group(2))
-                            mn = int(m.group(3)) if int(m.group(5)) > 0 else 0
-                            min_ev = mn if min_ev is None else min(min_ev, mn)
-                            retries += int(m.group(6))
-                        continue
-                    s, c, r = line.split()
-                    rows.append((int(s), int(c), int(r)))
-        except FileNotFoundError:
-            per_file.append(fn)
-    return rows, conns, failed, (min_ev or 0), per_file
-
-
 def fanout(a):
     rows, conns, failed, min_ev, missing_files = read_deliveries(a.files)
     events = sorted({(s, c) for s, c, _ in rows})
@@ -100,7 +72,7 @@ def fanout(a):
         "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "max_ms": lat[-1] if lat else None,
         "deliveries_per_s": (a.n / (statistics.median(spans) / 1000.0)) if spans and statistics.median(spans) > 0 else None,
         "rss_per_sub_kib": (a.rssn - a.rss0) / a.n if a.n else None,
-        "rss0_kib": a.rss0, "rssn_kib": a.rssn, "connect_retries": retries,
+        "rss0_kib": a.rss0, "rssn_kib": a.rssn, "connect_retries": results.retries,
     }
     print(json.dumps(out))
 
@@ -194,34 +166,6 @@ def check(a):
     if bad:
         print("SMOKE FAILED:\n  " + "\n  ".join(bad), file=sys.stderr)
         sys.exit(1)
-
-
-def med(vals):
-    vals = [v for v in vals if v is not None]
-    return statistics.median(vals) if vals else None
-
-
-def spread(vals):
-    vals = [v for v in vals if v is not None]
-    return (min(vals), max(vals)) if vals else (None, None)
-
-
-def fmt(v, d=1):
-    if v is None:
-        return "n/a"
-    if abs(v) >= 1000 and d <= 1:
-        return f"{v:,.0f}"
-    return f"{v:.{d}f}"
-
-
-def cell(vals, d=1):
-    m = med(vals)
-    lo, hi = spread(vals)
-    if m is None:
-        return "n/a"
-    if lo == hi:
-        return fmt(m, d)
-    return f"{fmt(m, d)} ({fmt(lo, d)}–{fmt(hi, d)})"
 
 
 def svg(results, path):

@@ -6,7 +6,7 @@ Standard library only.
 
 import json
 
-from analyse import cell, med, pct, read_deliveries
+from results import cell, med, pct, read_deliveries
 
 
 def add_parsers(sub):
