@@ -22,11 +22,12 @@ use futures_util::future::BoxFuture;
 use http::HeaderValue;
 use redis::Value;
 
+use super::fallback::{self, Rejoin};
 use super::keys::Keys;
 use super::{Cluster, ClusterError};
 use crate::budget::Charge;
 use crate::feed::extract::ItemList;
-use crate::feed::poller::{self, Direct, Outlet, PollCtx, Resume};
+use crate::feed::poller::{self, Outlet, PollCtx, Resume, Status};
 use crate::feed::update::{prepare, Update};
 use crate::feed::{Applied, Feed};
 use crate::metrics::Metrics;
@@ -45,6 +46,35 @@ pub(super) struct Full {
     pub body: Bytes,
     pub validators: Validators,
     pub events: Vec<(u64, Bytes)>,
+    pub status: Told,
+}
+
+/// What the leader told its subscribers besides events: the upstream's
+/// status and an object feed's end, as encoded bytes every replica serves.
+#[derive(Debug, Default)]
+pub(super) struct Told {
+    /// `Some` while the upstream fails: the `stale` body.
+    pub stale: Option<Bytes>,
+    /// The `recovered` body of the last recovery.
+    pub recovered: Bytes,
+    /// The terminal event, once the feed reached its end.
+    pub end: Option<Bytes>,
+}
+
+/// One poll as the leader writes it.
+pub(super) struct Written<'a> {
+    pub body: &'a Bytes,
+    pub validators: &'a Validators,
+    pub events: &'a [(u64, Bytes)],
+    pub end: Option<&'a Bytes>,
+}
+
+/// A lease this replica holds. `fresh`: the replica comes back from polling
+/// on its own, so what Redis holds may predate its own polls; it starts a
+/// new epoch from a poll of its own instead of resuming the stored state.
+pub(super) struct Lease {
+    pub token: String,
+    pub fresh: bool,
 }
 
 /// What this replica last applied: `(epoch, rev)`.
@@ -62,32 +92,24 @@ pub(super) async fn run(cluster: Arc<Cluster>, feed: Arc<Feed>, ctx: PollCtx, mu
             break;
         }
         if !*up.borrow_and_update() {
-            // Fall back: poll here under a local epoch until Redis is back.
-            feed.local_epoch();
+            // Fall back: poll here under a local epoch until Redis is back
+            // and holds a state at least as new as this replica's.
             seen = None;
-            let stop = ctx.shutdown.child_token();
-            let poll = poller::run(
-                feed.clone(),
-                ctx.fork(stop.clone(), Box::new(Direct), None),
-                charge,
-            );
-            tokio::pin!(poll);
-            let rejoin = loop {
-                tokio::select! {
-                    c = &mut poll => { charge = c; break false; }
-                    r = up.changed() => {
-                        if r.is_err() || *up.borrow_and_update() {
-                            stop.cancel();
-                            charge = (&mut poll).await;
-                            break true;
-                        }
+            let (c, next) =
+                fallback::run(&cluster, &feed, &ctx, &keys, &notify, &mut up, charge).await;
+            charge = c;
+            match next {
+                Rejoin::End => break,
+                Rejoin::Follow => continue,
+                Rejoin::Lead(token) => {
+                    let lease = Lease { token, fresh: true };
+                    match lead(&cluster, &feed, &ctx, &keys, lease, charge, &mut seen).await {
+                        (c, true) => charge = c,
+                        (_, false) => break,
                     }
+                    continue;
                 }
-            };
-            if !rejoin || ctx.shutdown.is_cancelled() || feed.is_retired() {
-                break;
             }
-            continue;
         }
         match sync(&cluster, &feed, &keys, &mut seen).await {
             Ok(_) => {}
@@ -115,7 +137,11 @@ pub(super) async fn run(cluster: Arc<Cluster>, feed: Arc<Feed>, ctx: PollCtx, mu
         };
         if let Some(token) = token {
             idle_since = None;
-            match lead(&cluster, &feed, &ctx, &keys, token, charge, &mut seen).await {
+            let lease = Lease {
+                token,
+                fresh: false,
+            };
+            match lead(&cluster, &feed, &ctx, &keys, lease, charge, &mut seen).await {
                 (c, true) => charge = c,
                 (_, false) => break,
             }
@@ -152,13 +178,17 @@ async fn lead(
     feed: &Arc<Feed>,
     ctx: &PollCtx,
     keys: &Keys,
-    token: String,
+    Lease { token, fresh }: Lease,
     charge: Charge,
     seen: &mut Seen,
 ) -> (Charge, bool) {
-    tracing::debug!(feed = %feed.label(), "cluster: leading");
+    tracing::debug!(feed = %feed.label(), fresh, "cluster: leading");
     // Start from what is stored: the takeover's first poll is conditional.
-    let stored = read(cluster, keys, &None, 0).await.ok().flatten();
+    let stored = if fresh {
+        None
+    } else {
+        read(cluster, keys, &None, 0).await.ok().flatten()
+    };
     let mut resume = None;
     let mut outlet = Fenced {
         cluster: cluster.clone(),
@@ -168,22 +198,12 @@ async fn lead(
         seq: 0,
         stop: ctx.shutdown.child_token(),
     };
-    if let Some(Stored {
-        epoch,
-        seq,
-        rev,
-        full: Some(full),
-    }) = stored
-    {
-        if let Some(list) = list_of(feed, full.body.clone()) {
-            apply(feed, &epoch, seq, list.clone(), full.events, seen, rev);
+    if let Some(stored) = stored {
+        let (epoch, seq) = (stored.epoch.clone(), stored.seq);
+        if let Some(r) = take(feed, stored, seen) {
             outlet.epoch = Some(epoch);
             outlet.seq = seq;
-            resume = Some(Resume {
-                body: full.body,
-                list,
-                validators: full.validators,
-            });
+            resume = Some(r);
         }
     }
     let stop = outlet.stop.clone();
@@ -201,6 +221,8 @@ async fn lead(
             c = &mut poll => break c,
             _ = tokio::time::sleep_until(renew_at) => {
                 renew_at += every;
+                // A subscriber whose id is ahead of this replica waits no longer.
+                feed.synced();
                 if !stop.is_cancelled() && !renew(cluster, keys, &token).await {
                     tracing::info!(feed = %feed.label(), "cluster: lease lost; following");
                     stop.cancel();
@@ -263,10 +285,15 @@ impl Outlet for Fenced {
                 events.last().map_or(expected, |(s, _)| *s)
             };
             update.count(&feed.def.name, metrics);
+            let end = update.terminal().cloned();
             let (body, list) = update.into_parts();
-            let written = self
-                .write(&epoch, expected, first, &body, validators, &events)
-                .await;
+            let poll = Written {
+                body: &body,
+                validators,
+                events: &events,
+                end: end.as_ref(),
+            };
+            let written = self.write(&epoch, expected, first, poll).await;
             metrics.cluster_publish(written.is_ok());
             if let Err(e) = written {
                 tracing::info!(feed = %feed.label(), "cluster: publish refused ({e}); following");
@@ -286,6 +313,23 @@ impl Outlet for Fenced {
             Some((body, list))
         })
     }
+
+    fn status<'a>(&'a mut self, feed: &'a Arc<Feed>, status: Status) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            // Written first, then told here: every replica tells the same bytes.
+            let (stale, body) = match &status {
+                Status::Stale(b) => (true, b),
+                Status::Recovered(b) => (false, b),
+            };
+            match self.write_status(stale, body).await {
+                Ok(_) => status.apply(feed),
+                Err(e) => {
+                    tracing::info!(feed = %feed.label(), "cluster: status refused ({e}); following");
+                    self.stop.cancel();
+                }
+            }
+        })
+    }
 }
 
 impl Fenced {
@@ -294,10 +338,14 @@ impl Fenced {
         epoch: &str,
         expected: u64,
         first: bool,
-        body: &Bytes,
-        validators: &Validators,
-        events: &[(u64, Bytes)],
+        poll: Written<'_>,
     ) -> Result<i64, ClusterError> {
+        let Written {
+            body,
+            validators,
+            events,
+            end,
+        } = poll;
         let c = &self.cluster;
         let header =
             |v: &Option<HeaderValue>| v.as_ref().map_or(Vec::new(), |h| h.as_bytes().to_vec());
@@ -315,7 +363,8 @@ impl Fenced {
             .arg(c.history.max(1))
             .arg(c.ttl_ms(&self.keys))
             .arg(c.names.events_channel())
-            .arg(&self.keys.hash);
+            .arg(&self.keys.hash)
+            .arg(end.map_or(&[][..], |e| e.as_ref()));
         for (seq, e) in events {
             inv.arg(*seq).arg(e.as_ref());
         }
@@ -326,6 +375,31 @@ impl Fenced {
             -2 => Err(ClusterError::Reply("the sequence moved".into())),
             r => Ok(r),
         }
+    }
+
+    /// Tell every replica the upstream's status, if the lease is still ours.
+    async fn write_status(&self, stale: bool, body: &Bytes) -> Result<i64, ClusterError> {
+        let c = &self.cluster;
+        let mut conn = c.conn()?;
+        let rev: i64 = c
+            .timed(
+                c.scripts
+                    .status
+                    .key(&self.keys.lease)
+                    .key(&self.keys.state)
+                    .arg(&self.token)
+                    .arg(if stale { "1" } else { "0" })
+                    .arg(body.as_ref())
+                    .arg(c.ttl_ms(&self.keys))
+                    .arg(c.names.events_channel())
+                    .arg(&self.keys.hash)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        if rev == -1 {
+            return Err(ClusterError::Reply("the lease is no longer ours".into()));
+        }
+        Ok(rev)
     }
 }
 
@@ -353,25 +427,57 @@ async fn sync(
         Some((e, _)) if **e == *epoch => seq + 1,
         _ => 0,
     };
-    let Some(stored) = read(cluster, keys, seen, from).await? else {
-        return Ok(());
-    };
-    let Some(full) = stored.full else {
-        return Ok(());
-    };
-    let Some(list) = list_of(feed, full.body) else {
-        return Ok(());
-    };
-    apply(
-        feed,
-        &stored.epoch,
-        stored.seq,
-        list,
-        full.events,
-        seen,
-        stored.rev,
-    );
+    if let Some(stored) = read(cluster, keys, seen, from).await? {
+        take(feed, stored, seen);
+    }
+    feed.synced();
     Ok(())
+}
+
+/// Apply a stored state to the local feed in the order its leader told it:
+/// a recovery before the events, the events, then a new failure or the
+/// end. Returns where a leader's poll loop resumes from.
+pub(super) fn take(feed: &Feed, stored: Stored, seen: &mut Seen) -> Option<Resume> {
+    let Stored {
+        epoch,
+        seq,
+        rev,
+        full,
+    } = stored;
+    let Full {
+        body,
+        validators,
+        events,
+        status,
+    } = full?;
+    if status.stale.is_none() && feed.is_stale() {
+        // Stale from this replica's own polls: the cluster never told one.
+        let recovered = if status.recovered.is_empty() {
+            feed.render.recovered(std::time::SystemTime::now(), 0)
+        } else {
+            status.recovered
+        };
+        feed.set_recovered(recovered);
+    }
+    let mut resume = None;
+    if epoch.is_empty() {
+        // Only a status so far: the upstream failed before any good poll.
+        *seen = Some((epoch, rev));
+    } else if let Some(list) = list_of(feed, body.clone()) {
+        apply(feed, &epoch, seq, list.clone(), events, seen, rev);
+        resume = Some(Resume {
+            body,
+            list,
+            validators,
+        });
+    }
+    if let Some(stale) = status.stale {
+        feed.set_stale(stale);
+    }
+    if let (Some(end), false) = (status.end, feed.is_finished()) {
+        feed.finish(end);
+    }
+    resume
 }
 
 /// Apply a stored state to the local feed and remember it as seen.
@@ -477,8 +583,14 @@ pub(super) async fn read(
         etag: header(bytes(4)?),
         last_modified: header(bytes(5)?),
     };
+    let given = |b: Bytes| (!b.is_empty()).then_some(b);
+    let status = Told {
+        stale: (number(6)? == 1).then_some(bytes(7)?),
+        recovered: bytes(8)?,
+        end: given(bytes(9)?),
+    };
     let mut events = Vec::new();
-    let mut i = 6;
+    let mut i = 10;
     while i + 1 < reply.len() {
         events.push((number(i)?, bytes(i + 1)?));
         i += 2;
@@ -491,6 +603,7 @@ pub(super) async fn read(
             body: bytes(3)?,
             validators,
             events,
+            status,
         }),
     }))
 }

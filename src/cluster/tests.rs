@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderValue;
 
-use super::follow::{acquire, read, Fenced};
+use super::follow::{acquire, read, Fenced, Written};
 use super::Cluster;
 use crate::config::{ClusterConfig, FeedConfig};
 use crate::feed::{Feed, FeedKey};
@@ -97,16 +97,14 @@ async fn a_stale_leaders_write_is_refused_by_the_script() {
     let none = Validators::default();
     let body = Bytes::from_static(b"[]");
     let old = leader(&a);
-    old.write("e1", 0, true, &body, &none, &[])
+    old.write("e1", 0, true, written(&body, &none, &[]))
         .await
         .expect("first write");
     old.write(
         "e1",
         1,
         false,
-        &body,
-        &none,
-        &[(2, Bytes::from_static(b"two"))],
+        written(&body, &none, &[(2, Bytes::from_static(b"two"))]),
     )
     .await
     .expect("second write");
@@ -132,9 +130,7 @@ async fn a_stale_leaders_write_is_refused_by_the_script() {
             "e1",
             2,
             false,
-            &body,
-            &none,
-            &[(3, Bytes::from_static(b"late"))],
+            written(&body, &none, &[(3, Bytes::from_static(b"late"))]),
         )
         .await;
     assert!(late.is_err(), "{late:?}");
@@ -145,9 +141,7 @@ async fn a_stale_leaders_write_is_refused_by_the_script() {
             "e1",
             1,
             false,
-            &body,
-            &none,
-            &[(2, Bytes::from_static(b"dup"))],
+            written(&body, &none, &[(2, Bytes::from_static(b"dup"))]),
         )
         .await;
     assert!(moved.is_err(), "{moved:?}");
@@ -155,9 +149,7 @@ async fn a_stale_leaders_write_is_refused_by_the_script() {
         "e1",
         2,
         false,
-        &body,
-        &none,
-        &[(3, Bytes::from_static(b"three"))],
+        written(&body, &none, &[(3, Bytes::from_static(b"three"))]),
     )
     .await
     .expect("the holder's write");
@@ -176,6 +168,19 @@ async fn a_stale_leaders_write_is_refused_by_the_script() {
         ],
         "no late write, no reused id"
     );
+}
+
+fn written<'a>(
+    body: &'a Bytes,
+    validators: &'a Validators,
+    events: &'a [(u64, Bytes)],
+) -> Written<'a> {
+    Written {
+        body,
+        validators,
+        events,
+        end: None,
+    }
 }
 
 #[test]

@@ -111,6 +111,30 @@ pub(crate) trait Outlet: Send + Sync {
         validators: &'a Validators,
         metrics: &'a Metrics,
     ) -> BoxFuture<'a, Option<(Bytes, Arc<ItemList>)>>;
+
+    /// The upstream's status changed. An engine shared by several replicas
+    /// tells them all (the same bytes everywhere); by default only this feed.
+    fn status<'a>(&'a mut self, feed: &'a Arc<Feed>, status: Status) -> BoxFuture<'a, ()> {
+        status.apply(feed);
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// A change of the upstream's status, encoded: what every subscriber of the
+/// feed hears as `stale` or `recovered`.
+pub(crate) enum Status {
+    Stale(Bytes),
+    Recovered(Bytes),
+}
+
+impl Status {
+    /// Put the status into the feed itself.
+    pub(crate) fn apply(self, feed: &Feed) {
+        match self {
+            Status::Stale(b) => feed.set_stale(b),
+            Status::Recovered(b) => feed.set_recovered(b),
+        }
+    }
 }
 
 /// The update goes into the feed, numbered by this process.
@@ -213,7 +237,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: PollCtx, charge: Charge) -> Charge
         let polled = l.poll_once().instrument(span.clone()).await;
         let delay = match polled {
             Ok(update) => l.on_success(update).instrument(span.clone()).await,
-            Err(failure) => span.in_scope(|| l.on_failure(failure)),
+            Err(failure) => l.on_failure(failure).instrument(span.clone()).await,
         };
         drop(span);
         if !l.wait(delay).await {
@@ -422,14 +446,16 @@ impl PollLoop {
     /// on a terminal state. Returns the delay until the next poll.
     async fn on_success(&mut self, Success { update, fresh_for }: Success) -> Duration {
         let feed = &self.feed;
-        // Recovery is told before the events that follow it.
-        if self.failures > 0 {
+        // Recovery is told before the events that follow it. A feed taken
+        // over stale (another replica's polls failed) recovers here too.
+        if self.failures > 0 || feed.is_stale() {
             self.ctx.stats.record_events(1);
             tracing::info!(feed = %feed.label(), failures = self.failures, "upstream recovered");
             self.ctx
                 .metrics
                 .events(&self.def.name, contract::RECOVERED, 1);
-            feed.set_recovered(feed.render.recovered(self.stale_since, self.failures));
+            let body = feed.render.recovered(self.stale_since, self.failures);
+            self.ctx.outlet.status(feed, Status::Recovered(body)).await;
         }
         self.failures = 0;
         let mut changed = false;
@@ -466,7 +492,7 @@ impl PollLoop {
 
     /// After a failed poll: the list stays as it was (no item looks
     /// removed); subscribers hear `stale` once. Returns the backoff delay.
-    fn on_failure(
+    async fn on_failure(
         &mut self,
         Failure {
             reason,
@@ -494,7 +520,10 @@ impl PollLoop {
         } else {
             tracing::debug!(feed = %feed.label(), failures, %reason, "poll failed");
         }
-        feed.set_stale(feed.render.stale(&reason, failures, self.stale_since));
+        if !feed.is_stale() {
+            let body = feed.render.stale(&reason, failures, self.stale_since);
+            self.ctx.outlet.status(feed, Status::Stale(body)).await;
+        }
         let delay = self.cadence.failed(failures, retry_after);
         self.delay(delay)
     }
