@@ -11,6 +11,7 @@
 //! are keyed hashes, see [`keys`]).
 
 mod fallback;
+mod fenced;
 mod follow;
 mod keys;
 mod scripts;

@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderValue;
 
-use super::follow::{acquire, read, Fenced, Written};
+use super::fenced::{Fenced, Written};
+use super::follow::{acquire, read};
 use super::Cluster;
 use crate::config::{ClusterConfig, FeedConfig};
 use crate::feed::{Feed, FeedKey};
