@@ -204,3 +204,54 @@ fn key_names_carry_no_credential_and_depend_on_the_secret() {
         "hashes are keyed"
     );
 }
+
+/// The item list of `body` as a poll makes it.
+fn list_of(f: &Feed, body: &'static [u8]) -> Arc<crate::feed::extract::ItemList> {
+    crate::feed::update::prepare(&f.def, &f.render, None, Bytes::from_static(body))
+        .expect("body")
+        .expect("update")
+        .into_parts()
+        .1
+}
+
+#[test]
+fn an_id_a_moment_ahead_of_this_replica_waits_for_it_then_replays() {
+    use crate::feed::{Applied, Out};
+    use std::collections::VecDeque;
+    let f = feed(None);
+    let at = |seq, events: Vec<(u64, Bytes)>, reset| Applied {
+        epoch: "e1".into(),
+        seq,
+        base: 1,
+        list: list_of(&f, b"[{\"id\":1}]"),
+        events,
+        reset,
+    };
+    f.apply(at(1, Vec::new(), true));
+    let mut out = VecDeque::new();
+    // Told seq 3 by another replica; this one is at 1.
+    let mut c = f.cursor(Some("e1:3"));
+    f.pull(&mut c, &mut out);
+    assert!(out.is_empty(), "nothing until this replica caught up");
+    f.apply(at(2, vec![(2, Bytes::from_static(b"two"))], false));
+    f.pull(&mut c, &mut out);
+    assert!(out.is_empty(), "still behind");
+    f.apply(at(3, vec![(3, Bytes::from_static(b"three"))], false));
+    f.pull(&mut c, &mut out);
+    assert!(out.is_empty(), "caught up: nothing the client has not seen");
+    assert_eq!(c.position(), Some(3), "resumed, not resynced");
+
+    // An id that stays ahead gets a snapshot once this replica compared
+    // its state with the cluster's twice; one far ahead gets it at once.
+    let mut d = f.cursor(Some("e1:5"));
+    f.pull(&mut d, &mut out);
+    f.synced();
+    f.pull(&mut d, &mut out);
+    assert!(out.is_empty(), "one comparison may predate the client");
+    f.synced();
+    f.pull(&mut d, &mut out);
+    assert!(matches!(out.pop_front(), Some(Out::Snapshot(3, _))));
+    let mut e = f.cursor(Some("e1:999999"));
+    f.pull(&mut e, &mut out);
+    assert!(matches!(out.pop_front(), Some(Out::Snapshot(3, _))));
+}
