@@ -46,6 +46,48 @@ fn snapshot_ids(block: &str) -> Vec<serde_json::Value> {
 }
 
 #[tokio::test]
+async fn three_replicas_serve_byte_identical_streams() {
+    let Some(redis) = RedisServer::start_or_skip().await else {
+        return;
+    };
+    let up = TestUpstream::start().await;
+    up.set(
+        "/api/jobs",
+        json!([{"id": 1, "s": "a"}, {"id": 2, "s": "b"}]),
+    );
+    let pcs = replicas(3, &cluster_config(&up, &redis, Duration::from_millis(50))).await;
+    let mut streams = Vec::new();
+    for pc in &pcs {
+        streams.push(RawSse::connect(&url(pc, "/sse/jobs")).await);
+    }
+    let mut blocks = Vec::new();
+    for s in &mut streams {
+        blocks.push(event_block(s).await);
+    }
+    // Added, updated, removed: one change per poll, each told by all three.
+    let lists = [
+        json!([{"id": 1, "s": "a"}, {"id": 2, "s": "b"}, {"id": 3, "s": "c"}]),
+        json!([{"id": 1, "s": "z"}, {"id": 2, "s": "b"}, {"id": 3, "s": "c"}]),
+        json!([{"id": 1, "s": "z"}, {"id": 3, "s": "c"}]),
+    ];
+    for list in lists {
+        up.set("/api/jobs", list);
+        for s in &mut streams {
+            blocks.push(event_block(s).await);
+        }
+    }
+    for step in blocks.chunks(3) {
+        assert_eq!(step[0], step[1], "replicas 0 and 1");
+        assert_eq!(step[0], step[2], "replicas 0 and 2");
+    }
+    let names: Vec<&str> = blocks.iter().step_by(3).map(|b| name_of(b)).collect();
+    assert_eq!(names, ["snapshot", "added", "updated", "removed"]);
+    for pc in pcs {
+        pc.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn followers_tell_stale_and_recovered_with_the_leaders_bytes() {
     let Some(redis) = RedisServer::start_or_skip().await else {
         return;
