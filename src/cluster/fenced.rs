@@ -161,7 +161,11 @@ impl Fenced {
     }
 
     /// Tell every replica the upstream's status, if the lease is still ours.
-    async fn write_status(&self, stale: bool, body: &Bytes) -> Result<i64, ClusterError> {
+    pub(super) async fn write_status(
+        &self,
+        stale: bool,
+        body: &Bytes,
+    ) -> Result<i64, ClusterError> {
         let c = &self.cluster;
         let mut conn = c.conn()?;
         let rev: i64 = c

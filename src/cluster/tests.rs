@@ -169,6 +169,21 @@ async fn a_stale_leaders_write_is_refused_by_the_script() {
         ],
         "no late write, no reused id"
     );
+
+    // The upstream's status is fenced the same way.
+    let stale = Bytes::from_static(b"stale");
+    let refused = old.write_status(true, &stale).await;
+    assert!(refused.is_err(), "{refused:?}");
+    new.write_status(true, &stale)
+        .await
+        .expect("the holder's status");
+    let told = read(&cluster, &keys, &None, 0)
+        .await
+        .expect("read")
+        .and_then(|s| s.full)
+        .expect("state")
+        .status;
+    assert_eq!(told.stale, Some(stale), "stale, with the leader's bytes");
 }
 
 fn written<'a>(
