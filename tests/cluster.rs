@@ -7,56 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::cluster::*;
 use common::redis::RedisServer;
 use common::*;
-use pollcast::config::{ClusterConfig, Config};
 use serde_json::json;
-
-const SECRET: &[u8] = b"test-secret-0123456789";
-const LEASE: Duration = Duration::from_millis(300);
-
-fn cluster_config(up: &TestUpstream, redis: &RedisServer, interval: Duration) -> Config {
-    let mut c = config(up);
-    c.feeds[0].interval = interval;
-    c.feeds[0].linger = Duration::from_secs(1);
-    let mut cl = ClusterConfig::new(&redis.url(), SECRET);
-    cl.lease = LEASE;
-    cl.timeout = Duration::from_millis(100);
-    c.cluster = Some(cl);
-    c
-}
-
-async fn replicas(n: usize, c: &Config) -> Vec<pollcast::Running> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        out.push(pollcast::start(c.clone()).await.expect("start"));
-    }
-    out
-}
-
-/// A config file for replicas run as processes (lease 300ms).
-fn child_config(up: &TestUpstream, redis: &RedisServer) -> tempfile::NamedTempFile {
-    child::config_file(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[upstream]
-url = "{}"
-[[feeds]]
-name = "jobs"
-poll = "/api/jobs"
-sse = "/sse/jobs"
-interval = "100ms"
-linger = "1s"
-[cluster]
-redis = "{}"
-lease = "300ms"
-timeout = "100ms"
-"#,
-        up.url(),
-        redis.url()
-    ))
-}
 
 async fn connect_resume(pc: &pollcast::Running, id: &str) -> Sse {
     Sse::connect_with(&url(pc, "/sse/jobs"), &[("Last-Event-ID", id)]).await

@@ -168,6 +168,27 @@ async fn the_manifests_acl_user_is_enough_for_a_cluster() {
     b.stop().await;
 }
 
+#[test]
+fn the_manifest_grants_what_the_docs_acl_line_grants() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = std::fs::read_to_string(root.join("docs/cluster.md")).expect("docs/cluster.md");
+    let line = docs
+        .lines()
+        .find(|l| l.trim_start().starts_with("ACL SETUSER pollcast"))
+        .expect("the ACL line in docs/cluster.md");
+    let rules = |words: Vec<String>| {
+        let mut r: Vec<String> = words
+            .into_iter()
+            .filter(|w| w.starts_with(['+', '-', '~', '&']) && !w.starts_with("--"))
+            .collect();
+        r.sort();
+        r
+    };
+    let documented = rules(line.split_whitespace().map(str::to_owned).collect());
+    let manifest = rules(manifest_args());
+    assert_eq!(manifest, documented, "{MANIFEST} and docs/cluster.md grant the same");
+}
+
 fn url_of(pc: &pollcast::Running) -> String {
     url(pc, "/sse/jobs")
 }

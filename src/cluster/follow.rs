@@ -1,7 +1,7 @@
 //! One feed on one replica in a cluster: lead, follow, or fall back.
 //!
 //! - Lead: hold the feed's lease (renewed every third of it) and run the
-//!   ordinary poll loop with a [`Fenced`] outlet: each good poll is written
+//!   ordinary poll loop with a [`Fenced`](super::fenced::Fenced) outlet: each good poll is written
 //!   to Redis by one script that checks the lease and the expected sequence,
 //!   then applied to the local feed. A takeover starts from the stored body
 //!   and validators, so it costs the upstream a 304, not a resync.
@@ -21,11 +21,13 @@ use bytes::Bytes;
 use http::HeaderValue;
 use redis::Value;
 
+use super::fallback::{self, Rejoin};
+use super::fenced::Fenced;
 use super::keys::Keys;
 use super::{Cluster, ClusterError};
 use crate::budget::Charge;
 use crate::feed::extract::ItemList;
-use crate::feed::poller::{self, Direct, Good, Outlet, PollCtx, Published, Resume};
+use crate::feed::poller::{self, PollCtx, Resume};
 use crate::feed::update::prepare;
 use crate::feed::{Applied, Feed};
 use crate::upstream::Validators;
@@ -43,6 +45,27 @@ pub(super) struct Full {
     pub body: Bytes,
     pub validators: Validators,
     pub events: Vec<(u64, Bytes)>,
+    pub status: Told,
+}
+
+/// What the leader told its subscribers besides events: the upstream's
+/// status and an object feed's end, as encoded bytes every replica serves.
+#[derive(Debug, Default)]
+pub(super) struct Told {
+    /// `Some` while the upstream fails: the `stale` body.
+    pub stale: Option<Bytes>,
+    /// The `recovered` body of the last recovery.
+    pub recovered: Bytes,
+    /// The terminal event, once the feed reached its end.
+    pub end: Option<Bytes>,
+}
+
+/// A lease this replica holds. `fresh`: the replica comes back from polling
+/// on its own, so what Redis holds may predate its own polls; it starts a
+/// new epoch from a poll of its own instead of resuming the stored state.
+pub(super) struct Lease {
+    pub token: String,
+    pub fresh: bool,
 }
 
 /// What this replica last applied: `(epoch, rev)`.
@@ -60,32 +83,24 @@ pub(super) async fn run(cluster: Arc<Cluster>, feed: Arc<Feed>, ctx: PollCtx, mu
             break;
         }
         if !*up.borrow_and_update() {
-            // Fall back: poll here under a local epoch until Redis is back.
-            feed.local_epoch();
+            // Fall back: poll here under a local epoch until Redis is back
+            // and holds a state at least as new as this replica's.
             seen = None;
-            let stop = ctx.shutdown.child_token();
-            let poll = poller::run(
-                feed.clone(),
-                ctx.fork(stop.clone(), Box::new(Direct), None),
-                charge,
-            );
-            tokio::pin!(poll);
-            let rejoin = loop {
-                tokio::select! {
-                    c = &mut poll => { charge = c; break false; }
-                    r = up.changed() => {
-                        if r.is_err() || *up.borrow_and_update() {
-                            stop.cancel();
-                            charge = (&mut poll).await;
-                            break true;
-                        }
+            let (c, next) =
+                fallback::run(&cluster, &feed, &ctx, &keys, &notify, &mut up, charge).await;
+            charge = c;
+            match next {
+                Rejoin::End => break,
+                Rejoin::Follow => continue,
+                Rejoin::Lead(token) => {
+                    let lease = Lease { token, fresh: true };
+                    match lead(&cluster, &feed, &ctx, &keys, lease, charge, &mut seen).await {
+                        (c, true) => charge = c,
+                        (_, false) => break,
                     }
+                    continue;
                 }
-            };
-            if !rejoin || ctx.shutdown.is_cancelled() || feed.is_retired() {
-                break;
             }
-            continue;
         }
         match sync(&cluster, &feed, &keys, &mut seen).await {
             Ok(_) => {}
@@ -113,7 +128,11 @@ pub(super) async fn run(cluster: Arc<Cluster>, feed: Arc<Feed>, ctx: PollCtx, mu
         };
         if let Some(token) = token {
             idle_since = None;
-            match lead(&cluster, &feed, &ctx, &keys, token, charge, &mut seen).await {
+            let lease = Lease {
+                token,
+                fresh: false,
+            };
+            match lead(&cluster, &feed, &ctx, &keys, lease, charge, &mut seen).await {
                 (c, true) => charge = c,
                 (_, false) => break,
             }
@@ -150,13 +169,17 @@ async fn lead(
     feed: &Arc<Feed>,
     ctx: &PollCtx,
     keys: &Keys,
-    token: String,
+    Lease { token, fresh }: Lease,
     charge: Charge,
     seen: &mut Seen,
 ) -> (Charge, bool) {
-    tracing::debug!(feed = %feed.label(), "cluster: leading");
+    tracing::debug!(feed = %feed.label(), fresh, "cluster: leading");
     // Start from what is stored: the takeover's first poll is conditional.
-    let stored = read(cluster, keys, &None, 0).await.ok().flatten();
+    let stored = if fresh {
+        None
+    } else {
+        read(cluster, keys, &None, 0).await.ok().flatten()
+    };
     let mut resume = None;
     let mut outlet = Fenced {
         cluster: cluster.clone(),
@@ -166,22 +189,12 @@ async fn lead(
         seq: 0,
         stop: ctx.shutdown.child_token(),
     };
-    if let Some(Stored {
-        epoch,
-        seq,
-        rev,
-        full: Some(full),
-    }) = stored
-    {
-        if let Some(list) = list_of(feed, full.body.clone()) {
-            apply(feed, &epoch, seq, list.clone(), full.events, seen, rev);
+    if let Some(stored) = stored {
+        let (epoch, seq) = (stored.epoch.clone(), stored.seq);
+        if let Some(r) = take(feed, stored, seen) {
             outlet.epoch = Some(epoch);
             outlet.seq = seq;
-            resume = Some(Resume {
-                body: full.body,
-                list,
-                validators: full.validators,
-            });
+            resume = Some(r);
         }
     }
     let stop = outlet.stop.clone();
@@ -199,6 +212,8 @@ async fn lead(
             c = &mut poll => break c,
             _ = tokio::time::sleep_until(renew_at) => {
                 renew_at += every;
+                // A subscriber whose id is ahead of this replica waits no longer.
+                feed.synced();
                 if !stop.is_cancelled() && !renew(cluster, keys, &token).await {
                     tracing::info!(feed = %feed.label(), "cluster: lease lost; following");
                     stop.cancel();
@@ -220,125 +235,6 @@ async fn lead(
     (charge, goes_on)
 }
 
-/// A leader's outlet: one fenced script per good poll, then the same
-/// events applied locally.
-pub(super) struct Fenced {
-    pub cluster: Arc<Cluster>,
-    pub keys: Keys,
-    pub token: String,
-    /// The cluster epoch this leader writes in (`None` until the first poll
-    /// of a feed Redis knows nothing of).
-    pub epoch: Option<Arc<str>>,
-    pub seq: u64,
-    pub stop: tokio_util::sync::CancellationToken,
-}
-
-impl Outlet for Fenced {
-    fn publish<'a>(&'a mut self, good: Good<'a>) -> Published<'a> {
-        let Good {
-            feed,
-            update,
-            validators,
-            metrics,
-        } = good;
-        Box::pin(async move {
-            let first = update.is_first() || self.epoch.is_none();
-            let (epoch, expected): (Arc<str>, u64) = match (&self.epoch, first) {
-                (Some(e), false) => (e.clone(), self.seq),
-                _ => (
-                    format!("{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff).into(),
-                    0,
-                ),
-            };
-            let events = if first {
-                Vec::new()
-            } else {
-                update.events(&feed.render, expected + 1, |s| format!("{epoch}:{s}"))
-            };
-            let seq = if first {
-                1
-            } else {
-                events.last().map_or(expected, |(s, _)| *s)
-            };
-            update.count(&feed.def.name, metrics);
-            let (body, list) = update.into_parts();
-            let written = self
-                .write(&epoch, expected, first, &body, validators, &events)
-                .await;
-            metrics.cluster_publish(written.is_ok());
-            if let Err(e) = written {
-                tracing::info!(feed = %feed.label(), "cluster: publish refused ({e}); following");
-                self.stop.cancel();
-                return None;
-            }
-            feed.apply(Applied {
-                epoch: epoch.clone(),
-                seq,
-                base: 1,
-                list: list.clone(),
-                events,
-                reset: first,
-            });
-            self.epoch = Some(epoch);
-            self.seq = seq;
-            Some((body, list))
-        })
-    }
-}
-
-impl Fenced {
-    pub(super) async fn write(
-        &self,
-        epoch: &str,
-        expected: u64,
-        first: bool,
-        body: &Bytes,
-        validators: &Validators,
-        events: &[(u64, Bytes)],
-    ) -> Result<i64, ClusterError> {
-        let c = &self.cluster;
-        let header =
-            |v: &Option<HeaderValue>| v.as_ref().map_or(Vec::new(), |h| h.as_bytes().to_vec());
-        let mut inv = c.scripts.publish.prepare_invoke();
-        inv.key(&self.keys.lease)
-            .key(&self.keys.state)
-            .key(&self.keys.stream)
-            .arg(&self.token)
-            .arg(epoch)
-            .arg(expected)
-            .arg(if first { "1" } else { "0" })
-            .arg(body.as_ref())
-            .arg(header(&validators.etag))
-            .arg(header(&validators.last_modified))
-            .arg(c.history.max(1))
-            .arg(c.ttl_ms(&self.keys))
-            .arg(c.names.events_channel())
-            .arg(&self.keys.hash);
-        for (seq, e) in events {
-            inv.arg(*seq).arg(e.as_ref());
-        }
-        let mut conn = c.conn()?;
-        let rev: i64 = c.timed(inv.invoke_async(&mut conn)).await?;
-        match rev {
-            -1 => Err(ClusterError::Reply("the lease is no longer ours".into())),
-            -2 => Err(ClusterError::Reply("the sequence moved".into())),
-            r => Ok(r),
-        }
-    }
-}
-
-impl Cluster {
-    /// How long a feed's keys live past a write: per-user feeds shorter.
-    fn ttl_ms(&self, keys: &Keys) -> u64 {
-        let ttl = if keys.per_user {
-            self.cfg.user_ttl
-        } else {
-            self.cfg.ttl
-        };
-        ttl.as_millis() as u64
-    }
-}
-
 /// Bring the local feed up to what Redis holds.
 async fn sync(
     cluster: &Cluster,
@@ -351,25 +247,57 @@ async fn sync(
         Some((e, _)) if **e == *epoch => seq + 1,
         _ => 0,
     };
-    let Some(stored) = read(cluster, keys, seen, from).await? else {
-        return Ok(());
-    };
-    let Some(full) = stored.full else {
-        return Ok(());
-    };
-    let Some(list) = list_of(feed, full.body) else {
-        return Ok(());
-    };
-    apply(
-        feed,
-        &stored.epoch,
-        stored.seq,
-        list,
-        full.events,
-        seen,
-        stored.rev,
-    );
+    if let Some(stored) = read(cluster, keys, seen, from).await? {
+        take(feed, stored, seen);
+    }
+    feed.synced();
     Ok(())
+}
+
+/// Apply a stored state to the local feed in the order its leader told it:
+/// a recovery before the events, the events, then a new failure or the
+/// end. Returns where a leader's poll loop resumes from.
+pub(super) fn take(feed: &Feed, stored: Stored, seen: &mut Seen) -> Option<Resume> {
+    let Stored {
+        epoch,
+        seq,
+        rev,
+        full,
+    } = stored;
+    let Full {
+        body,
+        validators,
+        events,
+        status,
+    } = full?;
+    if status.stale.is_none() && feed.is_stale() {
+        // Stale from this replica's own polls: the cluster never told one.
+        let recovered = if status.recovered.is_empty() {
+            feed.render.recovered(std::time::SystemTime::now(), 0)
+        } else {
+            status.recovered
+        };
+        feed.set_recovered(recovered);
+    }
+    let mut resume = None;
+    if epoch.is_empty() {
+        // Only a status so far: the upstream failed before any good poll.
+        *seen = Some((epoch, rev));
+    } else if let Some(list) = list_of(feed, body.clone()) {
+        apply(feed, &epoch, seq, list.clone(), events, seen, rev);
+        resume = Some(Resume {
+            body,
+            list,
+            validators,
+        });
+    }
+    if let Some(stale) = status.stale {
+        feed.set_stale(stale);
+    }
+    if let (Some(end), false) = (status.end, feed.is_finished()) {
+        feed.finish(end);
+    }
+    resume
 }
 
 /// Apply a stored state to the local feed and remember it as seen.
@@ -475,8 +403,14 @@ pub(super) async fn read(
         etag: header(bytes(4)?),
         last_modified: header(bytes(5)?),
     };
+    let given = |b: Bytes| (!b.is_empty()).then_some(b);
+    let status = Told {
+        stale: (number(6)? == 1).then_some(bytes(7)?),
+        recovered: bytes(8)?,
+        end: given(bytes(9)?),
+    };
     let mut events = Vec::new();
-    let mut i = 6;
+    let mut i = 10;
     while i + 1 < reply.len() {
         events.push((number(i)?, bytes(i + 1)?));
         i += 2;
@@ -489,6 +423,7 @@ pub(super) async fn read(
             body: bytes(3)?,
             validators,
             events,
+            status,
         }),
     }))
 }

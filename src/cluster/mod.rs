@@ -10,6 +10,8 @@
 //! subscriber side, and it must never put a credential into Redis (key names
 //! are keyed hashes, see [`keys`]).
 
+mod fallback;
+mod fenced;
 mod follow;
 mod keys;
 mod scripts;

@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderValue;
 
-use super::follow::{acquire, read, Fenced};
+use super::fenced::{Fenced, Written};
+use super::follow::{acquire, read};
 use super::Cluster;
 use crate::config::{ClusterConfig, FeedConfig};
 use crate::feed::{Feed, FeedKey};
@@ -97,16 +98,14 @@ async fn a_stale_leaders_write_is_refused_by_the_script() {
     let none = Validators::default();
     let body = Bytes::from_static(b"[]");
     let old = leader(&a);
-    old.write("e1", 0, true, &body, &none, &[])
+    old.write("e1", 0, true, written(&body, &none, &[]))
         .await
         .expect("first write");
     old.write(
         "e1",
         1,
         false,
-        &body,
-        &none,
-        &[(2, Bytes::from_static(b"two"))],
+        written(&body, &none, &[(2, Bytes::from_static(b"two"))]),
     )
     .await
     .expect("second write");
@@ -132,9 +131,7 @@ async fn a_stale_leaders_write_is_refused_by_the_script() {
             "e1",
             2,
             false,
-            &body,
-            &none,
-            &[(3, Bytes::from_static(b"late"))],
+            written(&body, &none, &[(3, Bytes::from_static(b"late"))]),
         )
         .await;
     assert!(late.is_err(), "{late:?}");
@@ -145,9 +142,7 @@ async fn a_stale_leaders_write_is_refused_by_the_script() {
             "e1",
             1,
             false,
-            &body,
-            &none,
-            &[(2, Bytes::from_static(b"dup"))],
+            written(&body, &none, &[(2, Bytes::from_static(b"dup"))]),
         )
         .await;
     assert!(moved.is_err(), "{moved:?}");
@@ -155,9 +150,7 @@ async fn a_stale_leaders_write_is_refused_by_the_script() {
         "e1",
         2,
         false,
-        &body,
-        &none,
-        &[(3, Bytes::from_static(b"three"))],
+        written(&body, &none, &[(3, Bytes::from_static(b"three"))]),
     )
     .await
     .expect("the holder's write");
@@ -176,6 +169,34 @@ async fn a_stale_leaders_write_is_refused_by_the_script() {
         ],
         "no late write, no reused id"
     );
+
+    // The upstream's status is fenced the same way.
+    let stale = Bytes::from_static(b"stale");
+    let refused = old.write_status(true, &stale).await;
+    assert!(refused.is_err(), "{refused:?}");
+    new.write_status(true, &stale)
+        .await
+        .expect("the holder's status");
+    let told = read(&cluster, &keys, &None, 0)
+        .await
+        .expect("read")
+        .and_then(|s| s.full)
+        .expect("state")
+        .status;
+    assert_eq!(told.stale, Some(stale), "stale, with the leader's bytes");
+}
+
+fn written<'a>(
+    body: &'a Bytes,
+    validators: &'a Validators,
+    events: &'a [(u64, Bytes)],
+) -> Written<'a> {
+    Written {
+        body,
+        validators,
+        events,
+        end: None,
+    }
 }
 
 #[test]
@@ -197,4 +218,55 @@ fn key_names_carry_no_credential_and_depend_on_the_secret() {
         alice.hash,
         "hashes are keyed"
     );
+}
+
+/// The item list of `body` as a poll makes it.
+fn list_of(f: &Feed, body: &'static [u8]) -> Arc<crate::feed::extract::ItemList> {
+    crate::feed::update::prepare(&f.def, &f.render, None, Bytes::from_static(body))
+        .expect("body")
+        .expect("update")
+        .into_parts()
+        .1
+}
+
+#[test]
+fn an_id_a_moment_ahead_of_this_replica_waits_for_it_then_replays() {
+    use crate::feed::{Applied, Out};
+    use std::collections::VecDeque;
+    let f = feed(None);
+    let at = |seq, events: Vec<(u64, Bytes)>, reset| Applied {
+        epoch: "e1".into(),
+        seq,
+        base: 1,
+        list: list_of(&f, b"[{\"id\":1}]"),
+        events,
+        reset,
+    };
+    f.apply(at(1, Vec::new(), true));
+    let mut out = VecDeque::new();
+    // Told seq 3 by another replica; this one is at 1.
+    let mut c = f.cursor(Some("e1:3"));
+    f.pull(&mut c, &mut out);
+    assert!(out.is_empty(), "nothing until this replica caught up");
+    f.apply(at(2, vec![(2, Bytes::from_static(b"two"))], false));
+    f.pull(&mut c, &mut out);
+    assert!(out.is_empty(), "still behind");
+    f.apply(at(3, vec![(3, Bytes::from_static(b"three"))], false));
+    f.pull(&mut c, &mut out);
+    assert!(out.is_empty(), "caught up: nothing the client has not seen");
+    assert_eq!(c.position(), Some(3), "resumed, not resynced");
+
+    // An id that stays ahead gets a snapshot once this replica compared
+    // its state with the cluster's twice; one far ahead gets it at once.
+    let mut d = f.cursor(Some("e1:5"));
+    f.pull(&mut d, &mut out);
+    f.synced();
+    f.pull(&mut d, &mut out);
+    assert!(out.is_empty(), "one comparison may predate the client");
+    f.synced();
+    f.pull(&mut d, &mut out);
+    assert!(matches!(out.pop_front(), Some(Out::Snapshot(3, _))));
+    let mut e = f.cursor(Some("e1:999999"));
+    f.pull(&mut e, &mut out);
+    assert!(matches!(out.pop_front(), Some(Out::Snapshot(3, _))));
 }

@@ -100,6 +100,13 @@ struct State {
     /// Encoded terminal event once an object feed reached a terminal state:
     /// the feed no longer changes and every stream ends after telling it.
     end: Option<Bytes>,
+    /// The state comes from elsewhere (the cluster, see [`Feed::apply`]):
+    /// an id a little ahead of it may be one another replica already told.
+    remote: bool,
+    /// Times this replica compared its state with the cluster's ([`Feed::synced`]).
+    syncs: u64,
+    /// Cursors waiting for this replica to catch up with their id.
+    waiting: usize,
 }
 
 /// One version of the item list, encoded lazily and at most once.
@@ -127,6 +134,10 @@ pub struct Cursor {
     pub ended: bool,
     /// Times this subscriber fell out of the history and was resynced.
     pub resyncs: u64,
+    /// `State::syncs` when `resume` was given: an id ahead of this replica
+    /// waits for it to catch up until two comparisons later, no longer.
+    since: u64,
+    waiting: bool,
 }
 
 /// What a subscriber must send next, in order. Ids are left to the
@@ -188,6 +199,9 @@ impl Feed {
                 stale: None,
                 recovered: Bytes::new(),
                 end: None,
+                remote: false,
+                syncs: 0,
+                waiting: 0,
             }),
             changed: watch::channel(0).0,
             subscribers: AtomicUsize::new(0),
@@ -257,10 +271,15 @@ impl Feed {
         let st = self.state();
         let mut cursor = Cursor {
             generation: st.generation,
+            since: st.syncs,
             ..Cursor::default()
         };
         if st.snapshot.is_none() {
             // Nothing to judge the id against yet: decided at the first pull.
+            cursor.resume = parsed;
+        } else if parsed.as_ref().is_some_and(|(e, s)| st.is_behind(e, *s)) {
+            // Told by a replica a moment ahead of this one: decided once
+            // this one caught up (see `pull`).
             cursor.resume = parsed;
         } else {
             cursor.at = parsed
@@ -312,8 +331,20 @@ impl Feed {
     /// subscriber was sent (see `pull_status`), so resuming from it replays
     /// everything after it.
     pub fn pull(&self, cursor: &mut Cursor, out: &mut VecDeque<Out>) {
-        let st = self.state();
+        let mut st = self.state();
         if let (Some((epoch, seq)), Some(_)) = (&cursor.resume, &st.snapshot) {
+            if st.is_behind(epoch, *seq) && st.syncs < cursor.since + 2 {
+                // Nothing yet: this replica has not caught up with the id.
+                if !cursor.waiting {
+                    cursor.waiting = true;
+                    st.waiting += 1;
+                }
+                return;
+            }
+            if cursor.waiting {
+                cursor.waiting = false;
+                st.waiting = st.waiting.saturating_sub(1);
+            }
             if **epoch == *st.epoch && st.can_replay_from(*seq) {
                 cursor.at = Some(*seq);
             }
@@ -437,6 +468,7 @@ impl Feed {
                 st.history.clear();
             }
             st.base = Some(applied.base);
+            st.remote = true;
             for (seq, bytes) in applied.events {
                 if !matches!(st.history.back(), Some((last, _)) if seq <= *last) {
                     st.history.push_back((seq, bytes));
@@ -461,11 +493,25 @@ impl Feed {
     pub(crate) fn local_epoch(&self) {
         let mut st = self.state();
         st.epoch = local_epoch().into();
+        st.remote = false;
         st.generation += 1;
         st.seq = 0;
         st.base = None;
         st.history.clear();
         st.snapshot = None;
+    }
+
+    /// This replica compared its state with the cluster's (whether or not
+    /// anything changed): subscribers waiting to catch up look again.
+    pub(crate) fn synced(&self) {
+        let wake = {
+            let mut st = self.state();
+            st.syncs += 1;
+            st.waiting > 0
+        };
+        if wake {
+            self.changed.send_modify(|g| *g = g.wrapping_add(1));
+        }
     }
 
     /// Replace the list without an event (bytes changed, content did not).
@@ -549,6 +595,15 @@ pub(crate) struct Applied {
 }
 
 impl State {
+    /// Whether `seq` of `epoch` is a little ahead of this state taken from
+    /// the cluster: an id another replica told before this one caught up.
+    fn is_behind(&self, epoch: &str, seq: u64) -> bool {
+        self.remote
+            && *self.epoch == *epoch
+            && seq > self.seq
+            && seq - self.seq <= self.capacity as u64
+    }
+
     /// Whether a subscriber that has seen everything up to `c` can be brought
     /// up to date from the history alone.
     fn can_replay_from(&self, c: u64) -> bool {

@@ -32,7 +32,7 @@ use crate::trace;
 use crate::upstream::{PollError, Polled, UpstreamError, Validators};
 
 mod seams;
-pub(crate) use seams::{Direct, Good, NoStragglers, Outlet, PollCtx, PollKit, Published, Resume};
+pub(crate) use seams::{Good, NoStragglers, Outlet, PollCtx, PollKit, Published, Resume, Status};
 pub use seams::{StragglerRecord, StragglerSink};
 
 /// How long a refresh request waits for more of its kind before polling.
@@ -83,7 +83,7 @@ pub(crate) async fn run(feed: Arc<Feed>, ctx: PollCtx, charge: Charge) -> Charge
         let polled = l.poll_once().instrument(span.clone()).await;
         let delay = match polled {
             Ok(update) => l.on_success(update).instrument(span.clone()).await,
-            Err(failure) => span.in_scope(|| l.on_failure(failure)),
+            Err(failure) => l.on_failure(failure).instrument(span.clone()).await,
         };
         drop(span);
         if !l.wait(delay).await {
@@ -292,14 +292,16 @@ impl PollLoop {
     /// on a terminal state. Returns the delay until the next poll.
     async fn on_success(&mut self, Success { update, fresh_for }: Success) -> Duration {
         let feed = &self.feed;
-        // Recovery is told before the events that follow it.
-        if self.failures > 0 {
+        // Recovery is told before the events that follow it. A feed taken
+        // over stale (another replica's polls failed) recovers here too.
+        if self.failures > 0 || feed.is_stale() {
             self.ctx.stats.record_events(1);
             tracing::info!(feed = %feed.label(), failures = self.failures, "upstream recovered");
             self.ctx
                 .metrics
                 .events(&self.def.name, contract::RECOVERED, 1);
-            feed.set_recovered(feed.render.recovered(self.stale_since, self.failures));
+            let body = feed.render.recovered(self.stale_since, self.failures);
+            self.ctx.outlet.status(feed, Status::Recovered(body)).await;
         }
         self.failures = 0;
         let mut changed = false;
@@ -341,7 +343,7 @@ impl PollLoop {
 
     /// After a failed poll: the list stays as it was (no item looks
     /// removed); subscribers hear `stale` once. Returns the backoff delay.
-    fn on_failure(
+    async fn on_failure(
         &mut self,
         Failure {
             reason,
@@ -369,7 +371,10 @@ impl PollLoop {
         } else {
             tracing::debug!(feed = %feed.label(), failures, %reason, "poll failed");
         }
-        feed.set_stale(feed.render.stale(&reason, failures, self.stale_since));
+        if !feed.is_stale() {
+            let body = feed.render.stale(&reason, failures, self.stale_since);
+            self.ctx.outlet.status(feed, Status::Stale(body)).await;
+        }
         let delay = self.cadence.failed(failures, retry_after);
         self.delay(delay)
     }

@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod passthrough;

@@ -74,6 +74,30 @@ pub(crate) type RemoveIfIdle = Arc<dyn Fn(&Arc<Feed>) -> bool + Send + Sync>;
 /// owns the feed); the list stays as it was and the owner ends the loop.
 pub(crate) trait Outlet: Send + Sync {
     fn publish<'a>(&'a mut self, good: Good<'a>) -> Published<'a>;
+
+    /// The upstream's status changed. An engine shared by several replicas
+    /// tells them all (the same bytes everywhere); by default only this feed.
+    fn status<'a>(&'a mut self, feed: &'a Arc<Feed>, status: Status) -> BoxFuture<'a, ()> {
+        status.apply(feed);
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// A change of the upstream's status, encoded: what every subscriber of the
+/// feed hears as `stale` or `recovered`.
+pub(crate) enum Status {
+    Stale(Bytes),
+    Recovered(Bytes),
+}
+
+impl Status {
+    /// Put the status into the feed itself.
+    pub(crate) fn apply(self, feed: &Feed) {
+        match self {
+            Status::Stale(b) => feed.set_stale(b),
+            Status::Recovered(b) => feed.set_recovered(b),
+        }
+    }
 }
 
 /// A good poll on its way out: its feed, its update, the validators of its
