@@ -186,7 +186,10 @@ fn the_manifest_grants_what_the_docs_acl_line_grants() {
     };
     let documented = rules(line.split_whitespace().map(str::to_owned).collect());
     let manifest = rules(manifest_args());
-    assert_eq!(manifest, documented, "{MANIFEST} and docs/cluster.md grant the same");
+    assert_eq!(
+        manifest, documented,
+        "{MANIFEST} and docs/cluster.md grant the same"
+    );
 }
 
 fn url_of(pc: &pollcast::Running) -> String {

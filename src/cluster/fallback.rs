@@ -9,7 +9,7 @@
 //! - the stored body is the one this replica last polled; or
 //! - a leader wrote after Redis came back (it polled since); or
 //! - this replica takes the lease: it leads from a poll of its own under a
-//!   new epoch ([`super::follow::Lease::fresh`]).
+//!   new epoch ([`super::lease::Lease::fresh`]).
 //!
 //! This module must never write to Redis: only a leader does.
 
@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 
-use super::follow::{acquire, read, Seen, Stored};
 use super::keys::Keys;
+use super::lease::acquire;
+use super::stored::{read, Seen, Stored};
 use super::{lock, Cluster, ClusterError};
 use crate::budget::Charge;
 use crate::feed::poller::{self, Good, Outlet, PollCtx, Published};

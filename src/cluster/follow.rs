@@ -18,58 +18,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::HeaderValue;
-use redis::Value;
 
 use super::fallback::{self, Rejoin};
 use super::fenced::Fenced;
 use super::keys::Keys;
+use super::lease::{acquire, release, renew, Lease};
+use super::stored::{read, Full, Seen, Stored};
 use super::{Cluster, ClusterError};
 use crate::budget::Charge;
 use crate::feed::extract::ItemList;
 use crate::feed::poller::{self, PollCtx, Resume};
 use crate::feed::update::prepare;
 use crate::feed::{Applied, Feed};
-use crate::upstream::Validators;
-
-/// The feed's state in Redis, as one read returned it.
-pub(super) struct Stored {
-    pub epoch: Arc<str>,
-    pub seq: u64,
-    pub rev: u64,
-    /// `None`: unchanged since the rev asked about.
-    pub full: Option<Full>,
-}
-
-pub(super) struct Full {
-    pub body: Bytes,
-    pub validators: Validators,
-    pub events: Vec<(u64, Bytes)>,
-    pub status: Told,
-}
-
-/// What the leader told its subscribers besides events: the upstream's
-/// status and an object feed's end, as encoded bytes every replica serves.
-#[derive(Debug, Default)]
-pub(super) struct Told {
-    /// `Some` while the upstream fails: the `stale` body.
-    pub stale: Option<Bytes>,
-    /// The `recovered` body of the last recovery.
-    pub recovered: Bytes,
-    /// The terminal event, once the feed reached its end.
-    pub end: Option<Bytes>,
-}
-
-/// A lease this replica holds. `fresh`: the replica comes back from polling
-/// on its own, so what Redis holds may predate its own polls; it starts a
-/// new epoch from a poll of its own instead of resuming the stored state.
-pub(super) struct Lease {
-    pub token: String,
-    pub fresh: bool,
-}
-
-/// What this replica last applied: `(epoch, rev)`.
-pub(super) type Seen = Option<(Arc<str>, u64)>;
 
 pub(super) async fn run(cluster: Arc<Cluster>, feed: Arc<Feed>, ctx: PollCtx, mut charge: Charge) {
     let keys = cluster.names.keys(&feed);
@@ -338,152 +298,5 @@ fn list_of(feed: &Feed, body: Bytes) -> Option<Arc<ItemList>> {
             tracing::warn!(feed = %feed.label(), "cluster: stored body does not parse: {e}");
             None
         }
-    }
-}
-
-/// One consistent read of the state and the entries from `from`.
-pub(super) async fn read(
-    cluster: &Cluster,
-    keys: &Keys,
-    seen: &Seen,
-    from: u64,
-) -> Result<Option<Stored>, ClusterError> {
-    let (epoch, rev) = match seen {
-        Some((e, r)) => (e.to_string(), r.to_string()),
-        None => (String::new(), String::new()),
-    };
-    let mut conn = cluster.conn()?;
-    let reply: Vec<Value> = cluster
-        .timed(
-            cluster
-                .scripts
-                .read
-                .key(&keys.state)
-                .key(&keys.stream)
-                .arg(epoch)
-                .arg(rev)
-                .arg(from)
-                .invoke_async(&mut conn),
-        )
-        .await?;
-    if reply.is_empty() {
-        return Ok(None);
-    }
-    let bytes = |i: usize| -> Result<Bytes, ClusterError> {
-        match reply.get(i) {
-            Some(Value::BulkString(b)) => Ok(Bytes::copy_from_slice(b)),
-            Some(Value::Int(n)) => Ok(Bytes::from(n.to_string())),
-            other => Err(ClusterError::Reply(format!("field {i}: {other:?}"))),
-        }
-    };
-    let number = |i: usize| -> Result<u64, ClusterError> {
-        let b = bytes(i)?;
-        std::str::from_utf8(&b)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| ClusterError::Reply(format!("field {i} is not a number")))
-    };
-    let epoch: Arc<str> = String::from_utf8_lossy(&bytes(0)?).into();
-    let seq = number(1)?;
-    let rev = number(2)?;
-    if reply.len() == 3 {
-        return Ok(Some(Stored {
-            epoch,
-            seq,
-            rev,
-            full: None,
-        }));
-    }
-    let header = |b: Bytes| {
-        (!b.is_empty())
-            .then(|| HeaderValue::from_maybe_shared(b).ok())
-            .flatten()
-    };
-    let validators = Validators {
-        etag: header(bytes(4)?),
-        last_modified: header(bytes(5)?),
-    };
-    let given = |b: Bytes| (!b.is_empty()).then_some(b);
-    let status = Told {
-        stale: (number(6)? == 1).then_some(bytes(7)?),
-        recovered: bytes(8)?,
-        end: given(bytes(9)?),
-    };
-    let mut events = Vec::new();
-    let mut i = 10;
-    while i + 1 < reply.len() {
-        events.push((number(i)?, bytes(i + 1)?));
-        i += 2;
-    }
-    Ok(Some(Stored {
-        epoch,
-        seq,
-        rev,
-        full: Some(Full {
-            body: bytes(3)?,
-            validators,
-            events,
-            status,
-        }),
-    }))
-}
-
-pub(super) async fn acquire(
-    cluster: &Cluster,
-    keys: &Keys,
-) -> Result<Option<String>, ClusterError> {
-    let mut conn = cluster.conn()?;
-    cluster
-        .timed(
-            cluster
-                .scripts
-                .acquire
-                .key(&keys.lease)
-                .key(&keys.fence)
-                .arg(&cluster.replica)
-                .arg(cluster.cfg.lease.as_millis() as u64)
-                .arg(cluster.ttl_ms(keys))
-                .invoke_async(&mut conn),
-        )
-        .await
-}
-
-async fn renew(cluster: &Cluster, keys: &Keys, token: &str) -> bool {
-    let Ok(mut conn) = cluster.conn() else {
-        return false;
-    };
-    let r: Result<i64, _> = cluster
-        .timed(
-            cluster
-                .scripts
-                .renew
-                .key(&keys.lease)
-                .arg(token)
-                .arg(cluster.cfg.lease.as_millis() as u64)
-                .invoke_async(&mut conn),
-        )
-        .await;
-    if r.is_err() {
-        cluster.suspect();
-    }
-    matches!(r, Ok(1))
-}
-
-async fn release(cluster: &Cluster, keys: &Keys, token: &str) {
-    let Ok(mut conn) = cluster.conn() else {
-        return;
-    };
-    let r: Result<i64, _> = cluster
-        .timed(
-            cluster
-                .scripts
-                .release
-                .key(&keys.lease)
-                .arg(token)
-                .invoke_async(&mut conn),
-        )
-        .await;
-    if let Err(e) = r {
-        tracing::debug!("cluster: release: {e}");
     }
 }

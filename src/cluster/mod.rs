@@ -14,7 +14,9 @@ mod fallback;
 mod fenced;
 mod follow;
 mod keys;
+mod lease;
 mod scripts;
+mod stored;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

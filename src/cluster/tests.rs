@@ -9,7 +9,8 @@ use bytes::Bytes;
 use http::HeaderValue;
 
 use super::fenced::{Fenced, Written};
-use super::follow::{acquire, read};
+use super::lease::acquire;
+use super::stored::read;
 use super::Cluster;
 use crate::config::{ClusterConfig, FeedConfig};
 use crate::feed::{Feed, FeedKey};
