@@ -53,6 +53,11 @@ struct Follow {
     /// Seq (and held count) of the last event written for this feed (for
     /// composite ids).
     at: Option<(u64, Option<u64>)>,
+    /// The client's own part of its composite id, while `at` is `None`, for
+    /// a feed whose ids count held entries: written back instead of `-`, so
+    /// a reconnect before this feed sends anything (it has no state yet, as
+    /// after a restart) does not lose the count.
+    resumed: Option<String>,
 }
 
 /// Follows one or more feeds for one client. Owns nothing shared but its
@@ -111,10 +116,12 @@ impl Subscriber {
                 // from the first one on: a feed that sends nothing before the
                 // next reconnect must not count as never seen.
                 let at = cursor.position().map(|seq| (seq, cursor.held()));
+                let resumed = id.filter(|_| cursor.held().is_some()).map(str::to_owned);
                 Follow {
                     cursor,
                     changed: sub.feed.watch(),
                     at,
+                    resumed,
                     sub,
                 }
             })
@@ -167,8 +174,10 @@ impl Subscriber {
         let parts: Vec<String> = self
             .follows
             .iter()
-            .map(|f| {
-                f.at.map_or_else(|| "-".to_owned(), |(s, h)| f.sub.feed.id_held(s, h))
+            .map(|f| match (f.at, &f.resumed) {
+                (Some((s, h)), _) => f.sub.feed.id_held(s, h),
+                (None, Some(part)) => part.clone(),
+                (None, None) => "-".to_owned(),
             })
             .collect();
         encode::id_line(&format!("{}{suffix}", parts.join(",")))

@@ -346,7 +346,10 @@ fn a_shared_stream_carries_the_held_count_across_a_restart() {
         };
         // One pollcast instance: its feeds hold `tx`, it is followed from
         // `last_id`; returns the `tx` entries told and the last id.
-        let run = |tx: &'static [u64], last_id: Option<String>| {
+        // `late`: `a` has no state yet when the client resumes (a restarted
+        // pollcast before its first poll of `a`); the id it is sent then is
+        // returned as the third value.
+        let run = |tx: &'static [u64], last_id: Option<String>, late: bool| {
             let (registry, shutdown) = registry_for(&config);
             let subs: Vec<_> = (0..2)
                 .map(|i| {
@@ -355,14 +358,25 @@ fn a_shared_stream_carries_the_held_count_across_a_restart() {
                         .expect("no limits")
                 })
                 .collect();
-            subs[0].feed.publish(object(tx), vec![], true);
+            let a = subs[0].feed.clone();
+            if !late {
+                a.publish(object(tx), vec![], true);
+            }
             subs[1].feed.publish(empty_list(), vec![], true);
             let mut s = Subscriber::new(subs, last_id.as_deref(), &config.sse, shutdown.clone());
             let mut wire = Vec::new();
-            while let Some(Some(b)) = s.next().now_or_never() {
-                wire.extend_from_slice(&b);
+            let mut read = |s: &mut Subscriber| {
+                while let Some(Some(b)) = s.next().now_or_never() {
+                    wire.extend_from_slice(&b);
+                }
+                blocks(&String::from_utf8_lossy(&wire))
+            };
+            let mut before = None;
+            if late {
+                before = read(&mut s).iter().rev().find_map(|(_, id, _)| id.clone());
+                a.publish(object(tx), vec![], true);
             }
-            let blocks = blocks(&String::from_utf8_lossy(&wire));
+            let blocks = read(&mut s);
             let told: Vec<String> = blocks
                 .iter()
                 .filter(|(e, _, _)| e == "tx")
@@ -371,9 +385,9 @@ fn a_shared_stream_carries_the_held_count_across_a_restart() {
             let last = blocks.iter().rev().find_map(|(_, id, _)| id.clone());
             shutdown.cancel();
             drop(s);
-            (told, last, registry)
+            (told, last, before, registry)
         };
-        let (told, last, first) = run(&[1, 2], None);
+        let (told, last, _, first) = run(&[1, 2], None, false);
         assert_eq!(told, ["1", "2"]);
         let last = last.expect("an id");
         let parts: Vec<&str> = last.split(',').collect();
@@ -383,7 +397,7 @@ fn a_shared_stream_carries_the_held_count_across_a_restart() {
         );
         first.closed().await;
         // A restart: new epochs, one entry more.
-        let (told, again, second) = run(&[1, 2, 3], Some(last.clone()));
+        let (told, again, _, second) = run(&[1, 2, 3], Some(last.clone()), false);
         assert_eq!(told, ["3"], "only the entry the client lacks");
         let again = again.expect("an id");
         assert!(
@@ -392,5 +406,16 @@ fn a_shared_stream_carries_the_held_count_across_a_restart() {
         );
         assert_ne!(again, last);
         second.closed().await;
+        // Another restart, `a` late: until it has state, the ids carry the
+        // client's own part for it (its count), not `-`.
+        let (told, _, before, third) = run(&[1, 2, 3, 4], Some(again.clone()), true);
+        let before = before.expect("b's snapshot has an id");
+        assert_eq!(
+            before.split(',').next(),
+            again.split(',').next(),
+            "{before}"
+        );
+        assert_eq!(told, ["4"]);
+        third.closed().await;
     });
 }
