@@ -233,6 +233,7 @@ fn job(status: &str, n: u64) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_002_frontend_gets_each_transaction_once_keeps_its_result_and_list_order() {
+    // Also across a pollcast restart (item 7: an id of the old instance).
     let Some(dir) = browser_tools() else { return };
     let up = TestUpstream::start().await;
     page(&up, "/app/002.html", SEED_002);
@@ -286,6 +287,29 @@ async fn seed_002_frontend_gets_each_transaction_once_keeps_its_result_and_list_
         "the list in upstream order",
         "window.s.jobs.map(j => j.job_id).join() === 'a,c,d'",
     );
+
+    // pollcast restarts while two more entries arrive. EventSource resumes
+    // with an id of the old instance: the page, whose list only appends,
+    // gets the progress and just the entries it lacks.
+    pc.stop().await;
+    up.set(path, job("completed", 9));
+    let pc = pollcast::start(seed("seed-002-backtest.toml", &up))
+        .await
+        .expect("restart");
+    relay.point(pc.addr);
+    p.wait("entries added while pollcast was down", &tx(9));
+    up.set(path, job("completed", 10));
+    p.wait(
+        "the next entry",
+        "window.s.transactions.some(t => t.n === 10)",
+    );
+    let ns = p.eval("window.s.transactions.map(t => t.n)");
+    assert_eq!(
+        ns,
+        json!((1..=10).collect::<Vec<_>>()),
+        "once each, in order, across the restart"
+    );
+    assert_eq!(p.eval("window.s.result"), json!({"pnl": 7}));
     drop(p);
     pc.stop().await;
 }

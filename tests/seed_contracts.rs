@@ -264,6 +264,123 @@ async fn seed_002_progress_entries_once_in_order_and_terminal_keeps_stream_open(
     pc.stop().await;
 }
 
+/// Item 7 across a pollcast restart: the new process numbers its ids in a new
+/// epoch, so the client's `Last-Event-ID` cannot be replayed; it gets the
+/// progress again and then only the entries it does not hold (those added
+/// while pollcast was down), each once, in order. The id says how many
+/// entries it holds (`<epoch>:<seq>.<held>`); an id without that count (an
+/// older version's) gets every entry, as before.
+#[tokio::test]
+async fn seed_002_entries_once_in_order_across_a_pollcast_restart() {
+    let up = TestUpstream::start().await;
+    let path = "/api/backtesting/jobs/42";
+    up.set(path, job("running", 1..=3));
+    let pc = pollcast::start(seed("seed-002-backtest.toml", &up))
+        .await
+        .expect("start");
+    let sse = |pc: &pollcast::Running| url(pc, "/api/sse/backtest/42?token=t");
+    let mut s = Sse::connect(&sse(&pc)).await;
+    assert_eq!(s.next().await.event, "connection");
+    assert_eq!(s.next().await.event, "progress");
+    for n in 1..=3 {
+        assert_eq!(tx_of(&s.next().await), n, "entries present at open");
+    }
+    up.set(path, job("running", 1..=4));
+    let last = s.next().await;
+    assert_eq!(tx_of(&last), 4);
+    assert!(
+        last.id.ends_with(".4"),
+        "the id counts the entries held: {}",
+        last.id
+    );
+    drop(s);
+    pc.stop().await;
+
+    // Two entries arrive while pollcast is down.
+    up.set(path, job("running", 1..=6));
+    let pc = pollcast::start(seed("seed-002-backtest.toml", &up))
+        .await
+        .expect("restart");
+    let mut s = Sse::connect_with(&sse(&pc), &[("last-event-id", &last.id)]).await;
+    assert_eq!(s.next().await.event, "connection");
+    let e = s.next().await;
+    assert_eq!(e.event, "progress", "{}", e.data);
+    assert_eq!(
+        tx_of(&s.next().await),
+        5,
+        "only the entries the client lacks"
+    );
+    let e = s.next().await;
+    assert_eq!(tx_of(&e), 6);
+    assert!(e.id.ends_with(".6") && e.id != last.id, "{}", e.id);
+    // What follows is the next entry: nothing was sent twice in between.
+    up.set(path, job("running", 1..=7));
+    let e = s.next().await;
+    assert_eq!(tx_of(&e), 7);
+
+    // The same resume again (EventSource retries with the id it holds):
+    // the same catch-up, nothing more.
+    let mut again = Sse::connect_with(&sse(&pc), &[("last-event-id", &last.id)]).await;
+    assert_eq!(again.next().await.event, "connection");
+    assert_eq!(again.next().await.event, "progress");
+    for n in 5..=7 {
+        assert_eq!(tx_of(&again.next().await), n);
+    }
+    // An id without a count (from an older version) holds nothing known:
+    // every entry, as a new viewer gets them.
+    let (old, _) = last.id.split_once('.').expect("count");
+    let mut v = Sse::connect_with(&sse(&pc), &[("last-event-id", old)]).await;
+    assert_eq!(v.next().await.event, "connection");
+    assert_eq!(v.next().await.event, "progress");
+    for n in 1..=7 {
+        assert_eq!(tx_of(&v.next().await), n);
+    }
+    up.set(path, job("running", 1..=8));
+    assert_eq!(tx_of(&s.next().await), 8);
+    assert_eq!(tx_of(&again.next().await), 8);
+    assert_eq!(tx_of(&v.next().await), 8);
+    pc.stop().await;
+}
+
+/// Item 7 for a client away longer than the history holds: its resume falls
+/// back to the progress, followed only by the entries it does not hold.
+#[tokio::test]
+async fn seed_002_entries_once_in_order_after_a_resume_older_than_the_history() {
+    let up = TestUpstream::start().await;
+    let path = "/api/backtesting/jobs/42";
+    up.set(path, job("running", 1..=2));
+    let mut config = seed("seed-002-backtest.toml", &up);
+    config.sse.history = 1;
+    let pc = pollcast::start(config).await.expect("start");
+    let sse = url(&pc, "/api/sse/backtest/42?token=t");
+    let mut s = Sse::connect(&sse).await;
+    assert_eq!(s.next().await.event, "connection");
+    assert_eq!(s.next().await.event, "progress");
+    assert_eq!(tx_of(&s.next().await), 1);
+    let last = s.next().await;
+    assert_eq!(tx_of(&last), 2);
+    drop(s);
+
+    // Away for two polls of two entries each: more than the history holds.
+    for upto in [4, 6] {
+        up.set(path, job("running", 1..=upto));
+        up.wait_hits(path, up.hits(path) + 2).await;
+    }
+    let mut s = Sse::connect_with(&sse, &[("last-event-id", &last.id)]).await;
+    assert_eq!(s.next().await.event, "connection");
+    assert_eq!(
+        s.next().await.event,
+        "progress",
+        "the history no longer reaches"
+    );
+    for n in 3..=6 {
+        assert_eq!(tx_of(&s.next().await), n, "only the entries it lacks");
+    }
+    up.set(path, job("running", 1..=7));
+    assert_eq!(tx_of(&s.next().await), 7, "nothing twice in between");
+    pc.stop().await;
+}
+
 /// Item 9: the snapshot as each frontend's own refresh trigger, so a page that
 /// refetches on it catches up after pollcast restarts (its Last-Event-ID from
 /// the old instance gets a fresh snapshot, that is, the trigger).

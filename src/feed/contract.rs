@@ -441,15 +441,23 @@ impl Render {
     /// lands on the LAST event (a client that loses a chunked snapshot midway
     /// resumes from before it). Both empty when snapshots are not sent.
     pub fn snapshot(&self, list: &ItemList) -> (Bytes, Bytes) {
+        let (head, _, tail) = self.snapshot_events(list).parts(0);
+        (head, tail)
+    }
+
+    /// The snapshot's events, encoded once for every subscriber; see
+    /// [`Opening::parts`] for what one subscriber is sent of them.
+    pub fn snapshot_events(&self, list: &ItemList) -> Opening {
         let ts = now();
         let c = &self.contract;
         let total = list.items.len();
+        let mut events = Vec::new();
+        let mut entries = 0;
         if c.chunk_size > 0 {
-            let mut head = Vec::new();
             let mut ctx = self.ctx(&ts);
             ctx.total = Some(total);
             if let Some(k) = &c.chunk_start {
-                head.extend_from_slice(&Self::body(k, &ctx));
+                events.push(Self::body(k, &ctx));
             }
             if let Some(k) = &c.chunk {
                 let mut sent = 0;
@@ -459,43 +467,52 @@ impl Render {
                     ctx.total = Some(total);
                     ctx.chunk = Some(chunk);
                     ctx.sent = Some(sent);
-                    head.extend_from_slice(&Self::body(k, &ctx));
+                    events.push(Self::body(k, &ctx));
                 }
             }
-            return match &c.chunk_end {
-                Some(k) => (Bytes::from(head), Self::body(k, &ctx)),
-                None => {
-                    // The id goes on the last event there is.
-                    let head = Bytes::from(head);
-                    (Bytes::new(), head)
-                }
-            };
+            match &c.chunk_end {
+                Some(k) => events.push(Self::body(k, &ctx)),
+                // As it always was: the id line before all of them.
+                None => events = vec![Bytes::from(events.concat())],
+            }
+        } else if let Some(k) = &c.snapshot {
+            let mut ctx = self.ctx(&ts);
+            ctx.items = Some(&list.items);
+            ctx.total = Some(total);
+            if let Some(first) = list.items.first() {
+                ctx.item = Some(&first.raw);
+                ctx.id = id_of(first);
+            }
+            events.push(Self::body(k, &ctx));
+            entries = self.opening(list, &ts, &mut events);
         }
-        let Some(k) = &c.snapshot else {
-            return (Bytes::new(), Bytes::new());
-        };
-        let mut ctx = self.ctx(&ts);
-        ctx.items = Some(&list.items);
-        ctx.total = Some(total);
-        if let Some(first) = list.items.first() {
-            ctx.item = Some(&first.raw);
-            ctx.id = id_of(first);
-        }
-        let mut events = vec![Self::body(k, &ctx)];
-        events.extend(self.opening(list, &ts));
-        // The id goes on the last event: a client cut off midway gets all again.
-        let tail = events.pop().unwrap_or_default();
-        (Bytes::from(events.concat()), tail)
+        Opening::new(&events, entries)
     }
 
-    /// What follows the snapshot of an object feed: each entry of the
-    /// `append` array (`append_each`), and the terminal event of a feed whose
-    /// streams stay open (`terminal.close = false`) once it holds.
-    fn opening(&self, list: &ItemList, ts: &str) -> Vec<Bytes> {
+    /// How many entries of the `append` array a client holds once it has
+    /// `list` (its snapshot, or the event that led to it): `append_each`
+    /// feeds only, else `None` (their ids carry no count).
+    pub fn held(&self, list: &ItemList) -> Option<u64> {
         let c = &self.contract;
-        let mut out = Vec::new();
+        let (true, Some(at)) = (c.append_each, &c.append) else {
+            return None;
+        };
+        let n = list
+            .items
+            .first()
+            .map_or(0, |item| super::object::entries(item, at).len());
+        Some(n as u64)
+    }
+
+    /// What follows the snapshot of an object feed, pushed onto `out`: each
+    /// entry of the `append` array (`append_each`), and the terminal event of
+    /// a feed whose streams stay open (`terminal.close = false`) once it
+    /// holds. Returns how many entry events it pushed.
+    fn opening(&self, list: &ItemList, ts: &str, out: &mut Vec<Bytes>) -> usize {
+        let c = &self.contract;
+        let mut entries = 0;
         let Some(item) = list.items.first() else {
-            return out;
+            return entries;
         };
         if let (true, Some(kind), Some(at)) = (c.append_each, &c.appended, &c.append) {
             for (n, entry) in super::object::entries(item, at).into_iter().enumerate() {
@@ -507,6 +524,7 @@ impl Render {
                 ctx.entry = Some(entry);
                 ctx.index = Some(n);
                 out.push(Self::body(kind, &ctx));
+                entries += 1;
             }
         }
         if !c.terminal_close {
@@ -517,7 +535,7 @@ impl Render {
                 out.push(Self::body(kind, &ctx));
             }
         }
-        out
+        entries
     }
 
     /// The terminal kind whose value `item`'s status field holds, if any.
@@ -572,8 +590,10 @@ impl Render {
 
 mod changes;
 mod ctx;
+mod opening;
 pub use changes::{Appended, Poll};
 use ctx::Ctx;
+pub use opening::Opening;
 
 #[cfg(test)]
 mod tests;

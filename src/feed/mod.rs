@@ -14,7 +14,9 @@
 //! Submodules: [`registry`] (which feeds exist), [`poller`] (the loop that polls
 //! one feed), [`cadence`] (how long it waits between polls), [`extract`] (body
 //! to items), [`diff`] (what changed), [`contract`] (event names and payloads), [`key`] (what makes two subscribers share a feed),
+//! [`id`] (the text of a position: epoch, seq and the entries a client holds),
 //! [`object`] (object feeds: one object, appended entries, terminal field),
+//! `snapshot` (one version of the list as subscribers are sent it),
 //! [`scan`] (the one validating pass over a body), [`stats`] (counters per
 //! definition for the status page), [`source`] (where a feed's events come
 //! from: its own poll loop or a cluster engine).
@@ -24,18 +26,20 @@ pub mod contract;
 pub mod defs;
 pub mod diff;
 pub mod extract;
+pub mod id;
 pub mod key;
 pub mod object;
 pub mod poller;
 pub mod registry;
 pub mod scan;
+mod snapshot;
 pub mod source;
 pub mod stats;
 pub mod update;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -45,6 +49,8 @@ use crate::config::FeedConfig;
 use contract::{Contract, Render};
 use extract::ItemList;
 pub use key::FeedKey;
+use snapshot::skip;
+pub use snapshot::Snapshot;
 
 /// One live feed instance. Dropped state is never reused: a new instance of
 /// the same key gets a new epoch, so stale `Last-Event-ID`s cannot replay.
@@ -89,7 +95,7 @@ struct State {
     seq: u64,
     /// Seq of the first snapshot; nothing before it can be replayed.
     base: Option<u64>,
-    history: VecDeque<(u64, Bytes)>,
+    history: VecDeque<Kept>,
     capacity: usize,
     snapshot: Option<Arc<Snapshot>>,
     status_gen: u64,
@@ -109,12 +115,12 @@ struct State {
     waiting: usize,
 }
 
-/// One version of the item list, encoded lazily and at most once.
-pub struct Snapshot {
-    pub list: Arc<ItemList>,
-    render: Arc<Render>,
-    /// `(head, tail)`: the subscriber's `id:` line goes between them.
-    encoded: OnceLock<(Bytes, Bytes)>,
+/// One history event, encoded with its id, and the held count of that id
+/// (read back from it: events may come encoded from another replica).
+struct Kept {
+    seq: u64,
+    bytes: Bytes,
+    held: Option<u64>,
 }
 
 /// Where one subscriber stands in a feed.
@@ -122,6 +128,11 @@ pub struct Snapshot {
 pub struct Cursor {
     /// Seq of the last state delivered; `None` until the first snapshot.
     at: Option<u64>,
+    /// The entries of the `append` array the client holds (`append_each`
+    /// feeds): from its `Last-Event-ID` before anything was delivered, then
+    /// the held count of the last event delivered. A snapshot leaves out the
+    /// entries it counts (see [`Feed::pull`]).
+    held: Option<u64>,
     /// The epoch generation `at` belongs to.
     generation: u64,
     /// A `Last-Event-ID` given before the feed had any state (a feed that
@@ -146,19 +157,40 @@ pub struct Cursor {
 pub enum Out {
     /// Bytes without an id (retry hint, keepalive, connect event).
     Bytes(Bytes),
-    /// A history event, encoded once with this feed's own `id:` line first.
-    Event { seq: u64, bytes: Bytes },
-    /// A body that needs an `id:` line for state `seq` in front of it
-    /// (stale/recovered, and the terminal event when `end`).
-    Tagged { seq: u64, body: Bytes, end: bool },
-    /// The (lazily encoded) snapshot of state `seq`.
-    Snapshot(u64, Arc<Snapshot>),
+    /// A history event, encoded once with this feed's own `id:` line first
+    /// (whose held count is `held`).
+    Event {
+        seq: u64,
+        held: Option<u64>,
+        bytes: Bytes,
+    },
+    /// A body that needs an `id:` line for state `seq` (and held count
+    /// `held`) in front of it (stale/recovered, and the terminal event when
+    /// `end`).
+    Tagged {
+        seq: u64,
+        held: Option<u64>,
+        body: Bytes,
+        end: bool,
+    },
+    /// The (lazily encoded) snapshot of state `seq`, without the first
+    /// `skip` entries of the `append` array (the client holds them).
+    Snapshot {
+        seq: u64,
+        snap: Arc<Snapshot>,
+        skip: usize,
+    },
 }
 
 impl Cursor {
     /// Seq of the last state delivered (or resumed from), if any.
     pub fn position(&self) -> Option<u64> {
         self.at
+    }
+
+    /// The held count that goes with [`Self::position`] in ids.
+    pub fn held(&self) -> Option<u64> {
+        self.held
     }
 }
 
@@ -257,6 +289,13 @@ impl Feed {
         format!("{}:{seq}", self.state().epoch)
     }
 
+    /// The id of state `seq` for a client that holds `held` entries of the
+    /// `append` array (`None`: ids without a count, as every feed but
+    /// `append_each` ones has).
+    pub fn id_held(&self, seq: u64, held: Option<u64>) -> String {
+        id::format(&self.state().epoch, seq, held)
+    }
+
     /// The epoch of this feed's ids now.
     pub fn epoch(&self) -> Arc<str> {
         self.state().epoch.clone()
@@ -264,14 +303,24 @@ impl Feed {
 
     /// A cursor for a new subscriber, positioned by its `Last-Event-ID` when
     /// that id belongs to this feed instance and is within the history.
+    ///
+    /// The held count of an `append_each` feed's id is kept whether or not
+    /// the position is: a snapshot sent instead (after a restart, or an id
+    /// older than the history) then leaves out the entries the client holds.
     pub fn cursor(&self, last_event_id: Option<&str>) -> Cursor {
+        let append_each = self.render.contract.append_each;
+        // A count in the id of a feed that keeps none is not one of its ids
+        // (as it never was): the client gets a snapshot.
         let parsed = last_event_id
-            .and_then(|id| id.split_once(':'))
-            .and_then(|(epoch, seq)| Some((epoch.to_owned(), seq.parse::<u64>().ok()?)));
+            .and_then(id::parse)
+            .filter(|p| append_each || p.held.is_none());
+        let held = parsed.as_ref().and_then(|p| p.held);
+        let parsed = parsed.map(|p| (p.epoch, p.seq));
         let st = self.state();
         let mut cursor = Cursor {
             generation: st.generation,
             since: st.syncs,
+            held,
             ..Cursor::default()
         };
         if st.snapshot.is_none() {
@@ -360,11 +409,15 @@ impl Feed {
         match cursor.at {
             Some(c) if same && c == cur => {}
             Some(c) if same && st.can_replay_from(c) => {
-                let start = st.history.partition_point(|(s, _)| *s <= c);
-                out.extend(st.history.range(start..).map(|(seq, b)| Out::Event {
-                    seq: *seq,
-                    bytes: b.clone(),
-                }));
+                let start = st.history.partition_point(|k| k.seq <= c);
+                for k in st.history.range(start..) {
+                    out.push_back(Out::Event {
+                        seq: k.seq,
+                        held: k.held,
+                        bytes: k.bytes.clone(),
+                    });
+                    cursor.held = k.held;
+                }
                 cursor.at = Some(cur);
             }
             _ => {
@@ -372,8 +425,13 @@ impl Feed {
                     if cursor.at.is_some() {
                         cursor.resyncs += 1;
                     }
-                    out.push_back(Out::Snapshot(cur, snap.clone()));
+                    out.push_back(Out::Snapshot {
+                        seq: cur,
+                        snap: snap.clone(),
+                        skip: skip(cursor.held, snap.held),
+                    });
                     cursor.at = Some(cur);
+                    cursor.held = snap.held;
                     cursor.generation = st.generation;
                 }
             }
@@ -384,6 +442,7 @@ impl Feed {
         if let (Some(end), false, Some(_)) = (&st.end, cursor.ended, cursor.at) {
             out.push_back(Out::Tagged {
                 seq: st.seq,
+                held: cursor.held,
                 body: end.clone(),
                 end: true,
             });
@@ -419,6 +478,7 @@ impl Feed {
         match cursor.at {
             Some(seq) => out.push_back(Out::Tagged {
                 seq,
+                held: cursor.held,
                 body,
                 end: false,
             }),
@@ -430,24 +490,23 @@ impl Feed {
     /// `(seq, encoded)` with consecutive seqs after the current one; with no
     /// events the list still gets a new seq when it is the first one.
     pub(crate) fn publish(&self, list: Arc<ItemList>, events: Vec<(u64, Bytes)>, first: bool) {
+        // Built (its held count read) before the lock is taken.
+        let snap = Arc::new(Snapshot::new(list, &self.render));
+        let events: Vec<Kept> = events.into_iter().map(|(s, b)| self.kept(s, b)).collect();
         {
             let mut st = self.state();
             if first {
                 st.seq += 1;
                 st.base = Some(st.seq);
             }
-            for (seq, bytes) in events {
-                st.seq = seq;
-                st.history.push_back((seq, bytes));
+            for kept in events {
+                st.seq = kept.seq;
+                st.history.push_back(kept);
             }
             while st.history.len() > st.capacity {
                 st.history.pop_front();
             }
-            st.snapshot = Some(Arc::new(Snapshot {
-                list,
-                render: self.render.clone(),
-                encoded: OnceLock::new(),
-            }));
+            st.snapshot = Some(snap);
         }
         self.changed.send_modify(|g| *g = g.wrapping_add(1));
     }
@@ -458,6 +517,12 @@ impl Feed {
     /// A different epoch starts a new generation (every subscriber gets a
     /// snapshot); `reset` replaces the history instead of extending it.
     pub(crate) fn apply(&self, applied: Applied) {
+        let snap = Arc::new(Snapshot::new(applied.list, &self.render));
+        let events: Vec<Kept> = applied
+            .events
+            .into_iter()
+            .map(|(s, b)| self.kept(s, b))
+            .collect();
         {
             let mut st = self.state();
             if *st.epoch != *applied.epoch || applied.reset {
@@ -469,20 +534,16 @@ impl Feed {
             }
             st.base = Some(applied.base);
             st.remote = true;
-            for (seq, bytes) in applied.events {
-                if !matches!(st.history.back(), Some((last, _)) if seq <= *last) {
-                    st.history.push_back((seq, bytes));
+            for kept in events {
+                if !matches!(st.history.back(), Some(last) if kept.seq <= last.seq) {
+                    st.history.push_back(kept);
                 }
             }
             st.seq = applied.seq;
             while st.history.len() > st.capacity {
                 st.history.pop_front();
             }
-            st.snapshot = Some(Arc::new(Snapshot {
-                list: applied.list,
-                render: self.render.clone(),
-                encoded: OnceLock::new(),
-            }));
+            st.snapshot = Some(snap);
         }
         self.changed.send_modify(|g| *g = g.wrapping_add(1));
     }
@@ -516,11 +577,18 @@ impl Feed {
 
     /// Replace the list without an event (bytes changed, content did not).
     pub(crate) fn replace_list(&self, list: Arc<ItemList>) {
-        self.state().snapshot = Some(Arc::new(Snapshot {
-            list,
-            render: self.render.clone(),
-            encoded: OnceLock::new(),
-        }));
+        let snap = Arc::new(Snapshot::new(list, &self.render));
+        self.state().snapshot = Some(snap);
+    }
+
+    /// A history event; only `append_each` feeds' ids carry a held count.
+    fn kept(&self, seq: u64, bytes: Bytes) -> Kept {
+        let held = if self.render.contract.append_each {
+            id::held_in(&bytes)
+        } else {
+            None
+        };
+        Kept { seq, bytes, held }
     }
 
     /// Seq of the latest state.
@@ -612,19 +680,9 @@ impl State {
             return false;
         }
         match self.history.front() {
-            Some((oldest, _)) => c + 1 >= *oldest,
+            Some(oldest) => c + 1 >= oldest.seq,
             None => c == self.seq,
         }
-    }
-}
-
-impl Snapshot {
-    /// The encoded snapshot as `(head, tail)`, built by the first subscriber
-    /// that needs it; the `id:` line goes between the two (on the last event).
-    pub fn encoded(&self) -> (Bytes, Bytes) {
-        self.encoded
-            .get_or_init(|| self.render.snapshot(&self.list))
-            .clone()
     }
 }
 

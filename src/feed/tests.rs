@@ -26,15 +26,22 @@ fn drain(f: &Feed, c: &mut Cursor) -> Vec<String> {
     out.into_iter()
         .map(|o| match o {
             Out::Bytes(b) | Out::Event { bytes: b, .. } => String::from_utf8_lossy(&b).into_owned(),
-            Out::Tagged { seq, body, .. } => {
-                format!("id: {}\n{}", f.id(seq), String::from_utf8_lossy(&body))
-            }
-            Out::Snapshot(seq, s) => {
-                let (head, tail) = s.encoded();
+            Out::Tagged {
+                seq, held, body, ..
+            } => {
                 format!(
-                    "{}id: {}\n{}",
+                    "id: {}\n{}",
+                    f.id_held(seq, held),
+                    String::from_utf8_lossy(&body)
+                )
+            }
+            Out::Snapshot { seq, snap, skip } => {
+                let (head, middle, tail) = snap.encoded_from(skip);
+                format!(
+                    "{}{}id: {}\n{}",
                     String::from_utf8_lossy(&head),
-                    f.id(seq),
+                    String::from_utf8_lossy(&middle),
+                    f.id_held(seq, snap.held),
                     String::from_utf8_lossy(&tail)
                 )
             }
@@ -301,6 +308,143 @@ fn a_new_epoch_gives_every_cursor_one_snapshot_and_applying_twice_repeats_nothin
     let got = drain(&f, &mut c);
     assert!(
         got.len() == 1 && got[0].contains("event: snapshot"),
+        "{got:?}"
+    );
+}
+
+/// An `append_each` object feed: entries of `/tx` told one by one as `tx`,
+/// the object as `progress`.
+fn progress_feed(history: usize) -> Feed {
+    let mut def = FeedConfig::new("p", "/p");
+    def.object = true;
+    def.append = Some(Pointer::parse("/tx").expect("p"));
+    def.events.append_each = true;
+    let spec = |event: &str, data: toml::Value| crate::config::EventSpec {
+        event: Some(event.into()),
+        data: Some(data),
+        send: None,
+    };
+    def.events.appended = Some(spec("tx", toml::Value::String("{{entry}}".into())));
+    def.events.snapshot = Some(spec("progress", toml::Value::Table(Default::default())));
+    Feed::new(
+        FeedKey::new(0, String::new(), None, None),
+        Arc::new(def),
+        history,
+    )
+}
+
+fn object(tx: &[u64]) -> Arc<ItemList> {
+    let body = serde_json::json!({"id": 1, "tx": tx}).to_string();
+    let l = object::extract_object(
+        Bytes::from(body),
+        &Pointer::default(),
+        &Pointer::parse("/id").expect("p"),
+    )
+    .expect("object");
+    Arc::new(l)
+}
+
+/// `(event, data)` of every event in `wire`, and the last id.
+fn told(wire: &[String]) -> (Vec<String>, Option<String>) {
+    let text = wire.concat();
+    let mut last = None;
+    let mut events = Vec::new();
+    for block in text.split("\n\n").filter(|b| !b.is_empty()) {
+        for line in block.lines() {
+            if let Some(id) = line.strip_prefix("id: ") {
+                last = Some(id.to_owned());
+            }
+        }
+        let field = |n: &str| block.lines().find_map(|l| l.strip_prefix(n)).unwrap_or("");
+        events.push(format!("{} {}", field("event: "), field("data: ")));
+    }
+    (events, last)
+}
+
+#[test]
+fn a_snapshot_leaves_out_the_entries_the_clients_id_says_it_holds() {
+    let f = progress_feed(10);
+    f.publish(object(&[1, 2, 3]), vec![], true);
+    let epoch = f.epoch();
+    let cases: [(Option<String>, &[&str]); 6] = [
+        (None, &["progress {}", "tx 1", "tx 2", "tx 3"]),
+        // Another epoch (a restart): the count still holds.
+        (Some("other:9.2".into()), &["progress {}", "tx 3"]),
+        (Some("other:9.3".into()), &["progress {}"]),
+        (
+            Some("other:9.0".into()),
+            &["progress {}", "tx 1", "tx 2", "tx 3"],
+        ),
+        // No count (an older version's id), or more than there is: everything.
+        (
+            Some("other:9".into()),
+            &["progress {}", "tx 1", "tx 2", "tx 3"],
+        ),
+        (
+            Some("other:9.4".into()),
+            &["progress {}", "tx 1", "tx 2", "tx 3"],
+        ),
+    ];
+    for (id, want) in cases {
+        let mut c = f.cursor(id.as_deref());
+        let (events, last) = told(&drain(&f, &mut c));
+        assert_eq!(events, want, "{id:?}");
+        assert_eq!(last, Some(format!("{epoch}:1.3")), "{id:?}");
+    }
+    // This instance's own id beyond its state cannot be replayed either.
+    let mut c = f.cursor(Some(&format!("{epoch}:7.1")));
+    assert_eq!(told(&drain(&f, &mut c)).0, ["progress {}", "tx 2", "tx 3"]);
+}
+
+#[test]
+fn a_cursor_that_fell_out_of_the_history_keeps_what_it_was_sent() {
+    let f = progress_feed(1);
+    f.publish(object(&[1]), vec![], true);
+    let mut c = f.cursor(None);
+    assert_eq!(told(&drain(&f, &mut c)).0, ["progress {}", "tx 1"]);
+    // Two events in two polls while the subscriber does not read.
+    for n in [2u64, 3] {
+        let seq = f.next_seq();
+        let id = f.id_held(seq, Some(n));
+        let e = encode::event(&id, "tx", n.to_string().as_bytes());
+        f.publish(object(&(1..=n).collect::<Vec<_>>()), vec![(seq, e)], false);
+    }
+    let (events, last) = told(&drain(&f, &mut c));
+    assert_eq!(events, ["progress {}", "tx 2", "tx 3"]);
+    assert_eq!(last, Some(format!("{}:3.3", f.epoch())));
+    assert_eq!(c.resyncs, 1);
+    // Replayed events carry their own counts into the cursor: a status
+    // event is told at the last one delivered.
+    let seq = f.next_seq();
+    let e = encode::event(&f.id_held(seq, Some(4)), "tx", b"4");
+    f.publish(object(&[1, 2, 3, 4]), vec![(seq, e)], false);
+    assert_eq!(
+        told(&drain(&f, &mut c)).1,
+        Some(format!("{}:4.4", f.epoch()))
+    );
+    f.set_stale(encode::body("stale", b"{}"));
+    assert_eq!(
+        told(&drain(&f, &mut c)).1,
+        Some(format!("{}:4.4", f.epoch()))
+    );
+}
+
+#[test]
+fn a_feed_without_append_each_keeps_its_ids_and_takes_none_with_a_count() {
+    let f = feed(10);
+    f.publish(list("[]"), vec![], true);
+    let e = ev(&f, "added");
+    f.publish(list(r#"[{"id":1}]"#), vec![e], false);
+    let mut c = f.cursor(Some(&f.id(1)));
+    assert_eq!(
+        drain(&f, &mut c),
+        vec![format!("id: {}\nevent: added\ndata: {{}}\n\n", f.id(2))]
+    );
+    // A count is not part of this feed's ids: a snapshot, with a plain id.
+    let mut c = f.cursor(Some(&format!("{}.0", f.id(1))));
+    let got = drain(&f, &mut c);
+    assert!(
+        got.len() == 1 && got[0].contains(&format!("id: {}\n", f.id(2))),
         "{got:?}"
     );
 }

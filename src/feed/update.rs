@@ -13,6 +13,7 @@ use bytes::Bytes;
 use super::contract::{self, Appended, Events, Poll, Render};
 use super::diff::diff;
 use super::extract::{extract, ExtractError, ItemList, Skipped};
+use super::id::with_held;
 use super::object::{appended_entries, extract_object};
 use super::Feed;
 use crate::budget::retained;
@@ -28,6 +29,9 @@ pub struct Update {
     first: bool,
     /// `(event name, data)` per change, in order.
     changes: Events,
+    /// Per change, the entries of the `append` array a client holds once it
+    /// has it (`append_each` feeds; see `feed::id`).
+    held: Vec<Option<u64>>,
     /// Items extraction skipped (no usable id, or a repeated one).
     pub skipped: Skipped,
     /// The terminal event, when this poll reached a terminal state.
@@ -58,8 +62,8 @@ pub fn prepare(
     };
     drop(extracting);
     let _diffing = tracing::info_span!(target: TARGET, "diff", items = list.items.len()).entered();
-    let changes = match prev {
-        None => Vec::new(),
+    let (changes, held) = match prev {
+        None => (Vec::new(), Vec::new()),
         Some((_, old)) => {
             // Entries appended to the object's array are told as `appended`
             // alone; the array then does not make the object `updated`.
@@ -78,7 +82,7 @@ pub fn prepare(
                 ignore.push(at.clone());
             }
             let ts = contract::now();
-            render.changes(&Poll {
+            render.changes_held(&Poll {
                 old,
                 new: &list,
                 changes: &diff(old, &list, &ignore),
@@ -94,6 +98,7 @@ pub fn prepare(
         list: Arc::new(list),
         first: prev.is_none(),
         changes,
+        held,
         skipped,
         terminal,
     }))
@@ -129,12 +134,18 @@ impl Update {
         self.changes.is_empty()
     }
 
-    /// Encode each event once, with the id `id(seq)` for consecutive seqs from `first_seq`.
+    /// Encode each event once, with the id `id(seq)` for consecutive seqs
+    /// from `first_seq`, followed by the event's held count where it has one
+    /// (`feed::id`).
     pub fn encode(&self, first_seq: u64, id: impl Fn(u64) -> String) -> Vec<(u64, Bytes)> {
         self.changes
             .iter()
             .zip(first_seq..)
-            .map(|((name, data), seq)| (seq, encode::event(&id(seq), name, data)))
+            .enumerate()
+            .map(|(n, ((name, data), seq))| {
+                let id = with_held(id(seq), self.held.get(n).copied().flatten());
+                (seq, encode::event(&id, name, data))
+            })
             .collect()
     }
 
@@ -153,7 +164,7 @@ impl Update {
             // The whole snapshot again, as one history entry with the id on
             // its last event (as for a subscriber's first snapshot).
             let (head, tail) = render.snapshot(&self.list);
-            let id = encode::id_line(&id(first_seq));
+            let id = encode::id_line(&with_held(id(first_seq), render.held(&self.list)));
             let mut b = Vec::with_capacity(head.len() + id.len() + tail.len());
             for part in [&head, &id, &tail] {
                 b.extend_from_slice(part);

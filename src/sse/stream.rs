@@ -2,12 +2,13 @@
 //! several when feeds share an SSE path), turned into body frames.
 //!
 //! Event ids: a stream following one feed forwards each event's shared bytes
-//! untouched, id `<epoch>:<seq>`. A stream following several feeds writes its
-//! own `id:` line, the position in every feed joined with `,` in config order
-//! (`<epochA>:<seqA>,<epochB>:<seqB>`, `-` for a feed not yet seen), followed
-//! by the shared body (a zero-copy slice). Each part is checked against its own
-//! feed on resume, so an id is never ambiguous. A terminal event's id ends in
-//! `:end`.
+//! untouched, id `<epoch>:<seq>` (`<epoch>:<seq>.<held>` for a feed that sends
+//! each entry of a growing array as its own event, see `feed::id`). A stream
+//! following several feeds writes its own `id:` line, the position in every
+//! feed joined with `,` in config order (`<epochA>:<seqA>,<epochB>:<seqB>`,
+//! `-` for a feed not yet seen), followed by the shared body (a zero-copy
+//! slice). Each part is checked against its own feed on resume, so an id is
+//! never ambiguous. A terminal event's id ends in `:end`.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -49,8 +50,14 @@ struct Follow {
     sub: Subscription,
     changed: watch::Receiver<u64>,
     cursor: Cursor,
-    /// Seq of the last event written for this feed (for composite ids).
-    at: Option<u64>,
+    /// Seq (and held count) of the last event written for this feed (for
+    /// composite ids).
+    at: Option<(u64, Option<u64>)>,
+    /// The client's own part of its composite id, while `at` is `None`, for
+    /// a feed whose ids count held entries: written back instead of `-`, so
+    /// a reconnect before this feed sends anything (it has no state yet, as
+    /// after a restart) does not lose the count.
+    resumed: Option<String>,
 }
 
 /// Follows one or more feeds for one client. Owns nothing shared but its
@@ -108,11 +115,13 @@ impl Subscriber {
                 // A valid resume position is carried into every composite id
                 // from the first one on: a feed that sends nothing before the
                 // next reconnect must not count as never seen.
-                let at = cursor.position();
+                let at = cursor.position().map(|seq| (seq, cursor.held()));
+                let resumed = id.filter(|_| cursor.held().is_some()).map(str::to_owned);
                 Follow {
                     cursor,
                     changed: sub.feed.watch(),
                     at,
+                    resumed,
                     sub,
                 }
             })
@@ -154,17 +163,22 @@ impl Subscriber {
         }
     }
 
-    /// The `id:` line for an event of feed `i` at `seq`.
-    fn id_line(&mut self, i: usize, seq: u64, end: bool) -> Bytes {
+    /// The `id:` line for an event of feed `i` at `seq` (held count `held`).
+    fn id_line(&mut self, i: usize, seq: u64, held: Option<u64>, end: bool) -> Bytes {
         let suffix = if end { END_SUFFIX } else { "" };
         if self.follows.len() == 1 {
-            return encode::id_line(&format!("{}{suffix}", self.follows[0].sub.feed.id(seq)));
+            let id = self.follows[0].sub.feed.id_held(seq, held);
+            return encode::id_line(&format!("{id}{suffix}"));
         }
-        self.follows[i].at = Some(seq);
+        self.follows[i].at = Some((seq, held));
         let parts: Vec<String> = self
             .follows
             .iter()
-            .map(|f| f.at.map_or_else(|| "-".to_owned(), |s| f.sub.feed.id(s)))
+            .map(|f| match (f.at, &f.resumed) {
+                (Some((s, h)), _) => f.sub.feed.id_held(s, h),
+                (None, Some(part)) => part.clone(),
+                (None, None) => "-".to_owned(),
+            })
             .collect();
         encode::id_line(&format!("{}{suffix}", parts.join(",")))
     }
@@ -227,7 +241,7 @@ impl Subscriber {
         self.wrote = true;
         match out {
             Out::Bytes(b) => Pending::Frame(b),
-            Out::Event { seq, bytes } => {
+            Out::Event { seq, held, bytes } => {
                 if self.follows.len() == 1 {
                     return Pending::Frame(bytes);
                 }
@@ -241,7 +255,7 @@ impl Subscriber {
                     .iter()
                     .position(|&c| c == b'\n')
                     .map_or(start, |p| start + p + 1);
-                let id = self.id_line(i, seq, false);
+                let id = self.id_line(i, seq, held, false);
                 self.pending.push_front((i, Out::Bytes(bytes.slice(end..))));
                 self.pending.push_front((i, Out::Bytes(id)));
                 if start == 0 {
@@ -249,21 +263,27 @@ impl Subscriber {
                 }
                 Pending::Frame(bytes.slice(..start))
             }
-            Out::Tagged { seq, body, end } => {
+            Out::Tagged {
+                seq,
+                held,
+                body,
+                end,
+            } => {
                 if end {
                     // Nothing may follow the terminal event.
                     self.pending.clear();
                     self.done = true;
                 }
-                let id = self.id_line(i, seq, end);
+                let id = self.id_line(i, seq, held, end);
                 self.pending.push_front((i, Out::Bytes(body)));
                 Pending::Frame(id)
             }
-            Out::Snapshot(seq, snap) => {
+            Out::Snapshot { seq, snap, skip } => {
                 let f = &self.follows[i].sub;
                 f.metrics.snapshot_sent(&f.feed.def.name);
-                let (head, tail) = snap.encoded();
-                let id = self.id_line(i, seq, false);
+                // The entries of the array the client holds are left out.
+                let (head, middle, tail) = snap.encoded_from(skip);
+                let id = self.id_line(i, seq, snap.held, false);
                 if tail.is_empty() {
                     // Snapshots are not sent: a bare id still moves
                     // EventSource's Last-Event-ID without an event.
@@ -273,6 +293,9 @@ impl Subscriber {
                 }
                 self.pending.push_front((i, Out::Bytes(tail)));
                 self.pending.push_front((i, Out::Bytes(id)));
+                if !middle.is_empty() {
+                    self.pending.push_front((i, Out::Bytes(middle)));
+                }
                 if head.is_empty() {
                     return Pending::Again;
                 }

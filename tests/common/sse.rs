@@ -214,17 +214,22 @@ pub fn assert_wire(actual: &str, pattern: &str) {
     }
 }
 
-/// `<12 hex>:<digits>` parts joined by `,` (or `-`), optionally ending in `:end`.
+/// `<12 hex>:<digits>` parts (`<12 hex>:<digits>.<digits>` for a feed that
+/// counts the entries a client holds) joined by `,` (or `-`), optionally
+/// ending in `:end`.
 pub fn is_event_id(id: &str) -> bool {
     let id = id.strip_suffix(":end").unwrap_or(id);
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
     !id.is_empty()
         && id.split(',').all(|part| {
             part == "-"
                 || part.split_once(':').is_some_and(|(e, s)| {
                     e.len() == 12
                         && e.chars().all(|c| c.is_ascii_hexdigit())
-                        && !s.is_empty()
-                        && s.chars().all(|c| c.is_ascii_digit())
+                        && match s.split_once('.') {
+                            Some((seq, held)) => digits(seq) && digits(held),
+                            None => digits(s),
+                        }
                 })
         })
 }

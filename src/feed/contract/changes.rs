@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use super::{id_of, text_at, Events, Render};
 use crate::feed::diff::{Change, Patch};
 use crate::feed::extract::{Item, ItemList};
-use crate::feed::object::push_array;
+use crate::feed::object::{entries as entries_of, push_array};
 use crate::pointer::Pointer;
 use crate::template::Slot;
 
@@ -58,6 +58,16 @@ impl Render {
     /// open, when this poll reached it; then the poll's `batch`. Kinds that
     /// are not sent are left out.
     pub fn changes(&self, p: &Poll<'_>) -> Events {
+        self.changes_held(p).0
+    }
+
+    /// [`Self::changes`], each event with the number of entries of the
+    /// `append` array a client holds once it has that event (`append_each`
+    /// feeds only, else `None`): the old length before the appended entries,
+    /// one more with each of them, the new length after them. Without
+    /// appended entries (the array unchanged or rewritten) every event holds
+    /// the new length.
+    pub fn changes_held(&self, p: &Poll<'_>) -> (Events, Vec<Option<u64>>) {
         let c = &self.contract;
         let mut out: Events = Vec::with_capacity(p.changes.len());
         let mut gathered: Vec<&Item> = Vec::new();
@@ -126,6 +136,7 @@ impl Render {
                 out.push((t.kind.name.clone(), t.kind.data.render(&ctx)));
             }
         }
+        let appended_from = out.len();
         if let (Some(kind), Some(a)) = (&c.appended, &p.appended) {
             let joined;
             let each: Vec<(usize, &[u8])> = if c.append_each {
@@ -153,6 +164,7 @@ impl Render {
                 out.push((kind.name.clone(), kind.data.render(&ctx)));
             }
         }
+        let appended_to = out.len();
         if !c.terminal_close {
             if let Some(item) = p.new.items.first() {
                 let was = p.old.items.first().and_then(|o| self.terminal_kind(o));
@@ -179,11 +191,48 @@ impl Render {
             ctx.count = Some(gathered.len());
             out.push((kind.name.clone(), kind.data.render(&ctx)));
         }
+        let mut held = self.held_by(p, out.len(), appended_from..appended_to);
         if c.coalesce {
             let mut seen = std::collections::HashSet::new();
-            out.retain(|e| seen.insert(e.clone()));
+            let keep: Vec<bool> = out.iter().map(|e| seen.insert(e.clone())).collect();
+            let mut k = keep.iter();
+            out.retain(|_| k.next().copied().unwrap_or(true));
+            let mut k = keep.iter();
+            held.retain(|_| k.next().copied().unwrap_or(true));
         }
-        out
+        (out, held)
+    }
+
+    /// The held count of each of `n` events of a poll whose appended entry
+    /// events (one per entry with `append_each`) are `entries`.
+    fn held_by(&self, p: &Poll<'_>, n: usize, entries: std::ops::Range<usize>) -> Vec<Option<u64>> {
+        let c = &self.contract;
+        let (true, Some(at)) = (c.append_each, &c.append) else {
+            return vec![None; n];
+        };
+        let (before, after) = match &p.appended {
+            Some(a) if !entries.is_empty() => (a.first, a.first + a.entries.len()),
+            _ => {
+                let now = p
+                    .new
+                    .items
+                    .first()
+                    .map_or(0, |item| entries_of(item, at).len());
+                (now, now)
+            }
+        };
+        (0..n)
+            .map(|i| {
+                let held = if i < entries.start {
+                    before
+                } else if i < entries.end {
+                    before + (i - entries.start) + 1
+                } else {
+                    after
+                };
+                Some(held as u64)
+            })
+            .collect()
     }
 }
 

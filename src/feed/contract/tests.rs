@@ -169,3 +169,110 @@ fn a_transition_fires_once_when_the_value_is_reached() {
         "already done"
     );
 }
+
+/// An `append_each` job: `progress` for the object, `tx` per entry of `/tx`,
+/// `done` when `/s` is `done` (the stream stays open).
+fn job_def() -> FeedConfig {
+    let mut def = FeedConfig::new("t", "/t");
+    def.object = true;
+    def.append = Some(Pointer::parse("/tx").expect("p"));
+    def.events.append_each = true;
+    let spec = |event: &str, data: &str| EventSpec {
+        event: Some(event.into()),
+        data: Some(toml::Value::String(data.into())),
+        send: None,
+    };
+    def.events.snapshot = Some(spec("progress", "{{item/s}}"));
+    def.events.updated = Some(spec("progress", "{{item/s}}"));
+    def.events.appended = Some(spec("tx", "{{entry}}"));
+    let table: toml::Table = toml::from_str(
+        r#"field = "/s"
+close = false
+values.done = { event = "done", data = "{{item/s}}" }"#,
+    )
+    .expect("toml");
+    def.terminal = Some(toml::Value::Table(table).try_into().expect("terminal"));
+    def
+}
+
+#[test]
+fn each_event_of_a_poll_counts_the_entries_a_client_holds_once_it_has_it() {
+    let def = job_def();
+    let r = Render::new(Contract::compile(&def).expect("compiles"), "t", &[]);
+    let body = |s: &str| Bytes::from(s.to_owned());
+    let first = crate::feed::update::prepare(&def, &r, None, body(r#"{"s":"run","tx":[1]}"#))
+        .expect("ok")
+        .expect("update");
+    let prev = first.into_parts();
+    let next = body(r#"{"s":"done","tx":[1,2,3]}"#);
+    let update = crate::feed::update::prepare(&def, &r, Some(&prev), next)
+        .expect("ok")
+        .expect("update");
+    let ids: Vec<String> = update
+        .encode(5, |s| format!("e:{s}"))
+        .iter()
+        .map(|(_, b)| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    // The object's update comes before its new entries; the terminal after.
+    assert_eq!(ids, ["id: e:5.1", "id: e:6.2", "id: e:7.3", "id: e:8.3"]);
+    // Without append_each, ids carry no count.
+    let mut plain = def.clone();
+    plain.events.append_each = false;
+    let r = Render::new(Contract::compile(&plain).expect("compiles"), "t", &[]);
+    let update =
+        crate::feed::update::prepare(&plain, &r, Some(&prev), body(r#"{"s":"run","tx":[1,2]}"#))
+            .expect("ok")
+            .expect("update");
+    let (_, e) = &update.encode(5, |s| format!("e:{s}"))[0];
+    assert!(e.starts_with(b"id: e:5\n"), "{e:?}");
+}
+
+#[test]
+fn a_snapshot_for_a_client_holding_entries_leaves_them_out() {
+    let def = job_def();
+    let r = Render::new(Contract::compile(&def).expect("compiles"), "t", &[]);
+    let list = crate::feed::object::extract_object(
+        Bytes::from_static(br#"{"s":"done","tx":["a","b"]}"#),
+        &Pointer::default(),
+        &Pointer::parse("/id").expect("p"),
+    )
+    .expect("object");
+    assert_eq!(r.held(&list), Some(2));
+    let o = r.snapshot_events(&list);
+    let text = |p: (Bytes, Bytes, Bytes)| {
+        [p.0, p.1, Bytes::from_static(b"ID\n"), p.2]
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect::<String>()
+            .replace("data: ", "")
+            .replace("event: ", "")
+    };
+    let all = "progress\n\"done\"\n\ntx\n\"a\"\n\ntx\n\"b\"\n\nID\ndone\n\"done\"\n\n";
+    assert_eq!(text(o.parts(0)), all);
+    assert_eq!(
+        text(o.parts(1)),
+        "progress\n\"done\"\n\ntx\n\"b\"\n\nID\ndone\n\"done\"\n\n"
+    );
+    assert_eq!(
+        text(o.parts(2)),
+        "progress\n\"done\"\n\nID\ndone\n\"done\"\n\n"
+    );
+    assert_eq!(
+        text(o.parts(3)),
+        text(o.parts(2)),
+        "never more than there are"
+    );
+    // Without the terminal event the id goes on the snapshot itself.
+    let mut open = def.clone();
+    open.terminal = None;
+    let r = Render::new(Contract::compile(&open).expect("compiles"), "t", &[]);
+    let o = r.snapshot_events(&list);
+    assert_eq!(text(o.parts(2)), "ID\nprogress\n\"done\"\n\n");
+    assert_eq!(text(o.parts(1)), "progress\n\"done\"\n\nID\ntx\n\"b\"\n\n");
+}

@@ -309,3 +309,113 @@ proptest::proptest! {
         proptest::prop_assert_eq!(received, published);
     }
 }
+
+/// A shared path whose first feed sends each entry of `/tx` as `tx`: the
+/// composite id carries that feed's held count, and a resume from an id of
+/// another instance (a restart) gets only the entries after it.
+#[test]
+fn a_shared_stream_carries_the_held_count_across_a_restart() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let url = UpstreamUrl::parse("http://127.0.0.1:9").expect("url");
+        let mut a = FeedConfig::new("a", "/a");
+        a.sse = Some("/s".into());
+        a.object = true;
+        a.append = Some(Pointer::parse("/tx").expect("p"));
+        a.events.append_each = true;
+        a.events.appended = Some(crate::config::EventSpec {
+            event: Some("tx".into()),
+            data: Some(toml::Value::String("{{entry}}".into())),
+            send: None,
+        });
+        let mut b = FeedConfig::new("b", "/b");
+        b.sse = Some("/s".into());
+        let config = Config::new(url, vec![a, b]);
+        let object = |tx: &[u64]| {
+            let body = serde_json::json!({ "tx": tx }).to_string();
+            let l = crate::feed::object::extract_object(
+                Bytes::from(body),
+                &Pointer::default(),
+                &Pointer::parse("/id").expect("p"),
+            )
+            .expect("object");
+            Arc::new(l)
+        };
+        // One pollcast instance: its feeds hold `tx`, it is followed from
+        // `last_id`; returns the `tx` entries told and the last id.
+        // `late`: `a` has no state yet when the client resumes (a restarted
+        // pollcast before its first poll of `a`); the id it is sent then is
+        // returned as the third value.
+        let run = |tx: &'static [u64], last_id: Option<String>, late: bool| {
+            let (registry, shutdown) = registry_for(&config);
+            let subs: Vec<_> = (0..2)
+                .map(|i| {
+                    registry
+                        .subscribe(FeedKey::new(i, String::new(), None, None))
+                        .expect("no limits")
+                })
+                .collect();
+            let a = subs[0].feed.clone();
+            if !late {
+                a.publish(object(tx), vec![], true);
+            }
+            subs[1].feed.publish(empty_list(), vec![], true);
+            let mut s = Subscriber::new(subs, last_id.as_deref(), &config.sse, shutdown.clone());
+            let mut wire = Vec::new();
+            let mut read = |s: &mut Subscriber| {
+                while let Some(Some(b)) = s.next().now_or_never() {
+                    wire.extend_from_slice(&b);
+                }
+                blocks(&String::from_utf8_lossy(&wire))
+            };
+            let mut before = None;
+            if late {
+                before = read(&mut s).iter().rev().find_map(|(_, id, _)| id.clone());
+                a.publish(object(tx), vec![], true);
+            }
+            let blocks = read(&mut s);
+            let told: Vec<String> = blocks
+                .iter()
+                .filter(|(e, _, _)| e == "tx")
+                .map(|(_, _, d)| d.clone())
+                .collect();
+            let last = blocks.iter().rev().find_map(|(_, id, _)| id.clone());
+            shutdown.cancel();
+            drop(s);
+            (told, last, before, registry)
+        };
+        let (told, last, _, first) = run(&[1, 2], None, false);
+        assert_eq!(told, ["1", "2"]);
+        let last = last.expect("an id");
+        let parts: Vec<&str> = last.split(',').collect();
+        assert!(
+            parts.len() == 2 && parts[0].ends_with(":1.2") && !parts[1].contains('.'),
+            "{last}"
+        );
+        first.closed().await;
+        // A restart: new epochs, one entry more.
+        let (told, again, _, second) = run(&[1, 2, 3], Some(last.clone()), false);
+        assert_eq!(told, ["3"], "only the entry the client lacks");
+        let again = again.expect("an id");
+        assert!(
+            again.split(',').next().is_some_and(|p| p.ends_with(":1.3")),
+            "{again}"
+        );
+        assert_ne!(again, last);
+        second.closed().await;
+        // Another restart, `a` late: until it has state, the ids carry the
+        // client's own part for it (its count), not `-`.
+        let (told, _, before, third) = run(&[1, 2, 3, 4], Some(again.clone()), true);
+        let before = before.expect("b's snapshot has an id");
+        assert_eq!(
+            before.split(',').next(),
+            again.split(',').next(),
+            "{before}"
+        );
+        assert_eq!(told, ["4"]);
+        third.closed().await;
+    });
+}
