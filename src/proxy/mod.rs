@@ -19,7 +19,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tracing::field;
 use tracing::Instrument;
@@ -31,7 +30,7 @@ use crate::body::{BoxBody, BoxError};
 use crate::config::UpstreamConfig;
 use crate::response::text as text_response;
 use crate::trace;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{self, Upstream, UpstreamError};
 
 /// The pass-through half of pollcast: the upstream client, the header policy
 /// and the open tunnels.
@@ -187,7 +186,7 @@ impl Proxy {
     /// upstream's 101 and splice the two connections once both are upgraded.
     fn switch(
         &self,
-        mut resp: Response<Incoming>,
+        mut resp: Response<upstream::Body>,
         client_upgrade: Option<OnUpgrade>,
         client: SocketAddr,
     ) -> Response<BoxBody> {
