@@ -26,6 +26,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{error_chain, UpstreamError};
 use crate::body::BoxBody;
@@ -51,6 +52,10 @@ struct Inner {
     idle_timeout: Duration,
     max_idle: usize,
     idle: Mutex<Idle>,
+    /// Cancelled when the pool is dropped (by the guard): the eviction
+    /// task ends then rather than at its next check.
+    gone: CancellationToken,
+    _cancel_when_dropped: DropGuard,
 }
 
 #[derive(Default)]
@@ -75,6 +80,7 @@ impl Pool {
             Some(port) => HeaderValue::from_str(&format!("{host}:{port}")),
         }
         .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+        let gone = CancellationToken::new();
         Self {
             inner: Arc::new(Inner {
                 host: host
@@ -87,6 +93,8 @@ impl Pool {
                 idle_timeout,
                 max_idle,
                 idle: Mutex::new(Idle::default()),
+                _cancel_when_dropped: gone.clone().drop_guard(),
+                gone,
             }),
         }
     }
@@ -204,19 +212,20 @@ impl Inner {
         idle.conns.push((tx, Instant::now()));
         if !idle.evicting {
             idle.evicting = true;
-            tokio::spawn(evict(
-                Arc::downgrade(self),
-                self.idle_timeout.max(MIN_CHECK),
-            ));
+            let every = self.idle_timeout.max(MIN_CHECK);
+            tokio::spawn(evict(Arc::downgrade(self), every, self.gone.clone()));
         }
     }
 }
 
 /// Closes connections idle for longer than `pool_idle_timeout`; ends once
 /// none is idle (the next one handed back starts it again) or the pool is gone.
-async fn evict(pool: Weak<Inner>, every: Duration) {
+async fn evict(pool: Weak<Inner>, every: Duration, gone: CancellationToken) {
     loop {
-        tokio::time::sleep(every).await;
+        tokio::select! {
+            _ = gone.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
         let Some(inner) = pool.upgrade() else {
             return;
         };
@@ -335,5 +344,21 @@ mod tests {
         let v6 = pool("[::1]:9000");
         assert_eq!(v6.inner.host_header, "[::1]:9000");
         assert_eq!(v6.inner.host, "::1");
+    }
+
+    #[tokio::test]
+    async fn eviction_ends_when_the_pool_is_dropped() {
+        let hour = Duration::from_secs(3600);
+        let pool = Pool::new(&"127.0.0.1:9".parse().expect("authority"), hour, hour, 4);
+        let task = tokio::spawn(evict(
+            Arc::downgrade(&pool.inner),
+            hour,
+            pool.inner.gone.clone(),
+        ));
+        drop(pool);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the eviction task ends with the pool, not an hour later")
+            .expect("no panic");
     }
 }
