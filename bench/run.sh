@@ -8,7 +8,8 @@
 #                           misses an event. CI runs this.
 #
 # Environment: REPS (default 3), OUT (results folder, default target/bench-run),
-# CARGO_TARGET_DIR as usual. Needs root for apt in the full run. Every server is
+# CARGO_TARGET_DIR as usual; with --one also POLLCAST (the binary to measure)
+# and NO_BUILD=1 (measure what is built). Needs root for apt in the full run. Every server is
 # pinned to CPU 0 and every load/upstream process to CPU 1 (taskset), so each
 # system is measured the same way.
 set -euo pipefail
@@ -51,11 +52,14 @@ if [ $SMOKE = 0 ]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
     fi
 fi
-log "building pollcast and the harness (release)"
-$NICE cargo build --release --locked --quiet
-(cd bench/harness && CARGO_TARGET_DIR="$TARGET" $NICE cargo build --release --locked --quiet)
-[ $SMOKE = 1 ] || $NICE cargo bench --locked --bench diff --no-run --quiet
-POLLCAST="$TARGET/release/pollcast"
+if [ -z "${NO_BUILD:-}" ]; then
+    log "building pollcast and the harness (release)"
+    $NICE cargo build --release --locked --quiet
+    (cd bench/harness && CARGO_TARGET_DIR="$TARGET" $NICE cargo build --release --locked --quiet)
+    [ $SMOKE = 1 ] || [ -n "${NICE_ONE:-}" ] || $NICE cargo bench --locked --bench diff --no-run --quiet
+fi
+# POLLCAST: another build of pollcast to measure (an A/B run with --one).
+POLLCAST=${POLLCAST:-"$TARGET/release/pollcast"}
 LOADGEN="$TARGET/release/loadgen"
 SYNTH="$TARGET/release/synth"
 FLOOR="$TARGET/release/floor"

@@ -371,8 +371,7 @@ impl Out {
             return; // an empty chunk would end the body
         }
         if chunked {
-            self.parts
-                .push_back(Bytes::from(format!("{:X}\r\n", data.len())));
+            self.parts.push_back(chunk_size_line(data.len()));
             self.parts.push_back(data);
             self.parts.push_back(Bytes::from_static(b"\r\n"));
         } else {
@@ -412,10 +411,53 @@ impl Out {
                 }
             }
         }
-        if self.parts.capacity() > 4 * BATCH {
-            // A burst (resync, catch-up) must not stay allocated.
-            self.parts = VecDeque::new();
-        }
+        // An idle stream holds no buffer (a burst, resync or catch-up,
+        // least of all): most subscribers are idle most of the time, and
+        // the next event costs one small allocation.
+        self.parts = VecDeque::new();
         Pin::new(io).poll_flush(cx)
+    }
+}
+
+/// The chunk-size line of a `len`-byte chunk. An event goes to every
+/// subscriber in turn with the same length, so the last line made is kept
+/// (per thread): a reference count instead of a format and an allocation
+/// per subscriber.
+fn chunk_size_line(len: usize) -> Bytes {
+    thread_local! {
+        static LAST: std::cell::RefCell<(usize, Bytes)> =
+            const { std::cell::RefCell::new((0, Bytes::new())) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != len || last.1.is_empty() {
+            *last = (len, Bytes::from(format!("{len:X}\r\n")));
+        }
+        last.1.clone()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_size_lines_follow_the_length() {
+        assert_eq!(chunk_size_line(1024), "400\r\n");
+        assert_eq!(chunk_size_line(1024), "400\r\n");
+        assert_eq!(chunk_size_line(26), "1A\r\n");
+        assert_eq!(chunk_size_line(1024), "400\r\n");
+    }
+
+    #[test]
+    fn a_flushed_queue_keeps_no_buffer() {
+        let mut out = Out::default();
+        out.push(Bytes::from_static(b"data: x\n\n"), true);
+        let mut sink = Vec::new();
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(out.poll_flush(&mut sink, &mut cx).is_ready());
+        assert_eq!(sink, b"9\r\ndata: x\n\n\r\n");
+        assert_eq!(out.parts.capacity(), 0);
     }
 }

@@ -12,13 +12,15 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::BoxBody;
 use crate::config::{UpstreamConfig, UpstreamUrl};
+
+mod pool;
+
+/// A response body from the upstream; read to its end, its connection is
+/// reused.
+pub use pool::Body;
 
 /// Why a request to the upstream produced no usable response.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +113,7 @@ impl Polled {
 /// Shared, cheaply cloneable upstream client.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, BoxBody>,
+    pool: pool::Pool,
     pub url: UpstreamUrl,
     pub timeout: Duration,
     pub max_body: usize,
@@ -121,17 +123,13 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(cfg: &UpstreamConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(cfg.timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(cfg.pool_idle_timeout)
-            .pool_max_idle_per_host(cfg.pool_max_idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         Self {
-            client,
+            pool: pool::Pool::new(
+                &cfg.url.authority,
+                cfg.timeout,
+                cfg.pool_idle_timeout,
+                cfg.pool_max_idle,
+            ),
             url: cfg.url.clone(),
             timeout: cfg.timeout,
             max_body: cfg.max_body,
@@ -156,11 +154,15 @@ impl Upstream {
     /// response body then streams for as long as it lasts.
     /// The current span (pass-through, check), when traced, is the
     /// request's `traceparent`.
-    pub async fn send(
-        &self,
-        mut req: Request<BoxBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(&self, mut req: Request<BoxBody>) -> Result<Response<Body>, UpstreamError> {
         crate::trace::inject(&tracing::Span::current(), req.headers_mut());
+        if http_body::Body::is_end_stream(req.body()) {
+            // Nothing to send: the wait for the answer starts once a
+            // connection has the request, without the signal or a second
+            // boxing of the body.
+            let r = self.pool.send(req, Some(self.timeout)).await;
+            return r.inspect(|_| self.mark_reached());
+        }
         let sent = Arc::new(tokio::sync::Notify::new());
         let req = req.map(|inner| {
             SentSignal {
@@ -174,17 +176,12 @@ impl Upstream {
             tokio::time::sleep(self.timeout).await;
         };
         let answered = tokio::select! {
-            r = self.client.request(req) => Ok(r),
+            r = self.pool.send(req, None) => Ok(r),
             _ = answer_overdue => Err(()),
         };
         match answered {
             Err(()) => Err(UpstreamError::Timeout(self.timeout)),
-            Ok(Ok(resp)) => {
-                self.mark_reached();
-                Ok(resp)
-            }
-            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
-            Ok(Err(e)) => Err(UpstreamError::Request(error_chain(&e))),
+            Ok(r) => r.inspect(|_| self.mark_reached()),
         }
     }
 
@@ -228,13 +225,7 @@ impl Upstream {
 
         let max = self.max_body;
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                if e.is_connect() {
-                    UpstreamError::Connect(error_chain(&e))
-                } else {
-                    UpstreamError::Request(error_chain(&e))
-                }
-            })?;
+            let resp = self.pool.send(req, None).await?;
             self.mark_reached();
             span.record("http.response.status_code", resp.status().as_u16());
             if resp.status() == StatusCode::NOT_MODIFIED && conditions.is_some() {

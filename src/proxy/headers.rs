@@ -24,6 +24,15 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::UPGRADE,
 ];
 
+// Names made once: a `&str` name is parsed and validated on every use,
+// and these are used on every pass-through request.
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
 /// Remove hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -36,8 +45,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named.iter().chain(HOP_BY_HOP) {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
 }
 
 /// The request's cookies as one `Cookie` value: HTTP/2 clients may send one
@@ -132,22 +141,22 @@ impl Forwarding {
                 headers.remove(k);
             }
             headers.remove(header::FORWARDED);
-            headers.remove("x-real-ip");
+            headers.remove(&X_REAL_IP);
         }
 
-        let xff = join_with(headers, "x-forwarded-for", &ip.to_string());
-        headers.insert("x-forwarded-for", xff);
-        if !headers.contains_key("x-forwarded-proto") {
-            headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+        let xff = join_with(headers, &X_FORWARDED_FOR, &ip.to_string());
+        headers.insert(&X_FORWARDED_FOR, xff);
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
         }
         if let Some(host) = host {
-            if !headers.contains_key("x-forwarded-host") {
-                headers.insert("x-forwarded-host", host.clone());
+            if !headers.contains_key(&X_FORWARDED_HOST) {
+                headers.insert(&X_FORWARDED_HOST, host.clone());
             }
         }
         if self.forwarded {
             let element = forwarded_element(ip, host, scheme);
-            let v = join_with(headers, header::FORWARDED.as_str(), &element);
+            let v = join_with(headers, &header::FORWARDED, &element);
             headers.insert(header::FORWARDED, v);
         }
 
@@ -162,7 +171,7 @@ impl Forwarding {
 }
 
 /// All values of a list header joined with `, `, then `last` appended.
-fn join_with(headers: &HeaderMap, name: &str, last: &str) -> HeaderValue {
+fn join_with(headers: &HeaderMap, name: &HeaderName, last: &str) -> HeaderValue {
     let mut joined = String::new();
     for v in headers.get_all(name) {
         if let Ok(v) = v.to_str() {

@@ -17,9 +17,8 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tracing::field;
 use tracing::Instrument;
@@ -31,7 +30,7 @@ use crate::body::{BoxBody, BoxError};
 use crate::config::UpstreamConfig;
 use crate::response::text as text_response;
 use crate::trace;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{self, Upstream, UpstreamError};
 
 /// The pass-through half of pollcast: the upstream client, the header policy
 /// and the open tunnels.
@@ -111,10 +110,22 @@ impl Proxy {
         let upgrade = tunnel::requested(&req).map(|proto| (proto, hyper::upgrade::on(&mut req)));
 
         let (mut parts, body) = req.into_parts();
-        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let uri = match self.upstream.url.join(path_and_query) {
-            Ok(uri) => uri,
-            Err(_) => return text_response(StatusCode::BAD_REQUEST, "invalid request target\n"),
+        let uri = match parts.uri.path_and_query() {
+            // Without a prefix the client's path and query are the upstream
+            // request's target as they are (the pool sends the origin form):
+            // nothing to format and parse again per request.
+            Some(pq) if self.upstream.url.prefix.is_empty() && pq.as_str().starts_with('/') => {
+                let mut target = http::uri::Parts::default();
+                target.path_and_query = Some(pq.clone());
+                Uri::from_parts(target).ok()
+            }
+            pq => {
+                let path_and_query = pq.map_or("/", |pq| pq.as_str());
+                self.upstream.url.join(path_and_query).ok()
+            }
+        };
+        let Some(uri) = uri else {
+            return text_response(StatusCode::BAD_REQUEST, "invalid request target\n");
         };
         // HTTP/2 clients send :authority instead of Host.
         let host = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -183,7 +194,7 @@ impl Proxy {
     /// upstream's 101 and splice the two connections once both are upgraded.
     fn switch(
         &self,
-        mut resp: Response<Incoming>,
+        mut resp: Response<upstream::Body>,
         client_upgrade: Option<OnUpgrade>,
         client: SocketAddr,
     ) -> Response<BoxBody> {

@@ -206,6 +206,8 @@ impl Subscriber {
             if !self.current && self.read_feeds() {
                 continue;
             }
+            // Idle subscribers are most of them: waiting holds no queue.
+            self.pending = VecDeque::new();
             self.wait().await;
         }
     }
