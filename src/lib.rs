@@ -26,7 +26,7 @@
 //! context     shared (the start-up context: registry, limits, `[sse]`, metrics, counters,
 //!             keepalive ticker; the snapshots metrics and stats render from)
 //! feeds       feed/ (registry, defs, poller, update, cadence, extract, scan, diff, contract,
-//!             key, object, stats), access (pass-through access log)
+//!             key, id, object, snapshot, cursor, source, stats), access (pass-through access log)
 //! services    metrics, readiness, proxy/ (pass-through, tunnels)
 //! policy, io  upstream (pooled client), limits, cors, stats, tls, logging,
 //!             watch (config and TLS file changes), init (`pollcast init`),

@@ -266,8 +266,14 @@ fn an_id_a_moment_ahead_of_this_replica_waits_for_it_then_replays() {
     assert!(out.is_empty(), "one comparison may predate the client");
     f.synced();
     f.pull(&mut d, &mut out);
-    assert!(matches!(out.pop_front(), Some(Out::Snapshot { seq: 3, .. })));
+    assert!(matches!(
+        out.pop_front(),
+        Some(Out::Snapshot { seq: 3, .. })
+    ));
     let mut e = f.cursor(Some("e1:999999"));
     f.pull(&mut e, &mut out);
-    assert!(matches!(out.pop_front(), Some(Out::Snapshot { seq: 3, .. })));
+    assert!(matches!(
+        out.pop_front(),
+        Some(Out::Snapshot { seq: 3, .. })
+    ));
 }
