@@ -251,7 +251,8 @@ async fn host_and_forwarding_headers_by_default_replace_what_clients_claim() {
 async fn trusted_proxies_preserve_host_and_forwarded_work_from_the_config_file() {
     let up = TestUpstream::start().await;
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[upstream]\nurl = \"http://{}\"\n\
+        // An ephemeral admin port: the default 9090 may be taken on the machine.
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[upstream]\nurl = \"http://{}\"\n\
          preserve_host = true\nforwarded = true\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\"]\n",
         up.addr
     );
