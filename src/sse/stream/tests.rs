@@ -182,15 +182,26 @@ fn blocks(wire: &str) -> Vec<(String, Option<String>, String)> {
         .collect()
 }
 
+/// Runs `f` on a current-thread runtime of its own (tests that are not
+/// `#[tokio::test]` because they are called from a property loop).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// An upstream nobody polls in these tests (the feeds are fed by hand).
+fn nowhere() -> UpstreamUrl {
+    UpstreamUrl::parse("http://127.0.0.1:9").expect("url")
+}
+
 /// Runs `steps` against two feeds sharing one stream; returns every
 /// `added` payload the client received, across all its connections.
 fn shared_path_run(steps: &[Step]) -> (Vec<String>, Vec<String>) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let url = UpstreamUrl::parse("http://127.0.0.1:9").expect("url");
+    block_on(async {
+        let url = nowhere();
         let mut config = Config::new(
             url,
             vec![FeedConfig::new("a", "/a"), FeedConfig::new("b", "/b")],
@@ -315,12 +326,8 @@ proptest::proptest! {
 /// another instance (a restart) gets only the entries after it.
 #[test]
 fn a_shared_stream_carries_the_held_count_across_a_restart() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let url = UpstreamUrl::parse("http://127.0.0.1:9").expect("url");
+    block_on(async {
+        let url = nowhere();
         let mut a = FeedConfig::new("a", "/a");
         a.sse = Some("/s".into());
         a.object = true;
