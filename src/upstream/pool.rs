@@ -8,25 +8,18 @@
 //! legacy client, whose per-request machinery (a pool keyed by origin, a
 //! checkout racing a lazy connect, a `Host` formatted per request and a task
 //! spawned per response to wait for the connection to be ready again) was a
-//! visible share of pass-through time. hyper's connection future does the
-//! wire work, but no task of its own runs it: the request's task polls it
-//! while waiting for the answer, the response body polls it while the body
-//! streams, and an idle connection rests in the pool unpolled. Each exchange
-//! thus stays in one task instead of waking the connection's task and back.
-//! Only a connection that switched protocols, or one still busy when its
-//! body ends (an upload the answer did not wait for), gets a task.
+//! visible share of pass-through time; hyper's own connection (one task per
+//! connection, upgrades included) does the wire work as before.
 //! It must never look at what it carries beyond that: headers, timeouts of
 //! the answer and bodies are the caller's.
 
 use std::cell::Cell;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::task::noop_waker_ref;
 use http::uri::{Authority, Parts};
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
@@ -39,68 +32,6 @@ use super::{error_chain, UpstreamError};
 use crate::body::BoxBody;
 
 type Sender = http1::SendRequest<BoxBody>;
-
-/// hyper's connection future (upgrades included), which reads and writes
-/// the socket; boxed once per connection as its type cannot be named.
-type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
-
-/// One upstream connection: the handle requests are sent on, and the
-/// future that must be polled for anything to happen on the wire.
-struct Conn {
-    tx: Sender,
-    /// `None` once over: dropping hyper's dispatcher is what fails (and
-    /// hands back) a request still queued on it.
-    driver: Option<Driver>,
-}
-
-impl Conn {
-    /// Poll the wire; false once the connection is over (closed by the
-    /// upstream, failed, or upgraded), when it must be dropped.
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(driver) = &mut self.driver else {
-            return false;
-        };
-        let Poll::Ready(r) = driver.as_mut().poll(cx) else {
-            return true;
-        };
-        if let Err(e) = r {
-            tracing::debug!(error = %error_chain(&e), "upstream connection closed");
-        }
-        self.driver = None;
-        false
-    }
-
-    /// Whether it can take a request now, polling it once without waiting
-    /// (what it learns, such as a close by the upstream, is acted on next
-    /// time it is polled in earnest).
-    fn ready_now(&mut self) -> Option<bool> {
-        let mut cx = Context::from_waker(noop_waker_ref());
-        if !self.drive(&mut cx) {
-            return Some(false);
-        }
-        match self.tx.poll_ready(&mut cx) {
-            Poll::Ready(r) => Some(r.is_ok()),
-            Poll::Pending => None,
-        }
-    }
-
-    /// Run the rest of the connection in a task of its own (a switched
-    /// protocol's hand-over needs it polled to the end).
-    fn detach(self) {
-        let Conn { tx, driver } = self;
-        let Some(driver) = driver else {
-            return;
-        };
-        tokio::spawn(async move {
-            // The sender stays until the end so a switch of protocols is
-            // not mistaken for the last request gone.
-            let _tx = tx;
-            if let Err(e) = driver.await {
-                tracing::debug!(error = %error_chain(&e), "upstream connection closed");
-            }
-        });
-    }
-}
 
 /// Eviction of idle connections runs at most this often (as hyper-util's did).
 const MIN_CHECK: Duration = Duration::from_millis(90);
@@ -130,7 +61,7 @@ struct Inner {
 #[derive(Default)]
 struct Idle {
     /// Most recently returned last.
-    conns: Vec<(Conn, Instant)>,
+    conns: Vec<(Sender, Instant)>,
     /// Whether the eviction task runs.
     evicting: bool,
 }
@@ -184,26 +115,19 @@ impl Pool {
             .entry(header::HOST)
             .or_insert_with(|| self.inner.host_header.clone());
         loop {
-            let (mut conn, reused) = match self.checkout().await {
-                Some(conn) => (conn, true),
+            let (mut tx, reused) = match self.checkout().await {
+                Some(tx) => (tx, true),
                 None => (self.connect().await?, false),
             };
-            let mut answer = std::pin::pin!(conn.tx.try_send_request(req));
-            // The connection is polled here, in the request's task, until
-            // the head is in; once it is over the request's callback is
-            // dropped with it, which ends the wait for the answer too.
-            let exchange = std::future::poll_fn(|cx| {
-                conn.drive(cx);
-                answer.as_mut().poll(cx)
-            });
+            let answer = tx.try_send_request(req);
             let answered = match answer_within {
-                Some(t) => tokio::time::timeout(t, exchange)
+                Some(t) => tokio::time::timeout(t, answer)
                     .await
                     .map_err(|_| UpstreamError::Timeout(t))?,
-                None => exchange.await,
+                None => answer.await,
             };
             match answered {
-                Ok(resp) => return Ok(self.wrap(resp, conn)),
+                Ok(resp) => return Ok(self.wrap(resp, tx)),
                 Err(mut e) => match e.take_message() {
                     Some(back) if reused => req = back,
                     _ => {
@@ -215,27 +139,21 @@ impl Pool {
     }
 
     /// The most recently used idle connection that is still open, ready.
-    async fn checkout(&self) -> Option<Conn> {
+    async fn checkout(&self) -> Option<Sender> {
         loop {
-            let (mut conn, since) = self.inner.idle().conns.pop()?;
-            if since.elapsed() >= self.inner.idle_timeout {
+            let (mut tx, since) = self.inner.idle().conns.pop()?;
+            if tx.is_closed() || since.elapsed() >= self.inner.idle_timeout {
                 continue;
             }
-            // Polling it is what tells whether the upstream closed it while
-            // it rested; it is ready at once or closed.
-            let ready = std::future::poll_fn(|cx| {
-                if !conn.drive(cx) {
-                    return Poll::Ready(false);
-                }
-                conn.tx.poll_ready(cx).map(|r| r.is_ok())
-            });
-            if ready.await {
-                return Some(conn);
+            // Handed back at the end of its response, a connection may still
+            // be finishing that exchange; it is ready in a moment or closed.
+            if tx.ready().await.is_ok() {
+                return Some(tx);
             }
         }
     }
 
-    async fn connect(&self) -> Result<Conn, UpstreamError> {
+    async fn connect(&self) -> Result<Sender, UpstreamError> {
         let inner = &self.inner;
         let tcp = tokio::time::timeout(
             inner.connect_timeout,
@@ -254,22 +172,21 @@ impl Pool {
             .handshake(TokioIo::new(tcp))
             .await
             .map_err(|e| UpstreamError::Connect(error_chain(&e)))?;
-        Ok(Conn {
-            tx,
-            driver: Some(Box::pin(conn.with_upgrades())),
-        })
+        // Owned by its sender: it ends when the sender is dropped (evicted,
+        // or the pool gone) once any exchange in flight is over, or when the
+        // upstream closes.
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %error_chain(&e), "upstream connection closed");
+            }
+        });
+        Ok(tx)
     }
 
-    fn wrap(&self, resp: Response<Incoming>, conn: Conn) -> Response<Body> {
-        let home = if conn.driver.is_none() {
-            None
-        } else if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            // After a protocol switch the connection is the tunnel's.
-            conn.detach();
-            None
-        } else {
-            Some((conn, Arc::downgrade(&self.inner)))
-        };
+    fn wrap(&self, resp: Response<Incoming>, tx: Sender) -> Response<Body> {
+        // After a protocol switch the connection is the tunnel's.
+        let home = (resp.status() != StatusCode::SWITCHING_PROTOCOLS)
+            .then(|| (tx, Arc::downgrade(&self.inner)));
         resp.map(|inner| Body {
             inner,
             home: Cell::new(home),
@@ -283,43 +200,16 @@ impl Inner {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Take a connection whose response body has ended. Usually hyper has
-    /// finished the exchange by then; if not (the request's body is still
-    /// going up), a task finishes it first, so that no later request waits
-    /// for it.
-    fn put_back(self: &Arc<Self>, mut conn: Conn) {
-        if self.max_idle == 0 || self.idle_timeout.is_zero() {
+    fn put_back(self: &Arc<Self>, tx: Sender) {
+        if tx.is_closed() || self.max_idle == 0 || self.idle_timeout.is_zero() {
             return;
         }
-        match conn.ready_now() {
-            Some(true) => self.rest(conn),
-            Some(false) => {}
-            None => {
-                let pool = Arc::downgrade(self);
-                tokio::spawn(async move {
-                    let ready = std::future::poll_fn(|cx| {
-                        if !conn.drive(cx) {
-                            return Poll::Ready(false);
-                        }
-                        conn.tx.poll_ready(cx).map(|r| r.is_ok())
-                    });
-                    if ready.await {
-                        if let Some(pool) = pool.upgrade() {
-                            pool.rest(conn);
-                        }
-                    }
-                });
-            }
-        }
-    }
-
-    fn rest(self: &Arc<Self>, conn: Conn) {
         let mut idle = self.idle();
         if idle.conns.len() >= self.max_idle {
             // The least recently used goes.
             idle.conns.remove(0);
         }
-        idle.conns.push((conn, Instant::now()));
+        idle.conns.push((tx, Instant::now()));
         if !idle.evicting {
             idle.evicting = true;
             let every = self.idle_timeout.max(MIN_CHECK);
@@ -341,10 +231,8 @@ async fn evict(pool: Weak<Inner>, every: Duration, gone: CancellationToken) {
         };
         let mut idle = inner.idle();
         let timeout = inner.idle_timeout;
-        // Polled once, a connection the upstream closed finds out and goes.
-        idle.conns.retain_mut(|(conn, since)| {
-            since.elapsed() < timeout && conn.ready_now() != Some(false)
-        });
+        idle.conns
+            .retain(|(tx, since)| !tx.is_closed() && since.elapsed() < timeout);
         if idle.conns.is_empty() {
             idle.evicting = false;
             return;
@@ -362,22 +250,20 @@ fn origin_form(uri: &mut Uri) {
     *uri = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"));
 }
 
-/// A response body from the pool. While it streams it polls its
-/// connection (which is what moves the bytes); once read to its end, the
-/// connection goes back to the pool; dropped before that, the connection
-/// closes, which is how a client gone mid-body cancels the upstream's.
+/// A response body from the pool: once read to its end, its connection
+/// goes back to the pool; dropped before that, the connection closes.
 pub struct Body {
     inner: Incoming,
     /// `Cell`, not `Option`, so `is_end_stream` can see it too; a body is
     /// `Send`, never shared.
-    home: Cell<Option<(Conn, Weak<Inner>)>>,
+    home: Cell<Option<(Sender, Weak<Inner>)>>,
 }
 
 impl Body {
     fn go_home(&self) {
-        if let Some((conn, pool)) = self.home.take() {
+        if let Some((tx, pool)) = self.home.take() {
             if let Some(pool) = pool.upgrade() {
-                pool.put_back(conn);
+                pool.put_back(tx);
             }
         }
     }
@@ -392,20 +278,6 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         let frame = Pin::new(&mut self.inner).poll_frame(cx);
-        if frame.is_pending() {
-            // Only once what was read is taken: then the wire is read on,
-            // and what that hands `inner` wakes this task to take it. The
-            // caller sees `Pending` in between, as it would with the
-            // connection in a task of its own, so it flushes what it has
-            // (the head and the bytes so far go out before a break-off).
-            if let Some((conn, _)) = self.home.get_mut() {
-                if !conn.drive(cx) {
-                    // Over (an upstream that closes after each answer,
-                    // or broke off): what it read is in `inner` already.
-                    drop(self.home.take());
-                }
-            }
-        }
         match &frame {
             Poll::Ready(None) => self.go_home(),
             Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.go_home(),
