@@ -86,8 +86,31 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-#[tokio::main]
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// The runtime pollcast runs on. With one CPU (an affinity mask or a cgroup
+/// quota of one, as `available_parallelism` reads them) a current-thread
+/// runtime: the multi-thread one would have a single worker anyway and only
+/// add its cross-thread queues and wake-ups, about 9% of the CPU of a
+/// pass-through request (bench/profiles/README.md). With more, one worker
+/// per CPU.
+fn runtime() -> std::io::Result<(tokio::runtime::Runtime, &'static str)> {
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let (mut builder, flavor) = if one_cpu {
+        (
+            tokio::runtime::Builder::new_current_thread(),
+            "current-thread",
+        )
+    } else {
+        (tokio::runtime::Builder::new_multi_thread(), "multi-thread")
+    };
+    Ok((builder.enable_all().build()?, flavor))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let (rt, flavor) = runtime()?;
+    rt.block_on(serve(cli, flavor))
+}
+
+async fn serve(cli: Cli, flavor: &'static str) -> anyhow::Result<()> {
     if let Some(Command::Init(args)) = &cli.command {
         eprintln!("{}", pollcast::init::run(args).await?);
         return Ok(());
@@ -163,6 +186,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         env_filter,
         traces.as_ref(),
     );
+    tracing::info!(runtime = flavor, "tokio runtime");
     if let Some(t) = &traces {
         tracing::info!(endpoint = %t.settings.endpoint, service = %t.settings.service_name, "exporting traces over OTLP/HTTP");
     }

@@ -32,7 +32,20 @@ pub struct Pollcast {
 impl Pollcast {
     /// Start `pollcast <args>` with `env` added to the environment.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pollcast"));
+        Self::spawn_via(&[], args, env)
+    }
+
+    /// The same, run through `wrapper` (e.g. `["taskset", "-c", "0"]`).
+    pub fn spawn_via(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Self {
+        let bin = env!("CARGO_BIN_EXE_pollcast");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
