@@ -15,6 +15,7 @@ mod fenced;
 mod follow;
 mod keys;
 mod lease;
+mod notice;
 mod scripts;
 mod stored;
 
@@ -69,7 +70,7 @@ pub(crate) struct Cluster {
     metrics: Arc<Metrics>,
     health: Arc<ClusterHealth>,
     /// Live feeds of this replica by hash: woken when their leader wrote.
-    links: Mutex<HashMap<String, Arc<Notify>>>,
+    links: Mutex<HashMap<String, Arc<Link>>>,
     /// Refresh requests to pass on to the other replicas.
     outbox: mpsc::UnboundedSender<String>,
     inbox: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
@@ -170,14 +171,14 @@ impl Cluster {
         }
     }
 
-    fn link(&self, hash: &str) -> Arc<Notify> {
+    fn link(&self, hash: &str) -> Arc<Link> {
         lock(&self.links)
             .entry(hash.to_owned())
-            .or_insert_with(|| Arc::new(Notify::new()))
+            .or_default()
             .clone()
     }
 
-    fn unlink(&self, hash: &str, notify: &Arc<Notify>) {
+    fn unlink(&self, hash: &str, notify: &Arc<Link>) {
         let mut links = lock(&self.links);
         if links.get(hash).is_some_and(|n| Arc::ptr_eq(n, notify)) {
             links.remove(hash);
@@ -273,7 +274,7 @@ impl Cluster {
             };
             // Whatever was announced while unsubscribed is read now.
             for n in lock(&self.links).values() {
-                n.notify_one();
+                n.told(None);
             }
             let mut messages = ps.on_message();
             loop {
@@ -284,14 +285,16 @@ impl Cluster {
                             self.suspect();
                             break;
                         };
-                        let Ok(payload) = m.get_payload::<String>() else { continue };
+                        let payload = m.get_payload_bytes();
                         if m.get_channel_name() == events {
-                            let link = lock(&self.links).get(&payload).cloned();
+                            let Some((hash, notice)) = notice::decode(payload) else { continue };
+                            let link = lock(&self.links).get(hash).cloned();
                             if let Some(n) = link {
-                                n.notify_one();
+                                n.told(notice);
                             }
                         } else {
-                            self.refresh_from(&payload);
+                            let Ok(payload) = std::str::from_utf8(payload) else { continue };
+                            self.refresh_from(payload);
                         }
                     }
                     r = up.changed() => {
@@ -348,6 +351,52 @@ impl Source for Arc<Cluster> {
         };
         // The pub/sub task sends it; a closed channel means shutdown.
         let _ = self.outbox.send(msg);
+    }
+}
+
+/// A live feed's line from the pub/sub task: the writes announced since
+/// its task last looked, or that it must read the state.
+#[derive(Default)]
+struct Link {
+    notify: Notify,
+    told: Mutex<Told>,
+}
+
+#[derive(Default)]
+struct Told {
+    notices: Vec<notice::Notice>,
+    /// Something was announced without the write (a status, a large or
+    /// first write, a resubscription, too many at once): read the state.
+    read: bool,
+}
+
+impl Link {
+    /// More announced than a follower would apply from messages.
+    const MAX: usize = 32;
+
+    fn told(&self, notice: Option<notice::Notice>) {
+        {
+            let mut t = lock(&self.told);
+            match notice {
+                Some(n) if !t.read && t.notices.len() < Self::MAX => t.notices.push(n),
+                _ => {
+                    t.notices.clear();
+                    t.read = true;
+                }
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    /// The writes announced since the last call, or `None`: read the state.
+    fn take(&self) -> Option<Vec<notice::Notice>> {
+        let mut t = lock(&self.told);
+        let notices = std::mem::take(&mut t.notices);
+        (!std::mem::take(&mut t.read)).then_some(notices)
     }
 }
 
