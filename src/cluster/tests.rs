@@ -280,7 +280,6 @@ fn an_id_a_moment_ahead_of_this_replica_waits_for_it_then_replays() {
 
 #[tokio::test]
 async fn the_announcement_carries_the_write_a_follower_applies_without_a_read() {
-    use futures_util::StreamExt;
     let Some(server) = server() else { return };
     let cluster = connected(server.1).await;
     let f = feed(None);
@@ -304,18 +303,12 @@ async fn the_announcement_carries_the_write_a_follower_applies_without_a_read() 
     };
     let none = Validators::default();
     let body = Bytes::from_static(b"[{\"id\":1}]");
-    let mut next = || async {
-        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .expect("announced")
-            .expect("message");
-        m.get_payload_bytes().to_vec()
-    };
     let rev1 = leader
         .write("e1", 0, true, written(&body, &none, &[]))
         .await
         .expect("first write");
-    let (hash, n) = super::notice::decode(&next().await)
+    let first = next(&mut messages).await;
+    let (hash, n) = super::notice::decode(&first)
         .map(|(h, n)| (h.to_owned(), n))
         .expect("message");
     assert_eq!(hash, keys.hash);
@@ -326,7 +319,7 @@ async fn the_announcement_carries_the_write_a_follower_applies_without_a_read() 
         .write("e1", 1, false, written(&body, &none, &events))
         .await
         .expect("second write");
-    let msg = next().await;
+    let msg = next(&mut messages).await;
     let (hash, n) = super::notice::decode(&msg).expect("message");
     assert_eq!(hash, keys.hash);
     let n = n.expect("the write itself");
@@ -334,4 +327,14 @@ async fn the_announcement_carries_the_write_a_follower_applies_without_a_read() 
     assert_eq!(rev2, rev1 + 1, "revisions follow each other");
     assert_eq!((n.epoch.as_str(), &n.body), ("e1", &body));
     assert_eq!(n.events, events);
+}
+
+/// The next message on a subscription, as bytes.
+async fn next(messages: &mut (impl futures_util::Stream<Item = redis::Msg> + Unpin)) -> Vec<u8> {
+    use futures_util::StreamExt;
+    let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .expect("announced")
+        .expect("message");
+    m.get_payload_bytes().to_vec()
 }
