@@ -20,6 +20,7 @@ mod scripts;
 mod stored;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -77,6 +78,10 @@ pub(crate) struct Cluster {
     on_refresh: Mutex<Option<OnRefresh>>,
     /// Wakes the health check at once (an operation failed).
     suspect: Notify,
+    /// When an operation last got its answer (ms since `born`): a replica
+    /// busy with Redis needs no `PING` to know it is reachable.
+    answered: AtomicU64,
+    born: tokio::time::Instant,
 }
 
 impl Cluster {
@@ -106,6 +111,8 @@ impl Cluster {
             inbox: Mutex::new(Some(inbox)),
             on_refresh: Mutex::new(None),
             suspect: Notify::new(),
+            answered: AtomicU64::new(0),
+            born: tokio::time::Instant::now(),
             cfg: cfg.clone(),
         }))
     }
@@ -166,9 +173,20 @@ impl Cluster {
         op: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, ClusterError> {
         match tokio::time::timeout(self.cfg.timeout, op).await {
-            Ok(r) => Ok(r?),
+            Ok(r) => {
+                let v = r?;
+                let ms = self.born.elapsed().as_millis() as u64;
+                self.answered.fetch_max(ms.max(1), Ordering::Relaxed);
+                Ok(v)
+            }
             Err(_) => Err(ClusterError::Timeout(self.cfg.timeout)),
         }
+    }
+
+    /// Whether an operation got its answer within the last `within`.
+    fn answered_within(&self, within: Duration) -> bool {
+        let at = self.answered.load(Ordering::Relaxed);
+        at > 0 && self.born.elapsed().as_millis() as u64 <= at + within.as_millis() as u64
     }
 
     fn link(&self, hash: &str) -> Arc<Link> {
@@ -197,14 +215,17 @@ impl Cluster {
 
     async fn health_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let every = (self.cfg.lease / 3).min(Duration::from_millis(500));
+        let mut suspected = true;
         loop {
-            let ok = self.check().await;
+            // An answer since the last check says as much as a `PING`; a
+            // failed operation always checks.
+            let ok = (!suspected && self.answered_within(every)) || self.check().await;
             self.set_up(ok);
-            tokio::select! {
+            suspected = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-                _ = self.suspect.notified() => {}
-            }
+                _ = tokio::time::sleep(every) => false,
+                _ = self.suspect.notified() => true,
+            };
         }
     }
 
