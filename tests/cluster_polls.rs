@@ -1,5 +1,6 @@
-//! `[cluster]`: one upstream poll per interval across three replicas, over
-//! a minute, for a shared feed and for each user's own feed.
+//! `[cluster]`: one upstream poll per interval across three replicas (three
+//! pollcast processes), over a minute, for a shared feed and for each
+//! user's own feed.
 //!
 //! The window is a minute of real time because that is the claim; the
 //! counts are compared with what the replicas themselves counted (their
@@ -10,19 +11,36 @@ mod common;
 
 use std::time::Duration;
 
+use common::child::Pollcast;
 use common::cluster::*;
 use common::redis::RedisServer;
 use common::*;
-use pollcast::config::{AuthMode, FeedConfig};
 use serde_json::json;
 
 const INTERVAL: Duration = Duration::from_millis(200);
 const WINDOW: Duration = Duration::from_secs(60);
 const USERS: [&str; 2] = ["Bearer alice", "Bearer bob"];
 
+/// Every `INTERVAL`, `linger` 1s: a shared feed and one per user.
+const FEEDS: &str = r#"
+[[feeds]]
+name = "jobs"
+poll = "/api/jobs"
+sse = "/sse/jobs"
+interval = "200ms"
+linger = "1s"
+[[feeds]]
+name = "mine"
+poll = "/api/mine"
+sse = "/sse/mine"
+auth = "forward"
+interval = "200ms"
+linger = "1s"
+"#;
+
 /// Polls of definition `feed` this replica counted so far (every outcome).
-async fn polls(pc: &pollcast::Running, feed: &str) -> f64 {
-    let text = scrape_metrics(pc).await;
+async fn polls(pc: &Pollcast, feed: &str) -> f64 {
+    let text = scrape_metrics_at(pc.admin_addr().await).await;
     ["ok", "not_modified"]
         .iter()
         .filter_map(|o| {
@@ -48,29 +66,22 @@ async fn one_upstream_poll_per_interval_across_three_replicas_over_a_minute() {
     let up = TestUpstream::start().await;
     up.set("/api/jobs", json!([{"id": 1}]));
     up.set("/api/mine", json!([{"id": 1, "owner": "{{token}}"}]));
-    let mut c = cluster_config(&up, &redis, INTERVAL);
-    let mut mine = FeedConfig::new("mine", "/api/mine");
-    mine.sse = Some("/sse/mine".into());
-    mine.auth = AuthMode::Forward;
-    mine.interval = INTERVAL;
-    mine.linger = Duration::from_secs(1);
-    c.feeds.push(mine);
-    if let Some(cl) = &mut c.cluster {
-        // A minute on a shared machine: a slow Redis answer must not look
-        // like an outage (which would rightly make every replica poll).
-        cl.lease = Duration::from_secs(3);
-        cl.timeout = Duration::from_secs(1);
-    }
-    let pcs = replicas(3, &c).await;
+    assert_eq!(INTERVAL, Duration::from_millis(200), "FEEDS says 200ms");
+    // A minute on a shared machine: a slow Redis answer must not look like
+    // an outage (which would rightly make every replica poll).
+    let file = child_config_with(&up, &redis, FEEDS, "3s", "1s");
+    let pcs = spawn_replicas(3, &file).await;
     // Every replica has subscribers of every feed instance: each would poll
     // on its own without the cluster.
     let mut subs = Vec::new();
     for pc in &pcs {
-        let mut s = Sse::connect(&url(pc, "/sse/jobs")).await;
+        let base = format!("http://{}", pc.addr().await);
+        let mut s = Sse::connect(&format!("{base}/sse/jobs")).await;
         assert_eq!(s.next().await.event, "snapshot");
         subs.push(s);
         for user in USERS {
-            let mut s = Sse::connect_with(&url(pc, "/sse/mine"), &[("Authorization", user)]).await;
+            let mut s =
+                Sse::connect_with(&format!("{base}/sse/mine"), &[("Authorization", user)]).await;
             let snap = s.next().await;
             assert_eq!(snap.event, "snapshot");
             assert_eq!(data(&snap)["items"][0]["owner"], user, "one's own feed");
@@ -155,6 +166,6 @@ async fn one_upstream_poll_per_interval_across_three_replicas_over_a_minute() {
     );
     drop(subs);
     for pc in pcs {
-        pc.stop().await;
+        assert!(pc.stop().await.success(), "a replica exits cleanly");
     }
 }

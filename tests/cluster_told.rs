@@ -55,10 +55,14 @@ async fn three_replicas_serve_byte_identical_streams() {
         "/api/jobs",
         json!([{"id": 1, "s": "a"}, {"id": 2, "s": "b"}]),
     );
-    let pcs = replicas(3, &cluster_config(&up, &redis, Duration::from_millis(50))).await;
+    // Three pollcast processes, as an operator runs them.
+    let feeds = JOBS_EVERY_100MS.replace("100ms", "50ms");
+    let file = child_config_with(&up, &redis, &feeds, "300ms", "100ms");
+    let pcs = spawn_replicas(3, &file).await;
     let mut streams = Vec::new();
     for pc in &pcs {
-        streams.push(RawSse::connect(&url(pc, "/sse/jobs")).await);
+        let addr = pc.addr().await;
+        streams.push(RawSse::connect(&format!("http://{addr}/sse/jobs")).await);
     }
     let mut blocks = Vec::new();
     for s in &mut streams {
@@ -83,7 +87,7 @@ async fn three_replicas_serve_byte_identical_streams() {
     let names: Vec<&str> = blocks.iter().step_by(3).map(|b| name_of(b)).collect();
     assert_eq!(names, ["snapshot", "added", "updated", "removed"]);
     for pc in pcs {
-        pc.stop().await;
+        assert!(pc.stop().await.success(), "a replica exits cleanly");
     }
 }
 

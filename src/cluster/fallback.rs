@@ -16,12 +16,12 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use super::keys::Keys;
 use super::lease::acquire;
 use super::stored::{read, Seen, Stored};
-use super::{lock, Cluster, ClusterError};
+use super::{lock, Cluster, ClusterError, Link};
 use crate::budget::Charge;
 use crate::feed::poller::{self, Good, Outlet, PollCtx, Published};
 use crate::feed::Feed;
@@ -49,7 +49,7 @@ pub(super) async fn run(
     feed: &Arc<Feed>,
     ctx: &PollCtx,
     keys: &Keys,
-    notify: &Notify,
+    notify: &Link,
     up: &mut watch::Receiver<bool>,
     charge: Charge,
 ) -> (Charge, Rejoin) {

@@ -11,6 +11,7 @@ use futures_util::future::BoxFuture;
 use http::HeaderValue;
 
 use super::keys::Keys;
+use super::notice::{self, Tail};
 use super::{Cluster, ClusterError};
 use crate::feed::poller::{Good, Outlet, Published, Status};
 use crate::feed::{Applied, Feed};
@@ -129,6 +130,19 @@ impl Fenced {
         let c = &self.cluster;
         let header =
             |v: &Option<HeaderValue>| v.as_ref().map_or(Vec::new(), |h| h.as_bytes().to_vec());
+        // A new epoch is always read: followers start their history over.
+        let tail = if first {
+            Vec::new()
+        } else {
+            notice::encode(&Tail {
+                epoch,
+                from: expected,
+                seq: events.last().map_or(expected, |(s, _)| *s),
+                body,
+                end: end.map_or(&[][..], |e| e.as_ref()),
+                events,
+            })
+        };
         let mut inv = c.scripts.publish.prepare_invoke();
         inv.key(&self.keys.lease)
             .key(&self.keys.state)
@@ -144,7 +158,8 @@ impl Fenced {
             .arg(c.ttl_ms(&self.keys))
             .arg(c.names.events_channel())
             .arg(&self.keys.hash)
-            .arg(end.map_or(&[][..], |e| e.as_ref()));
+            .arg(end.map_or(&[][..], |e| e.as_ref()))
+            .arg(tail);
         for (seq, e) in events {
             inv.arg(*seq).arg(e.as_ref());
         }

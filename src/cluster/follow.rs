@@ -5,9 +5,13 @@
 //!   to Redis by one script that checks the lease and the expected sequence,
 //!   then applied to the local feed. A takeover starts from the stored body
 //!   and validators, so it costs the upstream a 304, not a resync.
-//! - Follow: apply what the leader wrote (the state and the Stream entries
-//!   after the local sequence), woken by the leader's announcement and at
-//!   least every third of a lease, so a lost announcement loses nothing.
+//! - Follow: apply what the leader wrote, woken by the leader's
+//!   announcement. An announcement carries the write (see
+//!   [`notice`](super::notice)): one on top of exactly this replica's state
+//!   is applied from the message; anything else (a gap, another epoch, a
+//!   status, a large write) reads the state and the Stream entries after
+//!   the local sequence. A read happens at least every third of a lease
+//!   whatever was announced, so a lost announcement loses nothing.
 //! - Fall back: Redis unreachable, so the ordinary poll loop runs locally
 //!   under a local epoch until Redis answers again.
 //!
@@ -23,6 +27,7 @@ use super::fallback::{self, Rejoin};
 use super::fenced::Fenced;
 use super::keys::Keys;
 use super::lease::{acquire, release, renew, Lease};
+use super::notice::Notice;
 use super::stored::{read, Full, Seen, Stored};
 use super::{Cluster, ClusterError};
 use crate::budget::Charge;
@@ -38,6 +43,12 @@ pub(super) async fn run(cluster: Arc<Cluster>, feed: Arc<Feed>, ctx: PollCtx, mu
     let mut seen: Seen = None;
     let mut idle_since: Option<Instant> = None;
     let tick = cluster.cfg.lease / 3;
+    // Woken by announcements this replica applied from the messages: the
+    // leader is alive and nothing is left to read.
+    let mut told = false;
+    // The next read whatever was announced: a lost announcement is found
+    // by then at the latest.
+    let mut check_at = tokio::time::Instant::now();
     loop {
         if ctx.shutdown.is_cancelled() || feed.is_retired() {
             break;
@@ -62,7 +73,14 @@ pub(super) async fn run(cluster: Arc<Cluster>, feed: Arc<Feed>, ctx: PollCtx, mu
                 }
             }
         }
-        match sync(&cluster, &feed, &keys, &mut seen).await {
+        let fresh = std::mem::take(&mut told);
+        let synced = if fresh {
+            Ok(())
+        } else {
+            check_at = tokio::time::Instant::now() + tick;
+            sync(&cluster, &feed, &keys, &mut seen).await
+        };
+        match synced {
             Ok(_) => {}
             Err(e) => {
                 tracing::debug!(feed = %feed.label(), "cluster: read failed: {e}");
@@ -76,8 +94,9 @@ pub(super) async fn run(cluster: Arc<Cluster>, feed: Arc<Feed>, ctx: PollCtx, mu
                 continue;
             }
         }
-        // Only a replica someone listens to polls for the cluster.
-        let token = if feed.subscribers() > 0 {
+        // Only a replica someone listens to polls for the cluster; a leader
+        // that just wrote holds the lease.
+        let token = if feed.subscribers() > 0 && !fresh {
             acquire(&cluster, &keys).await.unwrap_or_else(|e| {
                 tracing::debug!(feed = %feed.label(), "cluster: acquire failed: {e}");
                 cluster.suspect();
@@ -111,8 +130,10 @@ pub(super) async fn run(cluster: Arc<Cluster>, feed: Arc<Feed>, ctx: PollCtx, mu
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
             _ = feed.retired() => break,
-            _ = notify.notified() => {}
-            _ = tokio::time::sleep(tick) => {}
+            _ = notify.notified() => {
+                told = notify.take().is_some_and(|ns| told_all(&feed, ns, &mut seen));
+            }
+            _ = tokio::time::sleep_until(check_at) => {}
             _ = up.changed() => {}
             // A first subscriber (or the last leaving) looks at the lease at once.
             _ = changes.changed() => {}
@@ -212,6 +233,35 @@ async fn sync(
     }
     feed.synced();
     Ok(())
+}
+
+/// Apply announced writes straight from their messages, each only on top
+/// of exactly the state it was written on (same epoch, sequence and the
+/// previous rev). `false`: something did not line up, read the state.
+fn told_all(feed: &Feed, notices: Vec<Notice>, seen: &mut Seen) -> bool {
+    for n in notices {
+        let Some((epoch, rev)) = seen.as_ref() else {
+            return false;
+        };
+        if **epoch != *n.epoch
+            || *rev + 1 != n.rev
+            || *feed.epoch() != *n.epoch
+            || feed.head() != n.from
+        {
+            return false;
+        }
+        let Some(list) = list_of(feed, n.body) else {
+            return false;
+        };
+        let epoch = epoch.clone();
+        apply(feed, &epoch, n.seq, list, n.events, seen, n.rev);
+        if !n.end.is_empty() && !feed.is_finished() {
+            feed.finish(n.end);
+        }
+    }
+    // No `feed.synced()`: an announcement is no comparison with Redis (a
+    // client's id a moment ahead may be in the next one).
+    true
 }
 
 /// Apply a stored state to the local feed in the order its leader told it:

@@ -15,10 +15,12 @@ mod fenced;
 mod follow;
 mod keys;
 mod lease;
+mod notice;
 mod scripts;
 mod stored;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -69,13 +71,17 @@ pub(crate) struct Cluster {
     metrics: Arc<Metrics>,
     health: Arc<ClusterHealth>,
     /// Live feeds of this replica by hash: woken when their leader wrote.
-    links: Mutex<HashMap<String, Arc<Notify>>>,
+    links: Mutex<HashMap<String, Arc<Link>>>,
     /// Refresh requests to pass on to the other replicas.
     outbox: mpsc::UnboundedSender<String>,
     inbox: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
     on_refresh: Mutex<Option<OnRefresh>>,
     /// Wakes the health check at once (an operation failed).
     suspect: Notify,
+    /// When an operation last got its answer (ms since `born`): a replica
+    /// busy with Redis needs no `PING` to know it is reachable.
+    answered: AtomicU64,
+    born: tokio::time::Instant,
 }
 
 impl Cluster {
@@ -105,6 +111,8 @@ impl Cluster {
             inbox: Mutex::new(Some(inbox)),
             on_refresh: Mutex::new(None),
             suspect: Notify::new(),
+            answered: AtomicU64::new(0),
+            born: tokio::time::Instant::now(),
             cfg: cfg.clone(),
         }))
     }
@@ -165,19 +173,30 @@ impl Cluster {
         op: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, ClusterError> {
         match tokio::time::timeout(self.cfg.timeout, op).await {
-            Ok(r) => Ok(r?),
+            Ok(r) => {
+                let v = r?;
+                let ms = self.born.elapsed().as_millis() as u64;
+                self.answered.fetch_max(ms.max(1), Ordering::Relaxed);
+                Ok(v)
+            }
             Err(_) => Err(ClusterError::Timeout(self.cfg.timeout)),
         }
     }
 
-    fn link(&self, hash: &str) -> Arc<Notify> {
+    /// Whether an operation got its answer within the last `within`.
+    fn answered_within(&self, within: Duration) -> bool {
+        let at = self.answered.load(Ordering::Relaxed);
+        at > 0 && self.born.elapsed().as_millis() as u64 <= at + within.as_millis() as u64
+    }
+
+    fn link(&self, hash: &str) -> Arc<Link> {
         lock(&self.links)
             .entry(hash.to_owned())
-            .or_insert_with(|| Arc::new(Notify::new()))
+            .or_default()
             .clone()
     }
 
-    fn unlink(&self, hash: &str, notify: &Arc<Notify>) {
+    fn unlink(&self, hash: &str, notify: &Arc<Link>) {
         let mut links = lock(&self.links);
         if links.get(hash).is_some_and(|n| Arc::ptr_eq(n, notify)) {
             links.remove(hash);
@@ -196,14 +215,17 @@ impl Cluster {
 
     async fn health_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let every = (self.cfg.lease / 3).min(Duration::from_millis(500));
+        let mut suspected = true;
         loop {
-            let ok = self.check().await;
+            // An answer since the last check says as much as a `PING`; a
+            // failed operation always checks.
+            let ok = (!suspected && self.answered_within(every)) || self.check().await;
             self.set_up(ok);
-            tokio::select! {
+            suspected = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-                _ = self.suspect.notified() => {}
-            }
+                _ = tokio::time::sleep(every) => false,
+                _ = self.suspect.notified() => true,
+            };
         }
     }
 
@@ -273,7 +295,7 @@ impl Cluster {
             };
             // Whatever was announced while unsubscribed is read now.
             for n in lock(&self.links).values() {
-                n.notify_one();
+                n.told(None);
             }
             let mut messages = ps.on_message();
             loop {
@@ -284,14 +306,16 @@ impl Cluster {
                             self.suspect();
                             break;
                         };
-                        let Ok(payload) = m.get_payload::<String>() else { continue };
+                        let payload = m.get_payload_bytes();
                         if m.get_channel_name() == events {
-                            let link = lock(&self.links).get(&payload).cloned();
+                            let Some((hash, notice)) = notice::decode(payload) else { continue };
+                            let link = lock(&self.links).get(hash).cloned();
                             if let Some(n) = link {
-                                n.notify_one();
+                                n.told(notice);
                             }
                         } else {
-                            self.refresh_from(&payload);
+                            let Ok(payload) = std::str::from_utf8(payload) else { continue };
+                            self.refresh_from(payload);
                         }
                     }
                     r = up.changed() => {
@@ -348,6 +372,52 @@ impl Source for Arc<Cluster> {
         };
         // The pub/sub task sends it; a closed channel means shutdown.
         let _ = self.outbox.send(msg);
+    }
+}
+
+/// A live feed's line from the pub/sub task: the writes announced since
+/// its task last looked, or that it must read the state.
+#[derive(Default)]
+struct Link {
+    notify: Notify,
+    told: Mutex<Told>,
+}
+
+#[derive(Default)]
+struct Told {
+    notices: Vec<notice::Notice>,
+    /// Something was announced without the write (a status, a large or
+    /// first write, a resubscription, too many at once): read the state.
+    read: bool,
+}
+
+impl Link {
+    /// More announced than a follower would apply from messages.
+    const MAX: usize = 32;
+
+    fn told(&self, notice: Option<notice::Notice>) {
+        {
+            let mut t = lock(&self.told);
+            match notice {
+                Some(n) if !t.read && t.notices.len() < Self::MAX => t.notices.push(n),
+                _ => {
+                    t.notices.clear();
+                    t.read = true;
+                }
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    /// The writes announced since the last call, or `None`: read the state.
+    fn take(&self) -> Option<Vec<notice::Notice>> {
+        let mut t = lock(&self.told);
+        let notices = std::mem::take(&mut t.notices);
+        (!std::mem::take(&mut t.read)).then_some(notices)
     }
 }
 

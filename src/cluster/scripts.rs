@@ -43,8 +43,9 @@ return 0
 /// the Stream over but keeps the upstream's status.
 /// KEYS: lease, state, stream.
 /// ARGV: token, epoch, expected seq, first (1/0), body, etag, last-modified,
-/// history, ttl ms, channel, message, terminal event ('' for none), then
-/// (seq, event) pairs.
+/// history, ttl ms, channel, message (the feed's hash), terminal event
+/// ('' for none), the announcement's tail (see `notice`), then (seq, event)
+/// pairs. The announcement is `<hash> <rev> <tail>`.
 /// Returns the new rev, -1 (lease lost) or -2 (sequence moved).
 const PUBLISH: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
@@ -57,7 +58,7 @@ else
   if cur[1] ~= ARGV[2] or cur[2] ~= ARGV[3] then return -2 end
 end
 local seq = nil
-for i = 13, #ARGV, 2 do
+for i = 14, #ARGV, 2 do
   redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[8], ARGV[i] .. '-0', 'e', ARGV[i + 1])
   seq = ARGV[i]
 end
@@ -67,7 +68,7 @@ if ARGV[12] ~= '' then redis.call('HSET', KEYS[2], 'end', ARGV[12]) end
 local rev = redis.call('HINCRBY', KEYS[2], 'rev', 1)
 redis.call('PEXPIRE', KEYS[2], ARGV[9])
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[9]) end
-redis.call('PUBLISH', ARGV[10], ARGV[11])
+redis.call('PUBLISH', ARGV[10], ARGV[11] .. ' ' .. rev .. ' ' .. ARGV[13])
 return rev
 "#;
 

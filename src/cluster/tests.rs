@@ -277,3 +277,64 @@ fn an_id_a_moment_ahead_of_this_replica_waits_for_it_then_replays() {
         Some(Out::Snapshot { seq: 3, .. })
     ));
 }
+
+#[tokio::test]
+async fn the_announcement_carries_the_write_a_follower_applies_without_a_read() {
+    let Some(server) = server() else { return };
+    let cluster = connected(server.1).await;
+    let f = feed(None);
+    let keys = cluster.names.keys(&f);
+    let token = acquire(&cluster, &keys)
+        .await
+        .expect("acquire")
+        .expect("free lease");
+    let mut ps = cluster.client.get_async_pubsub().await.expect("pubsub");
+    ps.subscribe(cluster.names.events_channel())
+        .await
+        .expect("subscribe");
+    let mut messages = ps.on_message();
+    let leader = Fenced {
+        cluster: cluster.clone(),
+        keys: keys.clone(),
+        token,
+        epoch: None,
+        seq: 0,
+        stop: Default::default(),
+    };
+    let none = Validators::default();
+    let body = Bytes::from_static(b"[{\"id\":1}]");
+    let rev1 = leader
+        .write("e1", 0, true, written(&body, &none, &[]))
+        .await
+        .expect("first write");
+    let first = next(&mut messages).await;
+    let (hash, n) = super::notice::decode(&first)
+        .map(|(h, n)| (h.to_owned(), n))
+        .expect("message");
+    assert_eq!(hash, keys.hash);
+    assert!(n.is_none(), "a new epoch is read, not told");
+
+    let events = [(2, Bytes::from_static(b"id: e1:2\n\n"))];
+    let rev2 = leader
+        .write("e1", 1, false, written(&body, &none, &events))
+        .await
+        .expect("second write");
+    let msg = next(&mut messages).await;
+    let (hash, n) = super::notice::decode(&msg).expect("message");
+    assert_eq!(hash, keys.hash);
+    let n = n.expect("the write itself");
+    assert_eq!((n.rev as i64, n.from, n.seq), (rev2, 1, 2));
+    assert_eq!(rev2, rev1 + 1, "revisions follow each other");
+    assert_eq!((n.epoch.as_str(), &n.body), ("e1", &body));
+    assert_eq!(n.events, events);
+}
+
+/// The next message on a subscription, as bytes.
+async fn next(messages: &mut (impl futures_util::Stream<Item = redis::Msg> + Unpin)) -> Vec<u8> {
+    use futures_util::StreamExt;
+    let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .expect("announced")
+        .expect("message");
+    m.get_payload_bytes().to_vec()
+}

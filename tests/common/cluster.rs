@@ -41,26 +41,54 @@ pub async fn replicas(n: usize, c: &Config) -> Vec<pollcast::Running> {
 
 /// A config file for replicas run as processes (lease 300ms, `jobs` every 100ms).
 pub fn child_config(up: &TestUpstream, redis: &RedisServer) -> tempfile::NamedTempFile {
-    child::config_file(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[upstream]
-url = "{}"
+    child_config_with(up, redis, JOBS_EVERY_100MS, "300ms", "100ms")
+}
+
+/// `child_config`'s one feed.
+pub const JOBS_EVERY_100MS: &str = r#"
 [[feeds]]
 name = "jobs"
 poll = "/api/jobs"
 sse = "/sse/jobs"
 interval = "100ms"
 linger = "1s"
+"#;
+
+/// A config file for replicas run as processes: `feeds` (TOML `[[feeds]]`
+/// tables) on `redis` with the given lease and operation timeout.
+pub fn child_config_with(
+    up: &TestUpstream,
+    redis: &RedisServer,
+    feeds: &str,
+    lease: &str,
+    timeout: &str,
+) -> tempfile::NamedTempFile {
+    child::config_file(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[upstream]
+url = "{}"
+{feeds}
 [cluster]
 redis = "{}"
-lease = "300ms"
-timeout = "100ms"
+lease = "{lease}"
+timeout = "{timeout}"
 "#,
         up.url(),
         redis.url()
     ))
+}
+
+/// Start `n` replicas as processes on `file`; each is listening on return.
+pub async fn spawn_replicas(n: usize, file: &tempfile::NamedTempFile) -> Vec<child::Pollcast> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let p = spawn_replica(file);
+        p.addr().await;
+        out.push(p);
+    }
+    out
 }
 
 /// Start a replica as a process on `file` with the cluster secret set.
