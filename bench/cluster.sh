@@ -37,27 +37,7 @@ redis_calls() {
 # joins the Redis at REDIS_PORT.
 start_replica() { # i interval mode
     local i=$1 f="$OUT/replica-$1.toml"
-    cat > "$f" <<EOF
-[server]
-listen = "127.0.0.1:$((8090 + i))"
-[admin]
-listen = "127.0.0.1:$((9100 + i))"
-[upstream]
-url = "http://127.0.0.1:9001"
-[sse]
-keepalive = "15s"
-[log]
-level = "warn"
-[limits]
-max_subscribers = 20000
-max_subscribers_per_client = 20000
-[[feeds]]
-name = "jobs"
-poll = "/api/jobs"
-interval = "$2"
-backoff_max = "1h"
-linger = "1s"
-EOF
+    write_pollcast_config "$f" "127.0.0.1:$((8090 + i))" "$2" "127.0.0.1:$((9100 + i))"
     if [ "$3" = cluster ]; then
         printf '[cluster]\nredis = "redis://127.0.0.1:%s"\nlease = "%s"\n' "$REDIS_PORT" "${LEASE:-3s}" >> "$f"
     fi

@@ -112,10 +112,13 @@ start_synth() { # port items change_every
     wait_port "127.0.0.1:$1"
 }
 
-start_pollcast() { # interval
-    cat > "$OUT/pollcast.toml" <<EOF
-[server]
-listen = "127.0.0.1:8080"
+# One pollcast config for every scenario (bench/cluster.sh's replicas too):
+# the jobs feed on synth's port 9001, limits raised for 19,000 subscribers.
+write_pollcast_config() { # file listen interval [admin_listen]
+    {
+        printf '[server]\nlisten = "%s"\n' "$2"
+        [ -n "${4:-}" ] && printf '[admin]\nlisten = "%s"\n' "$4"
+        cat <<EOF
 [upstream]
 url = "http://127.0.0.1:9001"
 [sse]
@@ -128,10 +131,15 @@ max_subscribers_per_client = 20000
 [[feeds]]
 name = "jobs"
 poll = "/api/jobs"
-interval = "$1"
+interval = "$3"
 backoff_max = "1h"
 linger = "1s"
 EOF
+    } > "$1"
+}
+
+start_pollcast() { # interval
+    write_pollcast_config "$OUT/pollcast.toml" 127.0.0.1:8080 "$1"
     $NICE $SERVER_CPU "$POLLCAST" --config "$OUT/pollcast.toml" > "$OUT/pollcast.log" 2>&1 &
     SERVER_PID=$!; PIDS+=($SERVER_PID)
     wait_port 127.0.0.1:8080

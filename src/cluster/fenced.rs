@@ -163,8 +163,7 @@ impl Fenced {
         for (seq, e) in events {
             inv.arg(*seq).arg(e.as_ref());
         }
-        let mut conn = c.conn()?;
-        let rev: i64 = c.timed(inv.invoke_async(&mut conn)).await?;
+        let rev: i64 = c.invoke(&inv).await?;
         match rev {
             -1 => Err(ClusterError::Reply("the lease is no longer ours".into())),
             -2 => Err(ClusterError::Reply("the sequence moved".into())),
@@ -179,22 +178,16 @@ impl Fenced {
         body: &Bytes,
     ) -> Result<i64, ClusterError> {
         let c = &self.cluster;
-        let mut conn = c.conn()?;
-        let rev: i64 = c
-            .timed(
-                c.scripts
-                    .status
-                    .key(&self.keys.lease)
-                    .key(&self.keys.state)
-                    .arg(&self.token)
-                    .arg(if stale { "1" } else { "0" })
-                    .arg(body.as_ref())
-                    .arg(c.ttl_ms(&self.keys))
-                    .arg(c.names.events_channel())
-                    .arg(&self.keys.hash)
-                    .invoke_async(&mut conn),
-            )
-            .await?;
+        let mut script = c.scripts.status.key(&self.keys.lease);
+        script
+            .key(&self.keys.state)
+            .arg(&self.token)
+            .arg(if stale { "1" } else { "0" })
+            .arg(body.as_ref())
+            .arg(c.ttl_ms(&self.keys))
+            .arg(c.names.events_channel())
+            .arg(&self.keys.hash);
+        let rev: i64 = c.invoke(&script).await?;
         if rev == -1 {
             return Err(ClusterError::Reply("the lease is no longer ours".into()));
         }

@@ -19,58 +19,36 @@ pub(super) async fn acquire(
     cluster: &Cluster,
     keys: &Keys,
 ) -> Result<Option<String>, ClusterError> {
-    let mut conn = cluster.conn()?;
-    cluster
-        .timed(
-            cluster
-                .scripts
-                .acquire
-                .key(&keys.lease)
-                .key(&keys.fence)
-                .arg(&cluster.replica)
-                .arg(cluster.cfg.lease.as_millis() as u64)
-                .arg(cluster.ttl_ms(keys))
-                .invoke_async(&mut conn),
-        )
-        .await
+    let lease = cluster.cfg.lease.as_millis() as u64;
+    let mut script = cluster.scripts.acquire.key(&keys.lease);
+    script
+        .key(&keys.fence)
+        .arg(&cluster.replica)
+        .arg(lease)
+        .arg(cluster.ttl_ms(keys));
+    cluster.invoke(&script).await
 }
 
 pub(super) async fn renew(cluster: &Cluster, keys: &Keys, token: &str) -> bool {
-    let Ok(mut conn) = cluster.conn() else {
-        return false;
-    };
-    let r: Result<i64, _> = cluster
-        .timed(
-            cluster
-                .scripts
-                .renew
-                .key(&keys.lease)
-                .arg(token)
-                .arg(cluster.cfg.lease.as_millis() as u64)
-                .invoke_async(&mut conn),
-        )
-        .await;
-    if r.is_err() {
-        cluster.suspect();
+    let lease = cluster.cfg.lease.as_millis() as u64;
+    let mut script = cluster.scripts.renew.key(&keys.lease);
+    script.arg(token).arg(lease);
+    match cluster.invoke::<i64>(&script).await {
+        Ok(r) => r == 1,
+        // Not connected: the health check already knows.
+        Err(ClusterError::Down) => false,
+        Err(_) => {
+            cluster.suspect();
+            false
+        }
     }
-    matches!(r, Ok(1))
 }
 
 pub(super) async fn release(cluster: &Cluster, keys: &Keys, token: &str) {
-    let Ok(mut conn) = cluster.conn() else {
-        return;
-    };
-    let r: Result<i64, _> = cluster
-        .timed(
-            cluster
-                .scripts
-                .release
-                .key(&keys.lease)
-                .arg(token)
-                .invoke_async(&mut conn),
-        )
-        .await;
-    if let Err(e) = r {
-        tracing::debug!("cluster: release: {e}");
+    let mut script = cluster.scripts.release.key(&keys.lease);
+    script.arg(token);
+    match cluster.invoke::<i64>(&script).await {
+        Ok(_) | Err(ClusterError::Down) => {}
+        Err(e) => tracing::debug!("cluster: release: {e}"),
     }
 }

@@ -167,6 +167,15 @@ impl Cluster {
         lock(&self.conn).clone().ok_or(ClusterError::Down)
     }
 
+    /// Invoke a script on the shared connection, within the operation timeout.
+    pub(crate) async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, ClusterError> {
+        let mut conn = self.conn()?;
+        self.timed(script.invoke_async(&mut conn)).await
+    }
+
     /// Run `op` with the operation timeout.
     pub(crate) async fn timed<T>(
         &self,

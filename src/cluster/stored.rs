@@ -57,20 +57,9 @@ pub(super) async fn read(
         Some((e, r)) => (e.to_string(), r.to_string()),
         None => (String::new(), String::new()),
     };
-    let mut conn = cluster.conn()?;
-    let reply: Vec<Value> = cluster
-        .timed(
-            cluster
-                .scripts
-                .read
-                .key(&keys.state)
-                .key(&keys.stream)
-                .arg(epoch)
-                .arg(rev)
-                .arg(from)
-                .invoke_async(&mut conn),
-        )
-        .await?;
+    let mut script = cluster.scripts.read.key(&keys.state);
+    script.key(&keys.stream).arg(epoch).arg(rev).arg(from);
+    let reply: Vec<Value> = cluster.invoke(&script).await?;
     if reply.is_empty() {
         return Ok(None);
     }
