@@ -114,11 +114,12 @@ def report(rs):
     if hp:
         L += ["## Scale-out on Redis: the added delivery latency of the Redis hop", "",
               f"{hp[0]['n']:,} subscribers, one 1 KiB change a second, polled every 100 ms. `single`: one "
-              "pollcast, no Redis. `cluster`: the subscribers on a follower of 3 replicas, so each event "
-              "goes leader → Redis (the publish script) → pub/sub notice → the follower's read of the "
-              "Stream → its subscribers. Latency from the upstream answering the poll (`served_at`) to a "
+              "pollcast, no Redis. `cluster`: the subscribers on the follower of 2 replicas, so each event "
+              "goes leader → Redis (the publish script) → the pub/sub announcement carrying the write → the "
+              "follower → its subscribers. The follower has CPU 0 to itself, as the single process does; the "
+              "leader and Redis run on CPU 1 with the upstream and the load. Latency from the upstream answering the poll (`served_at`) to a "
               "subscriber having the event. Redis operations: every command Redis counted (INFO "
-              "commandstats) during the window, all 3 replicas, per changed poll (1 change a second, 10 "
+              "commandstats) during the window, both replicas, per changed poll (1 change a second, 10 "
               "polls a second: the unchanged polls' lease and sequence traffic counts too).", "",
               "| mode | all received | p50 ms | p99 ms | Redis ops per changed poll |",
               "|---|---|---:|---:|---:|"]
