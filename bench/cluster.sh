@@ -43,7 +43,7 @@ listen = "127.0.0.1:$((8090 + i))"
 [admin]
 listen = "127.0.0.1:$((9100 + i))"
 [upstream]
-url = "http://127.0.0.1:9001"
+url = "http://127.0.0.1:$UP_PORT"
 [sse]
 keepalive = "15s"
 [log]
@@ -80,7 +80,7 @@ lead_with_replica_0() { # tag stop_us
 cluster_polls_run() { # mode r rep
     local mode=$1 r=$2 rep=$3 interval_ms=500 window=10 i
     REPLICA_PIDS=()
-    start_synth 9001 10 1s
+    start_synth "$UP_PORT" 10 1s
     [ "$mode" = cluster ] && start_redis
     for i in $(seq 0 $((r - 1))); do start_replica "$i" "${interval_ms}ms" "$mode"; done
     local start=$(( $(now_us) + 3000000 )) stop files=() pids=()
@@ -93,7 +93,7 @@ cluster_polls_run() { # mode r rep
     wait_ready "$start"
     while [ "$(now_us)" -lt "$start" ]; do sleep 0.05; done
     local s0 s1
-    s0=$(curl -s http://127.0.0.1:9001/stats); sleep "$window"; s1=$(curl -s http://127.0.0.1:9001/stats)
+    s0=$(curl -s http://127.0.0.1:$UP_PORT/stats); sleep "$window"; s1=$(curl -s http://127.0.0.1:$UP_PORT/stats)
     for p in "${pids[@]}"; do wait "$p" || true; done
     $PY cluster-polls --mode "$mode" --replicas "$r" --rep "$rep" --window "$window" --interval-ms "$interval_ms" \
         --stats0 "$s0" --stats1 "$s1" "${LG_FILES[@]}" >> "$RESULTS"
@@ -107,7 +107,7 @@ cluster_hop_run() { # mode rep
     local mode=$1 rep=$2 n=${HOP_N:-1000} url r0='{}' r1='{}' t0=0 t1=0
     REPLICA_PIDS=(); LEADER_LG=()
     local budget=$(( 4000000 + n * 1000 ))
-    start_synth 9001 10 1s
+    start_synth "$UP_PORT" 10 1s
     local stop=$(( $(now_us) + budget + (WINDOW + 3) * 1000000 ))
     if [ "$mode" = cluster ]; then
         start_redis
@@ -139,7 +139,7 @@ cluster_failover_run() { # signal rep
     REPLICA_PIDS=(); LEADER_LG=()
     # An item changes every 100 ms, polled every 100 ms: the gap in a
     # follower's deliveries around the kill is the failover.
-    start_synth 9001 10 100ms
+    start_synth "$UP_PORT" 10 100ms
     start_redis
     for i in 0 1 2; do LEASE=$lease start_replica "$i" 100ms cluster; done
     local stop=$(( $(now_us) + 12000000 ))
