@@ -228,7 +228,10 @@ def report(a):
         L += ["## Fan-out: one change to N subscribers", "",
               "One 1 KiB event per second, 6 per run. Latency runs from the moment the server has the event "
               "(pollcast: its poll of the upstream answered, stamped by the upstream as `served_at`; Nchan and "
-              "Pushpin: the publish) to the moment a subscriber has read it. Deliveries/s = N / (time for one "
+              "Pushpin: the publish; the floor: the moment it starts writing) to the moment a subscriber has read it. "
+              "Pollcast's clock thus also runs while the poll response crosses loopback and is read, the floor's "
+              "does not; both set `TCP_NODELAY` and write each subscriber's event in one syscall, and the same "
+              "`loadgen` reads both (see bench/targets.md, fairness). Deliveries/s = N / (time for one "
               "event to reach the last subscriber). RSS per subscriber = (RSS at N − RSS at 0) / N, all "
               "processes of the server (nginx master+worker; Pushpin's condure, proxy, handler).", "",
               "`floor` is the least an SSE server can do on this core (`bench/harness/src/bin/floor.rs`: one thread "

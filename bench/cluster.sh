@@ -61,7 +61,7 @@ lead_with_replica_0() { # tag stop_us
 cluster_polls_run() { # mode r rep
     local mode=$1 r=$2 rep=$3 interval_ms=500 window=10 i
     REPLICA_PIDS=()
-    start_synth 9001 10 1s
+    start_synth "$UP_PORT" 10 1s
     [ "$mode" = cluster ] && start_redis
     for i in $(seq 0 $((r - 1))); do start_replica "$i" "${interval_ms}ms" "$mode"; done
     local start=$(( $(now_us) + 3000000 )) stop files=() pids=()
@@ -74,7 +74,7 @@ cluster_polls_run() { # mode r rep
     wait_ready "$start"
     while [ "$(now_us)" -lt "$start" ]; do sleep 0.05; done
     local s0 s1
-    s0=$(curl -s http://127.0.0.1:9001/stats); sleep "$window"; s1=$(curl -s http://127.0.0.1:9001/stats)
+    s0=$(curl -s http://127.0.0.1:$UP_PORT/stats); sleep "$window"; s1=$(curl -s http://127.0.0.1:$UP_PORT/stats)
     for p in "${pids[@]}"; do wait "$p" || true; done
     $PY cluster-polls --mode "$mode" --replicas "$r" --rep "$rep" --window "$window" --interval-ms "$interval_ms" \
         --stats0 "$s0" --stats1 "$s1" "${LG_FILES[@]}" >> "$RESULTS"
@@ -88,7 +88,7 @@ cluster_hop_run() { # mode rep
     local mode=$1 rep=$2 n=${HOP_N:-1000} url r0='{}' r1='{}' t0=0 t1=0
     REPLICA_PIDS=(); LEADER_LG=()
     local budget=$(( 4000000 + n * 1000 ))
-    start_synth 9001 10 1s
+    start_synth "$UP_PORT" 10 1s
     local stop=$(( $(now_us) + budget + (WINDOW + 3) * 1000000 ))
     if [ "$mode" = cluster ]; then
         # The measured follower gets CPU 0 to itself, as the single process
@@ -125,7 +125,7 @@ cluster_failover_run() { # signal rep
     REPLICA_PIDS=(); LEADER_LG=()
     # An item changes every 100 ms, polled every 100 ms: the gap in a
     # follower's deliveries around the kill is the failover.
-    start_synth 9001 10 100ms
+    start_synth "$UP_PORT" 10 100ms
     start_redis
     for i in 0 1 2; do LEASE=$lease start_replica "$i" 100ms cluster; done
     local stop=$(( $(now_us) + 12000000 ))

@@ -9,7 +9,9 @@
 #
 # Environment: REPS (default 3), OUT (results folder, default target/bench-run),
 # CARGO_TARGET_DIR as usual; with --one also POLLCAST (the binary to measure)
-# and NO_BUILD=1 (measure what is built). Needs root for apt in the full run. Every server is
+# and NO_BUILD=1 (measure what is built). PC_PORT, UP_PORT, FLOOR_PORT (default 8080,
+# 9001, 8084) move pollcast, the upstream and the floor, so a --one run cannot
+# meet another process on a shared machine. Needs root for apt in the full run. Every server is
 # pinned to CPU 0 and every load/upstream process to CPU 1 (taskset), so each
 # system is measured the same way.
 set -euo pipefail
@@ -19,6 +21,7 @@ SMOKE=0
 [ "${1:-}" = "--smoke" ] && SMOKE=1
 [ "${1:-}" = "--one" ] && NICE_ONE=1
 REPS=${REPS:-3}
+PC_PORT=${PC_PORT:-8080}; ADMIN_PORT=${ADMIN_PORT:-9090}; UP_PORT=${UP_PORT:-9001}; FLOOR_PORT=${FLOOR_PORT:-8084}
 [ $SMOKE = 1 ] && REPS=1
 OUT=${OUT:-$ROOT/target/bench-run}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -113,14 +116,14 @@ start_synth() { # port items change_every
 }
 
 # One pollcast config for every scenario (bench/cluster.sh's replicas too):
-# the jobs feed on synth's port 9001, limits raised for 19,000 subscribers.
+# the jobs feed on synth's port UP_PORT, limits raised for 19,000 subscribers.
 write_pollcast_config() { # file listen interval [admin_listen]
     {
         printf '[server]\nlisten = "%s"\n' "$2"
         [ -n "${4:-}" ] && printf '[admin]\nlisten = "%s"\n' "$4"
         cat <<EOF
 [upstream]
-url = "http://127.0.0.1:9001"
+url = "http://127.0.0.1:$UP_PORT"
 [sse]
 keepalive = "15s"
 [log]
@@ -139,10 +142,10 @@ EOF
 }
 
 start_pollcast() { # interval
-    write_pollcast_config "$OUT/pollcast.toml" 127.0.0.1:8080 "$1"
+    write_pollcast_config "$OUT/pollcast.toml" "127.0.0.1:$PC_PORT" "$1" "127.0.0.1:$ADMIN_PORT"
     $NICE $SERVER_CPU "$POLLCAST" --config "$OUT/pollcast.toml" > "$OUT/pollcast.log" 2>&1 &
     SERVER_PID=$!; PIDS+=($SERVER_PID)
-    wait_port 127.0.0.1:8080
+    wait_port 127.0.0.1:$PC_PORT
 }
 
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
@@ -163,7 +166,7 @@ http {
     fastcgi_temp_path $OUT/nginx/fastcgi;
     uwsgi_temp_path $OUT/nginx/uwsgi;
     scgi_temp_path $OUT/nginx/scgi;
-    upstream synth { server 127.0.0.1:9001; keepalive 64; }
+    upstream synth { server 127.0.0.1:$UP_PORT; keepalive 64; }
     server {
         listen 127.0.0.1:8081;
         location = /sub { nchan_subscriber eventsource; nchan_channel_id bench; }
@@ -211,16 +214,16 @@ fanout_run() { # system n rep
     local budget=$(( 3000000 + n * 1000 ))
     case $sys in
         pollcast)
-            start_synth 9001 10 1s; start_pollcast 1s; url=http://127.0.0.1:8080/sse/jobs ;;
+            start_synth "$UP_PORT" 10 1s; start_pollcast 1s; url=http://127.0.0.1:$PC_PORT/sse/jobs ;;
         nchan)
             start_nginx; SERVER_PID=$(cat "$OUT/nginx.pid"); url=http://127.0.0.1:8081/sub ;;
         floor)
             # The least an SSE server can do on this core: one thread writing
             # the same bytes to every subscriber socket in turn.
-            $NICE $SERVER_CPU "$FLOOR" --listen 127.0.0.1:8084 --every 1s --size 1024 \
+            $NICE $SERVER_CPU "$FLOOR" --listen 127.0.0.1:$FLOOR_PORT --every 1s --size 1024 \
                 --count $(( budget / 1000000 + WINDOW + 4 )) > "$OUT/floor.log" 2>&1 &
-            SERVER_PID=$!; PIDS+=($SERVER_PID); wait_port 127.0.0.1:8084
-            url=http://127.0.0.1:8084/sub ;;
+            SERVER_PID=$!; PIDS+=($SERVER_PID); wait_port 127.0.0.1:$FLOOR_PORT
+            url=http://127.0.0.1:$FLOOR_PORT/sub ;;
         pushpin*)
             local rate=100000; [ "$sys" = pushpin-default ] && rate=2500
             start_pushpin $rate; url=http://127.0.0.1:8083/stream; PARALLEL=64 ;;
@@ -259,16 +262,16 @@ start_storm_server() { # system kib
     case $1 in
         pollcast) start_pollcast 1000s ;;
         floor)
-            $NICE $SERVER_CPU "$FLOOR" --listen 127.0.0.1:8084 --every 3600s --count 1 \
+            $NICE $SERVER_CPU "$FLOOR" --listen 127.0.0.1:$FLOOR_PORT --every 3600s --count 1 \
                 --snapshot $(( $2 * 1024 )) > "$OUT/floor.log" 2>&1 &
-            SERVER_PID=$!; PIDS+=($SERVER_PID); wait_port 127.0.0.1:8084 ;;
+            SERVER_PID=$!; PIDS+=($SERVER_PID); wait_port 127.0.0.1:$FLOOR_PORT ;;
     esac
 }
 storm_run() { # system kib n rep
     local sys=$1 kib=$2 n=$3 rep=$4 url t0 peak
     PARALLEL=256
-    [ "$sys" = pollcast ] && { start_synth 9001 "$kib" 100000s; url=http://127.0.0.1:8080/sse/jobs; }
-    [ "$sys" = floor ] && url=http://127.0.0.1:8084/sub
+    [ "$sys" = pollcast ] && { start_synth "$UP_PORT" "$kib" 100000s; url=http://127.0.0.1:$PC_PORT/sse/jobs; }
+    [ "$sys" = floor ] && url=http://127.0.0.1:$FLOOR_PORT/sub
     start_storm_server "$sys" "$kib"
     local start=$(( $(now_us) + 3000000 + n * 1000 ))
     start_load storm "$url" "$n" "$start" $(( start + 60000000 )) "storm-$sys-$kib-$n-$rep"
@@ -294,12 +297,12 @@ storm_run() { # system kib n rep
 writethrough_run() { # n rep
     local n=$1 rep=$2
     local budget=$(( 3000000 + n * 1000 ))
-    start_synth 9001 10 100000s; start_pollcast 60s
+    start_synth "$UP_PORT" 10 100000s; start_pollcast 60s
     sleep 0.5
     local start=$(( $(now_us) + budget )) stop
     stop=$(( start + (WINDOW + 3) * 1000000 ))
-    start_load sse http://127.0.0.1:8080/sse/jobs "$n" "$start" "$stop" "writethrough-$n-$rep"
-    $NICE $LOAD_CPU "$SYNTH" publish --kind write --url http://127.0.0.1:8080/api/jobs/3 --every 1s \
+    start_load sse http://127.0.0.1:$PC_PORT/sse/jobs "$n" "$start" "$stop" "writethrough-$n-$rep"
+    $NICE $LOAD_CPU "$SYNTH" publish --kind write --url http://127.0.0.1:$PC_PORT/api/jobs/3 --every 1s \
         --count $(( budget / 1000000 + WINDOW + 4 )) > "$OUT/write.log" 2>&1 & PIDS+=($!)
     wait_ready "$start"
     wait_load
@@ -314,11 +317,11 @@ writethrough_run() { # n rep
 # clients through pollcast (interval 2s). One item of 20 changes every second.
 upstream_run() { # mode n rep
     local mode=$1 n=$2 rep=$3 url lgmode
-    start_synth 9001 20 1s
+    start_synth "$UP_PORT" 20 1s
     if [ "$mode" = pollcast ]; then
-        start_pollcast 2s; url=http://127.0.0.1:8080/sse/jobs; lgmode=sse
+        start_pollcast 2s; url=http://127.0.0.1:$PC_PORT/sse/jobs; lgmode=sse
     else
-        url=http://127.0.0.1:9001/api/jobs; lgmode=poll
+        url=http://127.0.0.1:$UP_PORT/api/jobs; lgmode=poll
     fi
     local budget=$(( 3000000 + n * 600 )) window=10
     local start=$(( $(now_us) + budget )) stop
@@ -327,9 +330,9 @@ upstream_run() { # mode n rep
     wait_ready "$start"
     while [ "$(now_us)" -lt "$start" ]; do sleep 0.05; done
     local s0 t0 s1 t1
-    s0=$(curl -s http://127.0.0.1:9001/stats); t0=$(cpu_ticks "$SYNTH_PID")
+    s0=$(curl -s http://127.0.0.1:$UP_PORT/stats); t0=$(cpu_ticks "$SYNTH_PID")
     sleep "$window"
-    s1=$(curl -s http://127.0.0.1:9001/stats); t1=$(cpu_ticks "$SYNTH_PID")
+    s1=$(curl -s http://127.0.0.1:$UP_PORT/stats); t1=$(cpu_ticks "$SYNTH_PID")
     wait_load
     $PY upstream --mode "$mode" --n "$n" --rep "$rep" --window "$window" --stats0 "$s0" --stats1 "$s1" \
         --cpu-ticks $(( t1 - t0 )) "${LG_FILES[@]}" >> "$RESULTS"
@@ -340,11 +343,11 @@ upstream_run() { # mode n rep
 
 # ---------------------------------------------------------------- scenario 4: pass-through
 passthrough_run() { # rep
-    start_synth 9001 1 1000s
+    start_synth "$UP_PORT" 1 1000s
     start_pollcast 1000s
     start_nginx
     local target path label
-    for target in direct:127.0.0.1:9001 pollcast:127.0.0.1:8080 nginx:127.0.0.1:8082; do
+    for target in direct:127.0.0.1:$UP_PORT pollcast:127.0.0.1:$PC_PORT nginx:127.0.0.1:8082; do
         for path in small:/small big:/big; do
             label=${target%%:*}
             $LOAD_CPU wrk -t1 -c32 -d5s --latency "http://${target#*:}${path#*:}" > "$OUT/wrk-$label-${path%%:*}-$1.txt" 2>&1 || true

@@ -6,7 +6,6 @@
 //! feed's state beyond the cursor it is handed, and never encodes an event
 //! (the history holds them encoded once).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -131,7 +130,7 @@ impl Feed {
     /// before everything. A status event's id is the last position the
     /// subscriber was sent (see `pull_status`), so resuming from it replays
     /// everything after it.
-    pub fn pull(&self, cursor: &mut Cursor, out: &mut VecDeque<Out>) {
+    pub fn pull(&self, cursor: &mut Cursor, out: &mut impl Extend<Out>) {
         let mut st = self.state();
         if let (Some((epoch, seq)), Some(_)) = (&cursor.resume, &st.snapshot) {
             if st.is_behind(epoch, *seq) && st.syncs < cursor.since + 2 {
@@ -163,11 +162,11 @@ impl Feed {
             Some(c) if same && st.can_replay_from(c) => {
                 let start = st.history.partition_point(|k| k.seq <= c);
                 for k in st.history.range(start..) {
-                    out.push_back(Out::Event {
+                    out.extend([Out::Event {
                         seq: k.seq,
                         held: k.held,
                         bytes: k.bytes.clone(),
-                    });
+                    }]);
                     cursor.held = k.held;
                 }
                 cursor.at = Some(cur);
@@ -177,11 +176,11 @@ impl Feed {
                     if cursor.at.is_some() {
                         cursor.resyncs += 1;
                     }
-                    out.push_back(Out::Snapshot {
+                    out.extend([Out::Snapshot {
                         seq: cur,
                         snap: snap.clone(),
                         skip: skip(cursor.held, snap.held),
-                    });
+                    }]);
                     cursor.at = Some(cur);
                     cursor.held = snap.held;
                     cursor.generation = st.generation;
@@ -192,17 +191,17 @@ impl Feed {
             self.pull_status(&st, cursor, out);
         }
         if let (Some(end), false, Some(_)) = (&st.end, cursor.ended, cursor.at) {
-            out.push_back(Out::Tagged {
+            out.extend([Out::Tagged {
                 seq: st.seq,
                 held: cursor.held,
                 body: end.clone(),
                 end: true,
-            });
+            }]);
             cursor.ended = true;
         }
     }
 
-    fn pull_status(&self, st: &State, cursor: &mut Cursor, out: &mut VecDeque<Out>) {
+    fn pull_status(&self, st: &State, cursor: &mut Cursor, out: &mut impl Extend<Out>) {
         if cursor.status_gen == st.status_gen {
             return;
         }
@@ -228,13 +227,13 @@ impl Feed {
         // ids on a stream never go down. Before any position (no snapshot
         // yet) it has no id, so the client's own resume id stands.
         match cursor.at {
-            Some(seq) => out.push_back(Out::Tagged {
+            Some(seq) => out.extend([Out::Tagged {
                 seq,
                 held: cursor.held,
                 body,
                 end: false,
-            }),
-            None => out.push_back(Out::Bytes(body)),
+            }]),
+            None => out.extend([Out::Bytes(body)]),
         }
     }
 }

@@ -332,15 +332,16 @@ impl Subscriber {
             self.done = true;
             return true;
         }
-        let mut out = VecDeque::new();
         for (i, f) in self.follows.iter_mut().enumerate() {
             let resyncs = f.cursor.resyncs;
-            f.sub.feed.pull(&mut f.cursor, &mut out);
+            // Straight into the queue: no scratch queue allocated per turn.
+            f.sub
+                .feed
+                .pull(&mut f.cursor, &mut Queue(i, &mut self.pending));
             if f.cursor.resyncs != resyncs {
                 f.sub.metrics.resynced(&f.sub.feed.def.name);
                 f.sub.counters.add_resync();
             }
-            self.pending.extend(out.drain(..).map(|o| (i, o)));
         }
         let ticks = self.follows[0].sub.feed.ticks();
         if ticks != self.ticks {
@@ -400,6 +401,16 @@ impl Subscriber {
                 .map(|b| (Ok::<_, BoxError>(Frame::data(b)), s))
         });
         StreamBody::new(frames).boxed_unsync()
+    }
+}
+
+/// Output of feed `.0`, queued with its index.
+struct Queue<'a>(usize, &'a mut VecDeque<(usize, Out)>);
+
+impl Extend<Out> for Queue<'_> {
+    fn extend<T: IntoIterator<Item = Out>>(&mut self, outs: T) {
+        let i = self.0;
+        self.1.extend(outs.into_iter().map(|o| (i, o)));
     }
 }
 
