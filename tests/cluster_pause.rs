@@ -90,6 +90,7 @@ async fn a_leader_paused_past_its_lease_wakes_up_fenced_off_and_serves_the_new_l
             seen[i].push(next(s).await);
         }
     }
+    eprintln!("old leader {old}; told during the pause: {seen:?}");
     let new = leader_of_among(&pcs, old).await;
 
     // The old leader wakes up with `late` in hand: the cluster refuses it.
@@ -150,15 +151,20 @@ async fn a_leader_paused_past_its_lease_wakes_up_fenced_off_and_serves_the_new_l
 
 /// The replica (other than `old`) that published since the takeover.
 async fn leader_of_among(pcs: &[Pollcast], old: usize) -> usize {
-    within("a new leader publishes", async {
-        loop {
-            for (i, pc) in pcs.iter().enumerate() {
-                if i != old && counter(pc, PUBLISHES).await > 0.0 {
-                    return i;
-                }
+    let start = tokio::time::Instant::now();
+    loop {
+        for (i, pc) in pcs.iter().enumerate() {
+            if i != old && counter(pc, PUBLISHES).await > 0.0 {
+                return i;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    })
-    .await
+        if start.elapsed() > DEADLINE {
+            let logs: Vec<String> = pcs.iter().map(Pollcast::log).collect();
+            panic!(
+                "no new leader published; old {old}; logs:\n{}",
+                logs.join("\n----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -1,6 +1,7 @@
 //! `[cluster]`: what a leader tells its subscribers besides events reaches
 //! every replica byte for byte (`stale`/`recovered`, an object feed's
-//! terminal event). A replica back from a partition is `cluster_outage`'s.
+//! terminal event). Replicas are pollcast processes (three; two for the
+//! object feed). A replica back from a partition is `cluster_outage`'s.
 
 mod common;
 
