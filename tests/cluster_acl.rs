@@ -9,11 +9,10 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
+use common::cluster::*;
 use common::redis::RedisServer;
 use common::*;
-use pollcast::config::{ClusterConfig, Config};
 use serde_json::json;
 
 const MANIFEST: &str = "deploy/kustomize/overlays/cluster/redis.yaml";
@@ -63,21 +62,7 @@ impl AclRedis {
             .spawn()
             .expect("spawn redis-server");
         let url = format!("redis://pollcast:{PASSWORD}@127.0.0.1:{port}/");
-        within("redis-server answers the ACL user", async {
-            loop {
-                if let Ok(c) = ::redis::Client::open(url.as_str()) {
-                    if let Ok(mut conn) = c.get_multiplexed_async_connection().await {
-                        let pong: Result<String, _> =
-                            ::redis::cmd("PING").query_async(&mut conn).await;
-                        if pong.is_ok() {
-                            return;
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
+        common::redis::wait_answers(&url).await;
         Self { child, port }
     }
 }
@@ -89,7 +74,7 @@ impl Drop for AclRedis {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_manifests_acl_user_is_enough_for_a_cluster() {
     // Skips (or fails under CI=true) where redis-server is missing.
     let Some(probe) = RedisServer::start_or_skip().await else {
@@ -113,18 +98,11 @@ async fn the_manifests_acl_user_is_enough_for_a_cluster() {
 
     let up = TestUpstream::start().await;
     up.set("/api/jobs", json!([{"id": 1, "s": "a"}]));
-    let mut c: Config = config(&up);
-    c.feeds[0].interval = Duration::from_millis(100);
     let url = format!("redis://pollcast:{PASSWORD}@127.0.0.1:{}/", redis.port);
-    let mut cl = ClusterConfig::new(&url, b"test-secret-0123456789");
-    cl.lease = Duration::from_millis(300);
-    cl.timeout = Duration::from_millis(200);
-    c.cluster = Some(cl);
-    let a = pollcast::start(c.clone()).await.expect("start a");
-    let b = pollcast::start(c).await.expect("start b");
-
-    let mut sa = Sse::connect(&url_of(&a)).await;
-    let mut sb = Sse::connect(&url_of(&b)).await;
+    let file = child_config_on(&up, &url, JOBS_EVERY_100MS, "300ms", "200ms");
+    let pcs = spawn_replicas(2, &file).await;
+    let mut sa = connect(&pcs[0], "/sse/jobs", &[]).await;
+    let mut sb = connect(&pcs[1], "/sse/jobs", &[]).await;
     let (ea, eb) = (sa.next().await, sb.next().await);
     assert_eq!(ea.event, "snapshot");
     assert_eq!(
@@ -153,19 +131,21 @@ async fn the_manifests_acl_user_is_enough_for_a_cluster() {
     );
     let missed = sa.next().await;
     assert_eq!(missed.event, "updated");
-    let mut r = Sse::connect_with(&url_of(&b), &[("Last-Event-ID", &ea.id)]).await;
+    let mut r = connect(&pcs[1], "/sse/jobs", &[("Last-Event-ID", &ea.id)]).await;
     let replayed = r.next().await;
     assert_eq!((replayed.event, replayed.id), (missed.event, missed.id));
 
     // Neither replica ever lost Redis or had a write refused.
-    for pc in [&a, &b] {
-        let m = scrape_metrics(pc).await;
+    for pc in &pcs {
+        let m = scrape_metrics_at(pc.admin_addr().await).await;
         assert_eq!(must_series(&m, "pollcast_cluster_up"), 1.0, "{m}");
         assert_eq!(must_series(&m, "pollcast_cluster_fallbacks_total"), 0.0);
         assert_eq!(must_series(&m, "pollcast_cluster_rejected_total"), 0.0);
     }
-    a.stop().await;
-    b.stop().await;
+    drop((sa, sb, r));
+    for pc in pcs {
+        assert!(pc.stop().await.success(), "a replica exits cleanly");
+    }
 }
 
 #[test]
@@ -190,8 +170,4 @@ fn the_manifest_grants_what_the_docs_acl_line_grants() {
         manifest, documented,
         "{MANIFEST} and docs/cluster.md grant the same"
     );
-}
-
-fn url_of(pc: &pollcast::Running) -> String {
-    url(pc, "/sse/jobs")
 }

@@ -1,14 +1,12 @@
 //! `[cluster]`: what a leader tells its subscribers besides events reaches
 //! every replica byte for byte (`stale`/`recovered`, an object feed's
-//! terminal event), and a replica back from a partition rejoins with one
-//! snapshot of the current state, never an older one.
+//! terminal event). Replicas are pollcast processes (three; two for the
+//! object feed). A replica back from a partition is `cluster_outage`'s.
 
 mod common;
 
-use std::time::Duration;
-
 use common::cluster::*;
-use common::redis::{Cutter, RedisServer};
+use common::redis::RedisServer;
 use common::*;
 use serde_json::json;
 
@@ -30,22 +28,7 @@ fn name_of(block: &str) -> &str {
         .unwrap_or("message")
 }
 
-/// The ids of a `{"items": [...]}` snapshot block.
-fn snapshot_ids(block: &str) -> Vec<serde_json::Value> {
-    let data = block
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .collect::<String>();
-    let v: serde_json::Value = serde_json::from_str(&data).expect("snapshot JSON");
-    v["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|i| i["id"].clone())
-        .collect()
-}
-
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_serve_byte_identical_streams() {
     let Some(redis) = RedisServer::start_or_skip().await else {
         return;
@@ -91,20 +74,25 @@ async fn three_replicas_serve_byte_identical_streams() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_tell_stale_and_recovered_with_the_leaders_bytes() {
     let Some(redis) = RedisServer::start_or_skip().await else {
         return;
     };
     let up = TestUpstream::start().await;
     up.set("/api/jobs", json!([{"id": 1}]));
-    let pcs = replicas(3, &cluster_config(&up, &redis, Duration::from_millis(50))).await;
+    let file = child_config(&up, &redis);
+    let pcs = spawn_replicas(3, &file).await;
+    let mut urls = Vec::new();
+    for pc in &pcs {
+        urls.push(format!("{}/sse/jobs", base_of(pc).await));
+    }
     // Replica 0 starts the feed (it leads); 1 follows; 2 gets its first
     // subscriber during the outage.
-    let mut a = RawSse::connect(&url(&pcs[0], "/sse/jobs")).await;
+    let mut a = RawSse::connect(&urls[0]).await;
     let snap = event_block(&mut a).await;
     assert_eq!(name_of(&snap), "snapshot");
-    let mut b = RawSse::connect(&url(&pcs[1], "/sse/jobs")).await;
+    let mut b = RawSse::connect(&urls[1]).await;
     assert_eq!(event_block(&mut b).await, snap, "one snapshot, one id");
 
     up.mode(Mode::Status(500));
@@ -115,7 +103,7 @@ async fn followers_tell_stale_and_recovered_with_the_leaders_bytes() {
         stale,
         "a follower tells the leader's stale, byte for byte"
     );
-    let mut c = RawSse::connect(&url(&pcs[2], "/sse/jobs")).await;
+    let mut c = RawSse::connect(&urls[2]).await;
     assert_eq!(event_block(&mut c).await, snap, "the last good state");
     assert_eq!(event_block(&mut c).await, stale, "then the outage");
 
@@ -129,12 +117,13 @@ async fn followers_tell_stale_and_recovered_with_the_leaders_bytes() {
         assert_eq!(event_block(s).await, recovered, "recovered, byte for byte");
         assert_eq!(event_block(s).await, added, "then the same events");
     }
+    drop((a, b, c));
     for pc in pcs {
-        pc.stop().await;
+        assert!(pc.stop().await.success(), "a replica exits cleanly");
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_tell_an_object_feeds_terminal_event_and_end_the_stream() {
     let Some(redis) = RedisServer::start_or_skip().await else {
         return;
@@ -142,12 +131,29 @@ async fn followers_tell_an_object_feeds_terminal_event_and_end_the_stream() {
     let up = TestUpstream::start().await;
     let job = |status: &str, progress: u32| json!({"id": 42, "status": status, "progress": progress, "transactions": []});
     up.set("/api/jobs/42", job("running", 10));
-    let mut c = example("examples/contracts/5-job-progress.toml", &up);
-    with_cluster(&mut c, &redis.url());
-    let pcs = replicas(2, &c).await;
-    let mut a = RawSse::connect(&url(&pcs[0], "/sse/jobs/42")).await;
+    // The shipped example as a file, on the test upstream, polled every
+    // 100ms, with `[cluster]`.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("examples/contracts/5-job-progress.toml"))
+        .expect("example");
+    let upstream = format!("url = \"{}\"", up.url());
+    let mut text = example
+        .replace("url = \"http://127.0.0.1:3000\"", &upstream)
+        .replace("interval = \"500ms\"", "interval = \"100ms\"");
+    assert!(text.contains(&upstream) && text.contains("100ms"), "{text}");
+    text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{text}\n[cluster]\nredis = \"{}\"\nlease = \"300ms\"\ntimeout = \"100ms\"\n",
+        redis.url()
+    );
+    let file = child::config_file(&text);
+    let pcs = spawn_replicas(2, &file).await;
+    let mut urls = Vec::new();
+    for pc in &pcs {
+        urls.push(format!("{}/sse/jobs/42", base_of(pc).await));
+    }
+    let mut a = RawSse::connect(&urls[0]).await;
     let first = event_block(&mut a).await;
-    let mut b = RawSse::connect(&url(&pcs[1], "/sse/jobs/42")).await;
+    let mut b = RawSse::connect(&urls[1]).await;
     assert_eq!(event_block(&mut b).await, first);
 
     up.set("/api/jobs/42", job("completed", 100));
@@ -164,83 +170,12 @@ async fn followers_tell_an_object_feeds_terminal_event_and_end_the_stream() {
     );
     assert_eq!(b.next_block().await, None, "and ends the stream");
     // A late viewer on the follower hears the final state and the end too.
-    let mut late = RawSse::connect(&url(&pcs[1], "/sse/jobs/42")).await;
+    let mut late = RawSse::connect(&urls[1]).await;
     let last = event_block(&mut late).await;
     assert!(last.contains("\"completed\""), "{last}");
     assert_eq!(event_block(&mut late).await, end);
     assert_eq!(late.next_block().await, None);
     for pc in pcs {
-        pc.stop().await;
+        assert!(pc.stop().await.success(), "a replica exits cleanly");
     }
-}
-
-#[tokio::test]
-async fn a_replica_back_from_a_partition_rejoins_with_one_snapshot_of_the_current_state() {
-    let Some(redis) = RedisServer::start_or_skip().await else {
-        return;
-    };
-    let proxy = Cutter::start(redis.port).await;
-    let up = TestUpstream::start().await;
-    up.set("/api/jobs", json!([{"id": 1}]));
-    let mut c = cluster_config(&up, &redis, Duration::from_millis(50));
-    with_cluster(&mut c, &proxy.url());
-    let pcs = replicas(2, &c).await;
-    let mut a = RawSse::connect(&url(&pcs[0], "/sse/jobs")).await;
-    assert_eq!(name_of(&event_block(&mut a).await), "snapshot");
-    let mut b = RawSse::connect(&url(&pcs[1], "/sse/jobs")).await;
-    assert_eq!(name_of(&event_block(&mut b).await), "snapshot");
-
-    // Partitioned: Redis keeps the state from before; the replicas poll on
-    // their own and see item 2 arrive.
-    proxy.cut(true);
-    for pc in &pcs {
-        wait_metric(pc, "pollcast_cluster_up", 0.0).await;
-    }
-    up.set("/api/jobs", json!([{"id": 1}, {"id": 2}]));
-    for s in [&mut a, &mut b] {
-        loop {
-            let e = event_block(s).await;
-            let has_2 = match name_of(&e) {
-                "snapshot" => snapshot_ids(&e).contains(&json!(2)),
-                "added" => true,
-                _ => false,
-            };
-            if has_2 {
-                break;
-            }
-        }
-    }
-
-    // Healed: each stream's next event is one snapshot of the current state
-    // (item 2 included: nothing seen disappears), then the same events.
-    proxy.cut(false);
-    for s in [&mut a, &mut b] {
-        let e = event_block(s).await;
-        assert_eq!(name_of(&e), "snapshot", "{e}");
-        assert_eq!(
-            snapshot_ids(&e),
-            vec![json!(1), json!(2)],
-            "the current state, not the one stored before the partition"
-        );
-    }
-    for pc in &pcs {
-        wait_metric(pc, "pollcast_cluster_up", 1.0).await;
-    }
-    up.set("/api/jobs", json!([{"id": 1}, {"id": 2}, {"id": 3}]));
-    let (ea, eb) = (event_block(&mut a).await, event_block(&mut b).await);
-    assert_eq!(name_of(&ea), "added", "one snapshot per rejoin: {ea}");
-    assert_eq!(ea, eb, "the same id and data on both replicas");
-    for pc in pcs {
-        pc.stop().await;
-    }
-}
-
-/// Wait until this replica's metric `name` reads `value`.
-async fn wait_metric(pc: &pollcast::Running, name: &str, value: f64) {
-    within(name, async {
-        while metric(pc, name).await != value {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
 }

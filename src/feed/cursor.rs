@@ -6,6 +6,7 @@
 //! feed's state beyond the cursor it is handed, and never encodes an event
 //! (the history holds them encoded once).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -38,7 +39,34 @@ pub struct Cursor {
     /// `State::syncs` when `resume` was given: an id ahead of this replica
     /// waits for it to catch up until two comparisons later, no longer.
     since: u64,
-    waiting: bool,
+    /// Counted among the feed's waiting cursors while `Some`.
+    waiting: Option<Waiting>,
+}
+
+/// A cursor's place among its feed's cursors waiting for the replica to
+/// catch up: counted while held, uncounted when dropped, so a subscriber
+/// that disconnects while waiting never leaves the feed waking every
+/// subscriber at each sync for nobody.
+#[derive(Debug)]
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn on(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count.clone())
+    }
+}
+
+impl Clone for Waiting {
+    fn clone(&self) -> Self {
+        Self::on(&self.0)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What a subscriber must send next, in order. Ids are left to the
@@ -131,20 +159,16 @@ impl Feed {
     /// subscriber was sent (see `pull_status`), so resuming from it replays
     /// everything after it.
     pub fn pull(&self, cursor: &mut Cursor, out: &mut impl Extend<Out>) {
-        let mut st = self.state();
+        let st = self.state();
         if let (Some((epoch, seq)), Some(_)) = (&cursor.resume, &st.snapshot) {
             if st.is_behind(epoch, *seq) && st.syncs < cursor.since + 2 {
                 // Nothing yet: this replica has not caught up with the id.
-                if !cursor.waiting {
-                    cursor.waiting = true;
-                    st.waiting += 1;
+                if cursor.waiting.is_none() {
+                    cursor.waiting = Some(Waiting::on(&st.waiting));
                 }
                 return;
             }
-            if cursor.waiting {
-                cursor.waiting = false;
-                st.waiting = st.waiting.saturating_sub(1);
-            }
+            cursor.waiting = None;
             if **epoch == *st.epoch && st.can_replay_from(*seq) {
                 cursor.at = Some(*seq);
             }

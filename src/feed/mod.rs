@@ -113,8 +113,10 @@ struct State {
     remote: bool,
     /// Times this replica compared its state with the cluster's ([`Feed::synced`]).
     syncs: u64,
-    /// Cursors waiting for this replica to catch up with their id.
-    waiting: usize,
+    /// Cursors waiting for this replica to catch up with their id: each
+    /// holds its place in this count (`cursor::Waiting`) while it waits, so a
+    /// subscriber that goes away while waiting is uncounted with its cursor.
+    waiting: Arc<AtomicUsize>,
 }
 
 /// One history event, encoded with its id, and the held count of that id
@@ -164,7 +166,7 @@ impl Feed {
                 end: None,
                 remote: false,
                 syncs: 0,
-                waiting: 0,
+                waiting: Arc::new(AtomicUsize::new(0)),
             }),
             changed: watch::channel(0).0,
             subscribers: AtomicUsize::new(0),
@@ -341,13 +343,19 @@ impl Feed {
         st.snapshot = None;
     }
 
+    /// Cursors counted as waiting for this replica to catch up.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.state().waiting.load(Ordering::Acquire)
+    }
+
     /// This replica compared its state with the cluster's (whether or not
     /// anything changed): subscribers waiting to catch up look again.
     pub(crate) fn synced(&self) {
         let wake = {
             let mut st = self.state();
             st.syncs += 1;
-            st.waiting > 0
+            st.waiting.load(Ordering::Acquire) > 0
         };
         if wake {
             self.changed.send_modify(|g| *g = g.wrapping_add(1));

@@ -448,3 +448,31 @@ fn a_feed_without_append_each_keeps_its_ids_and_takes_none_with_a_count() {
         "{got:?}"
     );
 }
+
+#[test]
+fn a_subscriber_gone_while_waiting_for_the_replica_to_catch_up_is_no_longer_counted() {
+    // A replica at e1:1; ids up to e1:3 were told elsewhere.
+    let f = feed(10);
+    f.apply(applied("e1", 1, vec![], true));
+    let mut gone = f.cursor(Some("e1:3"));
+    assert!(drain(&f, &mut gone).is_empty(), "waits for the replica");
+    let mut stays = f.cursor(Some("e1:2"));
+    assert!(drain(&f, &mut stays).is_empty());
+    let copy = stays.clone();
+    assert_eq!(f.waiting(), 3, "each waiting cursor is counted once");
+    // The first subscriber disconnects while waiting (its cursor dropped
+    // without another pull), and so does the copy.
+    drop(gone);
+    drop(copy);
+    assert_eq!(
+        f.waiting(),
+        1,
+        "a cursor dropped while waiting is uncounted"
+    );
+    // The one left catches up: no longer waiting either.
+    f.apply(applied("e1", 2, vec![cluster_event("e1", 2)], false));
+    assert!(drain(&f, &mut stays).is_empty(), "at e1:2 already");
+    assert_eq!(f.waiting(), 0);
+    drop(stays);
+    assert_eq!(f.waiting(), 0, "never below zero");
+}

@@ -62,22 +62,7 @@ impl RedisServer {
             .spawn()
             .expect("spawn redis-server");
         self.child = Some(child);
-        let url = self.url();
-        within("redis-server answers", async {
-            loop {
-                if let Ok(c) = redis::Client::open(url.as_str()) {
-                    if let Ok(mut conn) = c.get_multiplexed_async_connection().await {
-                        let pong: Result<String, _> =
-                            redis::cmd("PING").query_async(&mut conn).await;
-                        if pong.is_ok() {
-                            return;
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
+        wait_answers(&self.url()).await;
     }
 
     /// Kill it (SIGKILL: no goodbye to its clients).
@@ -102,6 +87,24 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Wait until the Redis at `url` (with its credentials, if any) answers `PING`.
+pub async fn wait_answers(url: &str) {
+    within("redis-server answers", async {
+        loop {
+            if let Ok(c) = redis::Client::open(url) {
+                if let Ok(mut conn) = c.get_multiplexed_async_connection().await {
+                    let pong: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
+                    if pong.is_ok() {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 }
 
 /// A TCP proxy in front of Redis that can cut the link without a reset
