@@ -5,12 +5,6 @@
 
 mod cli;
 
-/// mimalloc rather than the system allocator: pass-through allocates and
-/// frees a few dozen small blocks per request, and with glibc's allocator
-/// that was ~7% of pollcast's CPU time (bench/profiles/README.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::PathBuf;
 
 use anyhow::Context;
