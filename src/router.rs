@@ -130,6 +130,9 @@ impl Router {
     }
 }
 
+/// The future of one request's response.
+pub type RouteFuture = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, Infallible>> + Send>>;
+
 impl<B> tower::Service<Request<B>> for Router
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
@@ -137,13 +140,40 @@ where
 {
     type Response = Response<BoxBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = RouteFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        self.dispatch(req)
+    }
+}
+
+/// hyper's own service trait, implemented directly so an HTTP/1.1
+/// connection calls the router by reference: no clone of the router and no
+/// readiness future per request, as hyper-util's tower adapter would add.
+impl<B> hyper::service::Service<Request<B>> for Router
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<BoxBody>;
+    type Error = Infallible;
+    type Future = RouteFuture;
+
+    fn call(&self, req: Request<B>) -> Self::Future {
+        self.dispatch(req)
+    }
+}
+
+impl Router {
+    fn dispatch<B>(&self, req: Request<B>) -> RouteFuture
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let app = self.app.clone();
         let remote = self.remote;
         let scheme = if self.tls { "https" } else { "http" };
@@ -172,18 +202,21 @@ where
             return Box::pin(async move { Ok(resp) });
         }
         let method = req.method().clone();
-        let path = path.to_owned();
+        // The client's target shares its bytes (a reference count, no copy):
+        // its path is what the access log and the write-through refresh read.
+        let target = req.uri().clone();
         Box::pin(async move {
             let started = Instant::now();
             let resp = app.proxy.forward(req, remote, scheme).await;
+            let path = target.path();
             if is_write(&method) && resp.status().is_success() {
-                app.refresher.refresh_path(&path);
+                app.refresher.refresh_path(path);
             }
             let took = started.elapsed();
             access::record(
                 &app.shared.metrics,
                 &method,
-                &path,
+                path,
                 remote,
                 resp.status(),
                 took,

@@ -181,23 +181,28 @@ where
             Err(e) => return ended_badly(&counters, remote, e.is_write_stall(), &e),
         }
     };
-    let activity = Activity::new();
-    let service = Tracked::new(router, activity.clone());
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
-        .into_owned();
-    let served = watcher.watch(conn);
-    // HTTP/1.1 heads are bounded by hyper (and `direct`); HTTP/2 by this.
+    // HTTP/1.1 heads are bounded by hyper (and `direct`); HTTP/2 by the
+    // idle deadline below, which needs its requests tracked. HTTP/1.1 does
+    // not, and calls the router directly: no tracking, no second boxing of
+    // each response future and body, no router clone per request.
     let result = if h2 {
+        let activity = Activity::new();
+        let service = TowerToHyperService::new(Tracked::new(router, activity.clone()));
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
         tokio::select! {
-            r = served => r,
+            r = watcher.watch(conn) => r,
             _ = activity.idle_for(head_timeout) => {
                 tracing::debug!(%remote, timeout = ?head_timeout, "HTTP/2 connection without a request in progress closed");
                 return;
             }
         }
     } else {
-        served.await
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), router)
+            .into_owned();
+        watcher.watch(conn).await
     };
     if let Err(e) = result {
         ended_badly(&counters, remote, crate::stall::is_write_stall(&*e), &e);

@@ -16,7 +16,7 @@
 //! accept only that ([`Format`]).
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -154,6 +154,11 @@ pub struct Metrics {
     write_timeouts: Counter,
     proxy_requests: Family<StatusLabel, Counter>,
     proxy_duration: Family<StatusLabel, Histogram, fn() -> Histogram>,
+    /// The two series above per status class (index `1..=5`), taken from
+    /// their families on first use: every pass-through request records
+    /// both, and a family lookup (lock, hash of the label) each time was a
+    /// visible share of it. Lazily, so a class shows only once it occurred.
+    proxy_by_class: [OnceLock<(Counter, Histogram)>; 6],
     limit_refusals: Family<LimitLabel, Counter>,
     stragglers: Family<AnsweredLabels, Counter>,
     stragglers_bytes: Family<FeedLabel, Counter>,
@@ -203,6 +208,7 @@ impl Metrics {
             write_timeouts: Counter::default(),
             proxy_requests: Family::default(),
             proxy_duration: Family::new_with_constructor(latency_histogram),
+            proxy_by_class: Default::default(),
             limit_refusals: Family::default(),
             stragglers: Family::default(),
             stragglers_bytes: Family::default(),
@@ -464,13 +470,16 @@ impl Metrics {
 
     /// One pass-through request answered with `status` after `took`.
     pub fn proxied(&self, status: StatusCode, took: Duration) {
-        let l = StatusLabel {
-            status: StatusClass::of(status),
-        };
-        self.proxy_requests.get_or_create(&l).inc();
-        self.proxy_duration
-            .get_or_create(&l)
-            .observe(took.as_secs_f64());
+        let class = StatusClass::of(status);
+        let (requests, duration) = self.proxy_by_class[usize::from(class.0)].get_or_init(|| {
+            let l = StatusLabel { status: class };
+            (
+                self.proxy_requests.get_or_create(&l).clone(),
+                self.proxy_duration.get_or_create(&l).clone(),
+            )
+        });
+        requests.inc();
+        duration.observe(took.as_secs_f64());
     }
 
     /// A poll of feed definition `feed`'s upstream path answered from its

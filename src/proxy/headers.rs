@@ -144,7 +144,9 @@ impl Forwarding {
             headers.remove(&X_REAL_IP);
         }
 
-        let xff = join_with(headers, &X_FORWARDED_FOR, &ip.to_string());
+        // Formatted on the stack: this runs on every pass-through request.
+        let mut text = [0u8; 64];
+        let xff = join_with(headers, &X_FORWARDED_FOR, ip_text(ip, &mut text));
         headers.insert(&X_FORWARDED_FOR, xff);
         if !headers.contains_key(&X_FORWARDED_PROTO) {
             headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
@@ -170,8 +172,23 @@ impl Forwarding {
     }
 }
 
+/// `ip` as text in `buf` (an IPv6 address takes at most 45 bytes).
+fn ip_text(ip: IpAddr, buf: &mut [u8; 64]) -> &str {
+    use std::io::Write;
+    let mut w = &mut buf[..];
+    if write!(w, "{ip}").is_err() {
+        return "unknown";
+    }
+    let len = 64 - w.len();
+    std::str::from_utf8(&buf[..len]).unwrap_or("unknown")
+}
+
 /// All values of a list header joined with `, `, then `last` appended.
 fn join_with(headers: &HeaderMap, name: &HeaderName, last: &str) -> HeaderValue {
+    if !headers.contains_key(name) {
+        // The common case: this hop is the first; no joining to do.
+        return HeaderValue::from_str(last).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    }
     let mut joined = String::new();
     for v in headers.get_all(name) {
         if let Ok(v) = v.to_str() {
