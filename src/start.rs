@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -70,6 +70,26 @@ impl Running {
     }
 }
 
+/// How many connections the kernel may hold completed but not yet accepted
+/// (it caps this at `net.core.somaxconn`). After a restart or a network blip
+/// thousands of streams reconnect within a second, while the accept loop
+/// shares its core with the first arrivals' snapshots: at tokio's default of
+/// 1,024 the queue overflows and the kernel drops SYNs, which clients only
+/// retry after 1, 3, 7 and 15 s.
+const BACKLOG: u32 = 4096;
+
+/// The main listener, bound as tokio's `TcpListener::bind` would bind it
+/// (address reuse on) but with [`BACKLOG`].
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// Bind the listeners and start serving `config`.
 pub async fn start(config: Config) -> std::io::Result<Running> {
     let tls = config
@@ -79,7 +99,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         .map(tls::Live::new)
         .transpose()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let listener = TcpListener::bind(config.server.listen).await?;
+    let listener = bind(config.server.listen)?;
     let addr = listener.local_addr()?;
     let admin_listener = match config.admin.listen {
         Some(a) => Some(
@@ -224,4 +244,55 @@ fn unscoped_check(f: &config::FeedConfig) -> bool {
         return false;
     };
     f.auth == config::AuthMode::Check && sse.has_params() && !check.has_params()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// Above tokio's default backlog of 1,024 and within this test's file limit.
+    const BURST: usize = 1500;
+
+    fn somaxconn() -> usize {
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_burst_beyond_tokios_default_backlog_waits_in_the_queue_instead_of_being_dropped() {
+        if somaxconn() < BURST {
+            eprintln!("net.core.somaxconn is below {BURST}: the kernel caps any backlog there");
+            return;
+        }
+        // One client socket per connection: make room for them.
+        // SAFETY: plain getrlimit/setrlimit on a local struct.
+        unsafe {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+            lim.rlim_cur = lim.rlim_max.min(8192).max(lim.rlim_cur);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+        let listener = super::bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+        let addr = listener.local_addr().expect("address");
+        // Nothing accepts: each handshake must complete into the kernel's
+        // queue at once. A full queue drops the SYN and the client's retry
+        // comes only after a second, by which the queue is still full.
+        let mut held = Vec::with_capacity(BURST);
+        for i in 0..BURST {
+            let conn =
+                tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!("connection {i} was not queued: the backlog overflowed")
+                    })
+                    .expect("connect");
+            held.push(conn);
+        }
+        assert_eq!(held.len(), BURST);
+    }
 }
