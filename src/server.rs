@@ -132,7 +132,7 @@ struct Conn {
 /// timeout only starts once the protocol is known).
 async fn serve_conn<I>(c: Conn, io: I)
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + direct::Share + 'static,
 {
     let Conn {
         builder,
@@ -167,16 +167,10 @@ where
             Ok(direct::Outcome::Hyper(io)) => io,
             Ok(direct::Outcome::Done) => return,
             Ok(direct::Outcome::Stream(stream)) => {
-                // A task sized for the stream alone: this one, sized for
-                // hyper and the request head, ends here. Holding the watcher
-                // keeps the stream in the shutdown drain.
-                tokio::spawn(async move {
-                    let _watcher = watcher;
-                    if let Err(e) = stream.run().await {
-                        ended_badly(&counters, remote, e.is_write_stall(), &e);
-                    }
-                });
-                return;
+                return spawn_stream(stream, watcher, counters, remote);
+            }
+            Ok(direct::Outcome::Shared(stream)) => {
+                return spawn_stream(stream, watcher, counters, remote);
             }
             Err(e) => return ended_badly(&counters, remote, e.is_write_stall(), &e),
         }
@@ -207,6 +201,25 @@ where
     if let Err(e) = result {
         ended_badly(&counters, remote, crate::stall::is_write_stall(&*e), &e);
     }
+}
+
+/// Run an event stream in a task sized for it alone: the connection's
+/// task, sized for hyper and the request head, ends. Holding the watcher
+/// keeps the stream in the shutdown drain.
+fn spawn_stream<I>(
+    stream: direct::Stream<I>,
+    watcher: Watcher,
+    counters: Arc<crate::stats::Counters>,
+    remote: std::net::SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        if let Err(e) = stream.run().await {
+            ended_badly(&counters, remote, e.is_write_stall(), &e);
+        }
+    });
 }
 
 /// A connection that ended with an error: counted as a write timeout when

@@ -80,6 +80,13 @@ impl<I> WriteTimeout<I> {
         &self.inner
     }
 
+    /// The inner IO and the limit, to wrap the IO in something else and
+    /// that again in a deadline. Only between writes: a stall in progress
+    /// is forgotten.
+    pub fn into_parts(self) -> (I, Duration) {
+        (self.inner, self.limit)
+    }
+
     /// Called when the inner write returned `Pending`: start or check the clock.
     fn stall<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
         let deadline = Instant::now() + self.limit;

@@ -110,6 +110,23 @@ impl Cursor {
     pub fn held(&self) -> Option<u64> {
         self.held
     }
+
+    /// Whether this cursor has seen everything of a state at `seq` (with
+    /// that generation and status), so that only new events can come next.
+    pub(super) fn is_current(&self, seq: u64, generation: u64, status_gen: u64) -> bool {
+        self.resume.is_none()
+            && !self.ended
+            && self.at == Some(seq)
+            && self.generation == generation
+            && self.status_gen == status_gen
+    }
+
+    /// The feed wrote events to this subscriber's socket while it was
+    /// parked (see `lane`): it stands where those left it.
+    pub fn advance(&mut self, to: super::lane::Resumed) {
+        self.at = Some(to.at);
+        self.held = to.held;
+    }
 }
 
 impl Feed {

@@ -30,6 +30,7 @@ pub mod diff;
 pub mod extract;
 pub mod id;
 pub mod key;
+pub mod lane;
 pub mod object;
 pub mod poller;
 pub mod registry;
@@ -78,6 +79,12 @@ pub struct Feed {
     /// definition: the poll loop stops and subscribers are sent away with a
     /// `retry:` hint, to reconnect to the new definition.
     retired: CancellationToken,
+    /// Idle subscribers whose sockets the feed writes new events to itself
+    /// (see [`lane`]), and the lock that keeps one fan-out at a time.
+    parked: Mutex<lane::Parked>,
+    fanning: Mutex<()>,
+    /// What was written to parked sockets.
+    fanned: lane::FanCount,
     /// Asks the poller for a poll now (write-through, the refresh endpoint).
     /// A request made during a poll is kept and served right after it.
     refresh: tokio::sync::Notify,
@@ -172,6 +179,9 @@ impl Feed {
             subscribers: AtomicUsize::new(0),
             ticks: AtomicU64::new(0),
             retired: CancellationToken::new(),
+            parked: Mutex::default(),
+            fanning: Mutex::new(()),
+            fanned: lane::FanCount::default(),
             refresh: tokio::sync::Notify::new(),
             refreshes: AtomicU64::new(0),
         }
@@ -188,6 +198,13 @@ impl Feed {
     /// change signal carries all of them, so a waiting subscriber waits on
     /// one thing only.
     pub fn wake(&self) {
+        self.signal();
+        self.wake_parked();
+    }
+
+    /// Tell the subscribers waiting on the change signal (parked ones are
+    /// written to or woken separately).
+    fn signal(&self) {
         self.changed.send_modify(|g| *g = g.wrapping_add(1));
     }
 
@@ -274,8 +291,10 @@ impl Feed {
         // Built (its held count read) before the lock is taken.
         let snap = Arc::new(Snapshot::new(list, &self.render));
         let events: Vec<Kept> = events.into_iter().map(|(s, b)| self.kept(s, b)).collect();
-        {
+        let appended = Appended::of(&events);
+        let (prev, generation, status_gen) = {
             let mut st = self.state();
+            let prev = st.seq;
             if first {
                 st.seq += 1;
                 st.base = Some(st.seq);
@@ -288,8 +307,35 @@ impl Feed {
                 st.history.pop_front();
             }
             st.snapshot = Some(snap);
+            (prev, st.generation, st.status_gen)
+        };
+        self.signal();
+        if first {
+            self.wake_parked();
+        } else {
+            self.fan_out_appended(appended, prev, generation, status_gen);
         }
-        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Write events appended right after `prev` to the parked lanes (or
+    /// wake them when the events do not follow `prev`).
+    fn fan_out_appended(&self, appended: Appended, prev: u64, generation: u64, status_gen: u64) {
+        let Some((first, last, held)) = appended.range else {
+            return;
+        };
+        if first != prev + 1 || last - first + 1 != appended.bytes.len() as u64 {
+            self.wake_parked();
+            return;
+        }
+        self.fan_out(lane::Batch {
+            first,
+            last,
+            held,
+            generation,
+            status_gen,
+            events: &appended.bytes,
+            count: &self.fanned,
+        });
     }
 
     /// Take the state of this feed from elsewhere (the cluster): ids in
@@ -304,19 +350,28 @@ impl Feed {
             .into_iter()
             .map(|(s, b)| self.kept(s, b))
             .collect();
-        {
+        let (appended, prev, generation, status_gen) = {
             let mut st = self.state();
+            let prev = st.seq;
+            let mut restarted = false;
             if *st.epoch != *applied.epoch || applied.reset {
                 if *st.epoch != *applied.epoch {
                     st.epoch = applied.epoch;
                     st.generation += 1;
                 }
                 st.history.clear();
+                restarted = true;
             }
             st.base = Some(applied.base);
             st.remote = true;
+            let mut fresh = Vec::with_capacity(events.len());
             for kept in events {
                 if !matches!(st.history.back(), Some(last) if kept.seq <= last.seq) {
+                    fresh.push(Kept {
+                        seq: kept.seq,
+                        bytes: kept.bytes.clone(),
+                        held: kept.held,
+                    });
                     st.history.push_back(kept);
                 }
             }
@@ -325,8 +380,27 @@ impl Feed {
                 st.history.pop_front();
             }
             st.snapshot = Some(snap);
+            let appended = Appended::of(&fresh);
+            // Only events that continue this replica's own state and end at
+            // the new one can be written as they are; anything else (a new
+            // epoch, a reset, a jump) is read by each subscriber.
+            let ends_at_seq = match appended.range {
+                Some((_, last, _)) => last == st.seq,
+                None => st.seq == prev,
+            };
+            let follows = !restarted && ends_at_seq;
+            (
+                follows.then_some(appended),
+                prev,
+                st.generation,
+                st.status_gen,
+            )
+        };
+        self.signal();
+        match appended {
+            Some(appended) => self.fan_out_appended(appended, prev, generation, status_gen),
+            None => self.wake_parked(),
         }
-        self.changed.send_modify(|g| *g = g.wrapping_add(1));
     }
 
     /// Start over under a new local epoch with nothing to replay (the
@@ -358,7 +432,8 @@ impl Feed {
             st.waiting.load(Ordering::Acquire) > 0
         };
         if wake {
-            self.changed.send_modify(|g| *g = g.wrapping_add(1));
+            // Only cursors that wait for the catch-up care: none is parked.
+            self.signal();
         }
     }
 
@@ -398,7 +473,7 @@ impl Feed {
             st.stale = Some(body);
             st.status_gen += 1;
         }
-        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+        self.wake();
     }
 
     /// Leave the failing state with an encoded `recovered` body.
@@ -411,13 +486,13 @@ impl Feed {
             st.recovered = body;
             st.status_gen += 1;
         }
-        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+        self.wake();
     }
 
     /// Reach the terminal state: every stream tells `body` and ends.
     pub(crate) fn finish(&self, body: Bytes) {
         self.state().end = Some(body);
-        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+        self.wake();
     }
 
     pub fn is_finished(&self) -> bool {
@@ -437,6 +512,26 @@ impl Feed {
 /// A random epoch for ids numbered by this process alone.
 fn local_epoch() -> String {
     format!("{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff)
+}
+
+/// The events one publish appended, as parked lanes are written them.
+struct Appended {
+    /// Seqs of the first and last event and the last one's held count.
+    range: Option<(u64, u64, Option<u64>)>,
+    bytes: Vec<Bytes>,
+}
+
+impl Appended {
+    fn of(events: &[Kept]) -> Self {
+        let range = match (events.first(), events.last()) {
+            (Some(a), Some(b)) => Some((a.seq, b.seq, b.held)),
+            _ => None,
+        };
+        Self {
+            range,
+            bytes: events.iter().map(|k| k.bytes.clone()).collect(),
+        }
+    }
 }
 
 /// State handed to [`Feed::apply`].

@@ -15,6 +15,7 @@ pub use crate::wire as encode;
 pub mod stream;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
@@ -26,6 +27,7 @@ use crate::body::BoxBody;
 use crate::config::AuthMode;
 use crate::cors::{Cors, Verdict as CorsVerdict};
 use crate::feed::key::{self, FeedKey, Identified};
+use crate::feed::lane::Lane;
 use crate::limits::Permit;
 use crate::response::text;
 use crate::shared::Shared;
@@ -82,7 +84,8 @@ async fn admit(
         let last_event_id = resume(head, &mut ids)?;
         let (client, permit) = limit(ctx, head, client)?;
         let (keys, revoked) = authorize(ctx, ids, client, &head.headers).await?;
-        subscribe(ctx, keys, client, permit, last_event_id, revoked)
+        let lane = head.extensions.get::<Arc<Lane>>().cloned();
+        subscribe(ctx, keys, client, permit, last_event_id, revoked, lane)
     };
     match phases.await {
         Ok(resp) | Err(resp) => resp,
@@ -250,6 +253,7 @@ fn subscribe(
     permit: Option<Permit>,
     last_event_id: Option<String>,
     revoked: Revocations,
+    lane: Option<Arc<Lane>>,
 ) -> Phase<Response<BoxBody>> {
     let mut resp = text(StatusCode::OK, "");
     *resp.headers_mut() = sse_headers();
@@ -275,7 +279,8 @@ fn subscribe(
         ctx.shutdown.clone(),
     )
     .hold(permit)
-    .revoked_by(revoked);
+    .revoked_by(revoked)
+    .parks_in(lane);
     *resp.body_mut() = subscriber.into_body();
     Ok(resp)
 }

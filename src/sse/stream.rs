@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::{BoxBody, BoxError};
 use crate::config::SseConfig;
+use crate::feed::lane::Lane;
 use crate::feed::registry::Subscription;
 use crate::feed::{Cursor, Out};
 use crate::limits::Permit;
@@ -78,6 +79,9 @@ pub struct Subscriber {
     /// Held, never read: dropping it frees the slot.
     _permit: Option<Permit>,
     revoked: Option<Revoked>,
+    /// The transport lets the feed write to this client's socket while
+    /// the stream is idle (see `feed::lane`): parked instead of woken.
+    lane: Option<std::sync::Arc<Lane>>,
 }
 
 impl Subscriber {
@@ -138,7 +142,14 @@ impl Subscriber {
             done: false,
             _permit: None,
             revoked: None,
+            lane: None,
         }
+    }
+
+    /// Park in `lane` while idle, when the transport attached a socket to it.
+    pub fn parks_in(mut self, lane: Option<std::sync::Arc<Lane>>) -> Self {
+        self.lane = lane;
+        self
     }
 
     /// Keep `permit` (a limits slot) for as long as the stream lives.
@@ -359,7 +370,12 @@ impl Subscriber {
 
     /// Until the next signal. One signal per feed carries changes, keepalive
     /// ticks, retirement and shutdown; only a `check` revocation has its own.
+    /// A stream that can park waits for its lane instead: the feed writes
+    /// new events to the socket itself and wakes it for anything else.
     async fn wait(&mut self) {
+        if self.park() {
+            return self.parked().await;
+        }
         let revoked = self.revoked.as_mut();
         let revoked = async move {
             match revoked {
@@ -394,6 +410,46 @@ impl Subscriber {
         }
     }
 
+    /// Park in the lane, if there is one the feed can write to and this
+    /// stream follows one feed and has seen all of it.
+    fn park(&mut self) -> bool {
+        match (&self.lane, self.follows.as_slice()) {
+            (Some(lane), [one]) => one.sub.feed.park(lane, &one.cursor),
+            _ => false,
+        }
+    }
+
+    /// Parked: until the feed wakes the lane or the admission is withdrawn.
+    /// Either way the lane is resumed before anything is written, so the
+    /// feed and this stream never write to the socket at once.
+    async fn parked(&mut self) {
+        let Some(lane) = self.lane.clone() else {
+            return;
+        };
+        let revoked = self.revoked.as_mut();
+        let revoked = async move {
+            match revoked {
+                Some(f) => f.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
+        let revoked_now = tokio::select! {
+            biased;
+            _ = revoked => true,
+            _ = std::future::poll_fn(|cx| lane.poll_woken(cx)) => false,
+        };
+        if let Some(to) = lane.resume() {
+            if let Some(f) = self.follows.first_mut() {
+                f.cursor.advance(to);
+            }
+            self.wrote = true;
+        }
+        self.current = false;
+        if revoked_now {
+            self.end_revoked();
+        }
+    }
+
     pub fn into_body(self) -> BoxBody {
         let frames = futures_util::stream::unfold(self, |mut s| async move {
             s.next()
@@ -401,6 +457,15 @@ impl Subscriber {
                 .map(|b| (Ok::<_, BoxError>(Frame::data(b)), s))
         });
         StreamBody::new(frames).boxed_unsync()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        // Gone: the feed must not write to the socket again, nor keep it.
+        if let Some(lane) = &self.lane {
+            lane.close();
+        }
     }
 }
 

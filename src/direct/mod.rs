@@ -17,6 +17,11 @@
 //! stream it is closed (anything the client sent meanwhile cannot be answered
 //! in order).
 //!
+//! On a plain TCP socket the stream shares the socket with its feed
+//! ([`socket`]): while the subscriber is idle, the feed writes new events to
+//! it itself, and this module writes what the subscriber's task sends
+//! (first the rest of anything the feed's write left unfinished).
+//!
 //! This module owns the HTTP/1.1 wire format of those responses only. It must
 //! never decide what to answer (that is `router` and `sse`) and never block
 //! on a client: a client that stops reading stops the body being polled, so
@@ -26,6 +31,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -38,8 +44,13 @@ use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::body::BoxBody;
+use crate::feed::lane::Lane;
 use crate::preface::Prefixed;
 use crate::router::Router;
+use crate::stall::WriteTimeout;
+
+mod socket;
+pub use socket::{Share, SharedTcp};
 
 /// hyper's own default header count limit.
 const MAX_HEADERS: usize = 100;
@@ -57,6 +68,8 @@ pub enum Outcome<I> {
     /// An event stream, head queued: run it (in a task of its own, so the
     /// connection's larger state is freed for as long as the stream lives).
     Stream(Stream<I>),
+    /// The same, on a socket shared with the stream's feed.
+    Shared(Stream<WriteTimeout<SharedTcp>>),
     /// Not for this module (or a finite answer on a keep-alive
     /// connection): hyper serves it, starting with these bytes.
     Hyper(Prefixed<I>),
@@ -100,7 +113,7 @@ pub async fn serve<I>(
     shutdown: &CancellationToken,
 ) -> Result<Outcome<I>, DirectError>
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + Unpin + Share,
 {
     let (mut buf, mut io) = io.into_parts();
     let reading =
@@ -109,9 +122,14 @@ where
         _ = shutdown.cancelled() => return Ok(Outcome::Done),
         r = reading => r.map_err(|_| DirectError::HeadTimeout(limits.timeout))??,
     };
-    let Some((req, head_len, close)) = head else {
+    let Some((mut req, head_len, close)) = head else {
         return Ok(Outcome::Hyper(Prefixed::new(buf, io)));
     };
+    // A stream on this socket may park in its feed (see `socket`).
+    let lane = io.can_share().then(Lane::new);
+    if let Some(lane) = &lane {
+        req.extensions_mut().insert(lane.clone());
+    }
     let rest = buf.split_off(head_len);
     drop(buf);
     let resp = match router.call(req).await {
@@ -126,11 +144,20 @@ where
     let mut out = Out::default();
     out.parts.push_back(response_head(&parts, length, close));
     if length == Some(None) {
-        return Ok(Outcome::Stream(Stream { io, body, out }));
+        let Some(lane) = lane else {
+            return Ok(Outcome::Stream(Stream::new(io, body, out, None)));
+        };
+        return Ok(match io.share() {
+            Ok(io) => {
+                lane.attach(io.get_ref().sink());
+                Outcome::Shared(Stream::new(io, body, out, Some(lane)))
+            }
+            Err(io) => Outcome::Stream(Stream::new(io, body, out, None)),
+        });
     }
     if length.is_some() {
         let mut ended = false;
-        poll_fn(|cx| stream(&mut io, &mut body, &mut out, false, &mut ended, cx)).await?;
+        poll_fn(|cx| stream(&mut io, &mut body, &mut out, false, None, &mut ended, cx)).await?;
     } else {
         poll_fn(|cx| out.poll_flush(&mut io, cx)).await?;
     }
@@ -147,9 +174,21 @@ pub struct Stream<I> {
     io: I,
     body: BoxBody,
     out: Out,
+    /// Where the subscriber parks while idle, when the feed may write to
+    /// the socket too.
+    lane: Option<Arc<Lane>>,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Stream<I> {
+    fn new(io: I, body: BoxBody, out: Out, lane: Option<Arc<Lane>>) -> Self {
+        Self {
+            io,
+            body,
+            out,
+            lane,
+        }
+    }
+
     /// Write the stream until its body ends (then close the connection) or
     /// the client leaves.
     pub async fn run(self) -> Result<(), DirectError> {
@@ -157,9 +196,15 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Stream<I> {
             mut io,
             mut body,
             mut out,
+            lane,
         } = self;
         let mut ended = false;
-        poll_fn(|cx| stream(&mut io, &mut body, &mut out, true, &mut ended, cx)).await?;
+        let lane = lane.as_deref();
+        let r =
+            poll_fn(|cx| stream(&mut io, &mut body, &mut out, true, lane, &mut ended, cx)).await;
+        // The subscriber goes first: the feed writes nothing after this.
+        drop(body);
+        r?;
         // Best effort: the peer may be gone already.
         let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
         Ok(())
@@ -304,15 +349,23 @@ fn response_head(parts: &http::response::Parts, length: Option<Option<u64>>, clo
     head.freeze()
 }
 
-/// Drive `body` into `io` until it ends or the peer goes away.
+/// Drive `body` into `io` until it ends or the peer goes away. `chunked`
+/// for a stream; `lane` when the stream shares the socket with its feed.
 fn stream<I: AsyncWrite + AsyncRead + Unpin>(
     io: &mut I,
     body: &mut BoxBody,
     out: &mut Out,
     chunked: bool,
+    lane: Option<&Lane>,
     ended: &mut bool,
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), DirectError>> {
+    if let Some(lane) = lane {
+        // What the feed's own write left unfinished goes out first.
+        for rest in lane.take_rest().into_iter().rev() {
+            out.parts.push_front(rest);
+        }
+    }
     loop {
         // A client closing its side ends a stream (as hyper notices by
         // reading between responses); bytes it sends meanwhile are dropped.
@@ -353,6 +406,11 @@ fn stream<I: AsyncWrite + AsyncRead + Unpin>(
             }
         }
         if out.parts.is_empty() && !*ended {
+            if let Some(lane) = lane {
+                // Everything queued was written: if the subscriber parked,
+                // the feed may write now.
+                lane.arm();
+            }
             return Poll::Pending;
         }
     }

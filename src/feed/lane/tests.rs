@@ -1,0 +1,309 @@
+use std::sync::atomic::AtomicUsize;
+
+use futures_util::task::{waker, ArcWake};
+
+use super::*;
+use crate::config::FeedConfig;
+use crate::feed::extract::{self, ItemList};
+use crate::feed::{FeedKey, Out};
+use crate::pointer::Pointer;
+use crate::wire as encode;
+
+/// A socket that takes `room` bytes, then would block.
+struct Fake {
+    taken: Mutex<Vec<u8>>,
+    room: Mutex<usize>,
+}
+
+impl Fake {
+    fn with_room(room: usize) -> Arc<Self> {
+        Arc::new(Self {
+            taken: Mutex::new(Vec::new()),
+            room: Mutex::new(room),
+        })
+    }
+
+    fn taken(&self) -> String {
+        String::from_utf8_lossy(&self.taken.lock().expect("lock")).into_owned()
+    }
+}
+
+impl Sink for Fake {
+    fn offer(&self, events: &[Bytes], rest: &mut VecDeque<Bytes>) -> Offered {
+        let mut room = self.room.lock().expect("lock");
+        let mut taken = self.taken.lock().expect("lock");
+        let before = taken.len();
+        let mut left = Vec::new();
+        for e in events {
+            let n = e.len().min(*room);
+            taken.extend_from_slice(&e[..n]);
+            *room -= n;
+            if n < e.len() {
+                left.push(e.slice(n..));
+            }
+        }
+        match taken.len() - before {
+            0 => Offered::Nothing,
+            _ if left.is_empty() => Offered::All,
+            _ => {
+                rest.extend(left);
+                Offered::Part
+            }
+        }
+    }
+}
+
+/// A waker that counts its wakes.
+#[derive(Default)]
+struct Wakes(AtomicUsize);
+
+impl ArcWake for Wakes {
+    fn wake_by_ref(me: &Arc<Self>) {
+        me.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn feed() -> Feed {
+    Feed::new(
+        FeedKey::new(0, String::new(), None, None),
+        Arc::new(FeedConfig::new("t", "/t")),
+        8,
+    )
+}
+
+fn list() -> Arc<ItemList> {
+    let (l, _) = extract::extract(
+        Bytes::from_static(b"[]"),
+        &Pointer::default(),
+        &Pointer::parse("/id").expect("p"),
+    )
+    .expect("list");
+    Arc::new(l)
+}
+
+fn event(f: &Feed, name: &str) -> (u64, Bytes) {
+    let seq = f.next_seq();
+    (seq, encode::event(&f.id(seq), name, b"{}"))
+}
+
+fn publish(f: &Feed, names: &[&str]) -> Vec<Bytes> {
+    let mut events = Vec::new();
+    for name in names {
+        let seq = f.next_seq() + events.len() as u64;
+        events.push((seq, encode::event(&f.id(seq), name, b"{}")));
+    }
+    let bytes = events.iter().map(|(_, b)| b.clone()).collect();
+    f.publish(list(), events, false);
+    bytes
+}
+
+/// What the feed has for `c` that it did not write to the socket.
+fn unread(f: &Feed, c: &mut Cursor) -> usize {
+    let mut out: VecDeque<Out> = VecDeque::new();
+    f.pull(c, &mut out);
+    out.len()
+}
+
+/// A feed with its first snapshot, a subscriber that has read it, and its
+/// lane on `sink`, parked and armed, watched by a counting waker.
+fn parked(f: &Feed, sink: Arc<Fake>) -> (Cursor, Arc<Lane>, Arc<Wakes>) {
+    f.publish(list(), vec![], true);
+    let mut c = f.cursor(None);
+    assert_eq!(unread(f, &mut c), 1, "the first snapshot");
+    let lane = Lane::new();
+    lane.attach(sink);
+    assert!(f.park(&lane, &c));
+    lane.arm();
+    let wakes = Arc::new(Wakes::default());
+    let w = waker(wakes.clone());
+    assert!(lane.poll_woken(&mut Context::from_waker(&w)).is_pending());
+    (c, lane, wakes)
+}
+
+#[test]
+fn new_events_are_written_to_a_parked_socket_without_waking_its_task() {
+    let f = feed();
+    let sink = Fake::with_room(usize::MAX);
+    let (mut c, lane, wakes) = parked(&f, sink.clone());
+    let one = publish(&f, &["added"]);
+    let two = publish(&f, &["updated", "removed"]);
+    let want: String = one
+        .iter()
+        .chain(&two)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    assert_eq!(sink.taken(), want);
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "the task slept through");
+    assert_eq!(f.fanned_out().written.load(Ordering::Relaxed), 3);
+    // Woken later (a tick), the subscriber stands after what was written.
+    f.tick();
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+    let to = lane.resume().expect("events were written");
+    assert_eq!(to.at, f.head());
+    c.advance(to);
+    assert_eq!(unread(&f, &mut c), 0, "nothing is sent twice");
+}
+
+#[test]
+fn a_lane_whose_transport_still_writes_is_woken_not_written() {
+    let f = feed();
+    f.publish(list(), vec![], true);
+    let mut c = f.cursor(None);
+    unread(&f, &mut c);
+    let lane = Lane::new();
+    let sink = Fake::with_room(usize::MAX);
+    lane.attach(sink.clone());
+    assert!(f.park(&lane, &c)); // parked, never armed
+    publish(&f, &["added"]);
+    assert_eq!(sink.taken(), "", "bytes of its own may be in flight");
+    assert!(lane.resume().is_none());
+    assert_eq!(
+        unread(&f, &mut c),
+        1,
+        "the subscriber reads the event itself"
+    );
+}
+
+#[test]
+fn a_socket_that_takes_part_keeps_the_rest_for_its_task() {
+    let f = feed();
+    let sink = Fake::with_room(10);
+    let (mut c, lane, wakes) = parked(&f, sink.clone());
+    let sent = publish(&f, &["added"]);
+    assert_eq!(
+        wakes.0.load(Ordering::SeqCst),
+        1,
+        "the task finishes the write"
+    );
+    assert_eq!(f.fanned_out().partial.load(Ordering::Relaxed), 1);
+    let rest: Vec<u8> = lane.take_rest().iter().flat_map(|b| b.to_vec()).collect();
+    assert_eq!(sink.taken().as_bytes(), &sent[0][..10]);
+    assert_eq!(rest, &sent[0][10..]);
+    c.advance(lane.resume().expect("begun, so delivered"));
+    assert_eq!(unread(&f, &mut c), 0);
+    // Not parked any more: the next event is the subscriber's to read.
+    publish(&f, &["updated"]);
+    assert_eq!(sink.taken().len(), 10);
+    assert_eq!(unread(&f, &mut c), 1);
+}
+
+#[test]
+fn a_full_socket_leaves_the_events_to_the_task() {
+    let f = feed();
+    let sink = Fake::with_room(0);
+    let (mut c, lane, wakes) = parked(&f, sink);
+    publish(&f, &["added"]);
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+    assert!(lane.take_rest().is_empty());
+    assert!(lane.resume().is_none(), "nothing was written");
+    assert_eq!(unread(&f, &mut c), 1);
+    assert_eq!(f.fanned_out().written.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn anything_but_new_events_wakes_parked_lanes() {
+    type Change = fn(&Feed);
+    let changes: [(&str, Change); 5] = [
+        ("stale", |f| {
+            f.set_stale(Bytes::from_static(b"event: stale\n\n"))
+        }),
+        ("tick", |f| f.tick()),
+        ("retire", |f| f.retire()),
+        ("end", |f| f.finish(Bytes::from_static(b"event: done\n\n"))),
+        ("a first snapshot again", |f| {
+            f.publish(list(), vec![], true)
+        }),
+    ];
+    for (name, change) in changes {
+        let f = feed();
+        let sink = Fake::with_room(usize::MAX);
+        let (_c, lane, wakes) = parked(&f, sink.clone());
+        change(&f);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "{name}");
+        publish(&f, &["added"]);
+        assert_eq!(sink.taken(), "", "{name}: unparked, not written");
+        assert!(lane.resume().is_none(), "{name}");
+    }
+}
+
+#[test]
+fn a_cursor_behind_the_feed_does_not_park() {
+    let f = feed();
+    f.publish(list(), vec![], true);
+    let c = f.cursor(None); // has not read the snapshot
+    let lane = Lane::new();
+    lane.attach(Fake::with_room(usize::MAX));
+    assert!(!f.park(&lane, &c));
+    let mut c = c;
+    unread(&f, &mut c);
+    let e = event(&f, "added");
+    f.publish(list(), vec![e], false); // moved on before it parked
+    assert!(!f.park(&lane, &c));
+    // Without a socket to share, a lane never parks.
+    unread(&f, &mut c);
+    assert!(!f.park(&Lane::new(), &c));
+}
+
+#[test]
+fn a_lane_parked_after_the_state_moved_on_is_not_written_twice() {
+    let f = feed();
+    let sink = Fake::with_room(usize::MAX);
+    let (_c, lane, _wakes) = parked(&f, sink.clone());
+    // As if it parked at seq 3 while a fan-out of 2..=3 was on its way.
+    lane.lock().at = 3;
+    let events = [Bytes::from_static(b"x")];
+    let batch = Batch {
+        first: 2,
+        last: 3,
+        held: None,
+        generation: 0,
+        status_gen: 0,
+        events: &events,
+        count: &f.fanned,
+    };
+    assert!(lane.deliver(&batch), "still parked");
+    assert_eq!(sink.taken(), "");
+}
+
+#[test]
+fn gone_subscribers_leave_the_parked_set() {
+    let f = feed();
+    f.publish(list(), vec![], true);
+    let mut c = f.cursor(None);
+    unread(&f, &mut c);
+    let live = Lane::new();
+    live.attach(Fake::with_room(usize::MAX));
+    assert!(f.park(&live, &c));
+    for _ in 0..1000 {
+        let lane = Lane::new();
+        lane.attach(Fake::with_room(usize::MAX));
+        assert!(f.park(&lane, &c));
+        lane.close();
+    }
+    let len = f.parked().lanes.len();
+    assert!(len < 200, "{len} lanes kept for one live subscriber");
+    // Parking twice lists a lane once.
+    assert!(f.park(&live, &c));
+    let count = f
+        .parked()
+        .lanes
+        .iter()
+        .filter(|l| Arc::ptr_eq(l, &live))
+        .count();
+    assert_eq!(count, 1);
+}
+
+#[test]
+fn a_closed_lane_holds_no_socket() {
+    let f = feed();
+    let sink = Fake::with_room(usize::MAX);
+    let (_c, lane, _w) = parked(&f, sink.clone());
+    lane.close();
+    assert_eq!(
+        Arc::strong_count(&sink),
+        1,
+        "only the test holds the socket"
+    );
+    publish(&f, &["added"]);
+    assert_eq!(sink.taken(), "");
+}
