@@ -161,6 +161,9 @@ fn format_hex(n: usize, out: &mut [u8; 18]) -> usize {
 
 impl Sink for TcpStream {
     fn offer(&self, events: &[Bytes], rest: &mut VecDeque<Bytes>) -> Offered {
+        if let [event] = events {
+            return offer_one(self, event, rest);
+        }
         let mut wrote = false;
         let mut groups = events.chunks(EVENTS_PER_WRITE);
         while let Some(group) = groups.next() {
@@ -178,7 +181,7 @@ impl Sink for TcpStream {
                 count += 3;
                 total += line.len + e.len() + 2;
             }
-            let n = self.try_write_vectored(&slices[..count]).unwrap_or(0);
+            let n = write_now(self, &slices[..count]);
             if n == total {
                 wrote = true;
                 continue;
@@ -194,6 +197,42 @@ impl Sink for TcpStream {
         }
         Offered::All
     }
+}
+
+/// One event, the common case: three slices on the stack and one write.
+fn offer_one(tcp: &TcpStream, event: &Bytes, rest: &mut VecDeque<Bytes>) -> Offered {
+    if event.is_empty() {
+        return Offered::All; // an empty chunk would end the body
+    }
+    let line = SizeLine::of(event.len());
+    let slices = [
+        IoSlice::new(line.as_bytes()),
+        IoSlice::new(event),
+        IoSlice::new(b"\r\n"),
+    ];
+    let n = write_now(tcp, &slices);
+    if n == line.len + event.len() + 2 {
+        return Offered::All;
+    }
+    if n == 0 {
+        return Offered::Nothing;
+    }
+    keep(std::slice::from_ref(event), n, rest);
+    Offered::Part
+}
+
+/// Write what the socket takes now, without blocking: bytes written (0 when
+/// it is full or failed; the subscriber's task then finds out which).
+///
+/// Straight to the socket rather than through tokio's readiness check: the
+/// loop writes to thousands of sockets in turn, and the check's one extra
+/// cache miss per socket is a measurable share of it. A write that would
+/// block leaves tokio's readiness stale in the safe direction: the task's
+/// next write finds the socket full itself and waits.
+fn write_now(tcp: &TcpStream, slices: &[IoSlice<'_>]) -> usize {
+    socket2::SockRef::from(tcp)
+        .send_vectored(slices)
+        .unwrap_or(0)
 }
 
 /// The framed bytes of `events` after the first `written`, into `rest`

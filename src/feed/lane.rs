@@ -292,7 +292,15 @@ impl Feed {
         if lanes.is_empty() {
             return;
         }
+        let (started, parked) = (std::time::Instant::now(), lanes.len());
         lanes.retain(|lane| lane.deliver(&batch));
+        tracing::debug!(
+            feed = %self.def.name,
+            parked,
+            still_parked = lanes.len(),
+            took = ?started.elapsed(),
+            "events written to parked subscribers"
+        );
         let mut p = self.parked();
         // Lanes parked meanwhile join the ones kept.
         lanes.append(&mut p.lanes);
