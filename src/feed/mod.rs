@@ -17,7 +17,8 @@
 //! [`id`] (the text of a position: epoch, seq and the entries a client holds),
 //! [`object`] (object feeds: one object, appended entries, terminal field),
 //! `snapshot` (one version of the list as subscribers are sent it), `cursor`
-//! (where a subscriber stands and what it is sent next),
+//! (where a subscriber stands and what it is sent next), [`lane`] (idle
+//! subscribers whose sockets the feed writes new events to itself),
 //! [`scan`] (the one validating pass over a body), [`stats`] (counters per
 //! definition for the status page), [`source`] (where a feed's events come
 //! from: its own poll loop or a cluster engine).

@@ -9,7 +9,9 @@
 //! forwards the shared bytes a feed already encoded. A subscriber has no
 //! queue of its own: it is a cursor polled by its connection (`direct` on
 //! HTTP/1.1, else hyper) as the socket accepts bytes, so a client that stops
-//! reading stops costing anything but its cursor.
+//! reading stops costing anything but its cursor. An idle one whose
+//! connection offers a lane parks there, and its feed writes the next
+//! events to the socket itself (`feed::lane`).
 
 pub use crate::wire as encode;
 pub mod stream;
