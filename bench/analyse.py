@@ -28,7 +28,10 @@ BEGIN = "<!-- bench/run.sh: begin (generated; the soak section lives outside the
 END = "<!-- bench/run.sh: end -->"
 
 
-def rss(pid):
+def rss(pid, anon=False):
+    """VmRSS (or, with anon, RssAnon: heap and stacks without the mapped
+    executable's code pages) of pid and all its descendants, in KiB."""
+    field = "RssAnon" if anon else "VmRSS"
     children, rss_of = {}, {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -38,7 +41,7 @@ def rss(pid):
                 st = f.read()
             ppid = int(st[st.rindex(")") + 2:].split()[1])
             with open(f"/proc/{d}/status") as f:
-                m = re.search(r"VmRSS:\s+(\d+)", f.read())
+                m = re.search(field + r":\s+(\d+)", f.read())
             rss_of[int(d)] = int(m.group(1)) if m else 0
             children.setdefault(ppid, []).append(int(d))
         except (OSError, ValueError):
@@ -73,6 +76,9 @@ def fanout(a):
         "deliveries_per_s": (a.n / (statistics.median(spans) / 1000.0)) if spans and statistics.median(spans) > 0 else None,
         "rss_per_sub_kib": (a.rssn - a.rss0) / a.n if a.n else None,
         "rss0_kib": a.rss0, "rssn_kib": a.rssn, "connect_retries": results.retries,
+        # Anonymous memory only: what the subscribers allocated, without the
+        # executable's code pages that their first use of a path maps in.
+        "anon_per_sub_kib": (a.rssn_anon - a.rss0_anon) / a.n if a.n and a.rssn_anon else None,
     }
     print(json.dumps(out))
 
@@ -233,12 +239,15 @@ def report(a):
               "does not; both set `TCP_NODELAY` and write each subscriber's event in one syscall, and the same "
               "`loadgen` reads both (see bench/targets.md, fairness). Deliveries/s = N / (time for one "
               "event to reach the last subscriber). RSS per subscriber = (RSS at N − RSS at 0) / N, all "
-              "processes of the server (nginx master+worker; Pushpin's condure, proxy, handler).", "",
+              "processes of the server (nginx master+worker; Pushpin's condure, proxy, handler). anon/subscriber is the "
+              "same with RssAnon (heap and stacks): RSS also counts the executable's code pages, which the first use "
+              "of a code path maps in once (shared, clean, reclaimable page cache; ~0.4-0.8 MiB of pollcast's when "
+              "its first subscriber arrives), so at small N it carries a one-time cost per server.", "",
               "`floor` is the least an SSE server can do on this core (`bench/harness/src/bin/floor.rs`: one thread "
               "writing the same event bytes to every subscriber socket in turn, nothing else); `p99 / floor` is the "
               "system's median p99 over the floor's median p99 at the same N.", "",
-              "| system | N | all received | p50 ms | p99 ms | p99 / floor | max ms | deliveries/s | RSS/subscriber KiB |",
-              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+              "| system | N | all received | p50 ms | p99 ms | p99 / floor | max ms | deliveries/s | RSS/subscriber KiB | anon/subscriber KiB |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
         for s in ["floor", "pollcast", "nchan", "pushpin", "pushpin-default"]:
             for n in sorted({r["n"] for r in fan}):
                 g = [r for r in fan if r["system"] == s and r["n"] == n]
@@ -250,7 +259,8 @@ def report(a):
                 ratio = f"{mine / floor:.2f}x" if floor and mine is not None else "n/a"
                 L.append(f"| {s} | {n:,} | {ok}/{len(g)} runs | {cell([r['p50_ms'] for r in g])} | "
                          f"{cell([r['p99_ms'] for r in g])} | {ratio} | {cell([r['max_ms'] for r in g])} | "
-                         f"{cell([r['deliveries_per_s'] for r in g], 0)} | {cell([r['rss_per_sub_kib'] for r in g])} |")
+                         f"{cell([r['deliveries_per_s'] for r in g], 0)} | {cell([r['rss_per_sub_kib'] for r in g])} | "
+                         f"{cell([r.get('anon_per_sub_kib') for r in g])} |")
         L += ["", "`pushpin` runs with `message_rate=100000` (raised); `pushpin-default` with Pushpin's default "
               "`message_rate=2500`, which caps deliveries at 2,500/s.", "",
               "![fan-out latency](bench/fanout-latency.svg)", ""]
@@ -357,13 +367,15 @@ def report(a):
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("rss"); s.add_argument("pid")
+    s = sub.add_parser("rss"); s.add_argument("pid"); s.add_argument("--anon", action="store_true")
     s = sub.add_parser("fanout")
     for k in ["--system"]:
         s.add_argument(k)
     s.add_argument("--since", choices=["served", "changed"], default="served")
     for k in ["--n", "--rep", "--rss0", "--rssn", "--window"]:
         s.add_argument(k, type=int)
+    for k in ["--rss0-anon", "--rssn-anon"]:
+        s.add_argument(k, type=int, default=0)
     s.add_argument("files", nargs="*")
     s = sub.add_parser("storm")
     s.add_argument("--system")
@@ -387,7 +399,7 @@ def main():
     a = p.parse_args()
     if a.cmd in cluster.commands(a):
         return cluster.commands(a)[a.cmd]()
-    {"rss": lambda: rss(a.pid), "fanout": lambda: fanout(a), "storm": lambda: storm(a), "upstream": lambda: upstream(a),
+    {"rss": lambda: rss(a.pid, a.anon), "fanout": lambda: fanout(a), "storm": lambda: storm(a), "upstream": lambda: upstream(a),
      "wrk": lambda: wrk(a), "criterion": lambda: criterion(a), "check": lambda: check(a),
      "report": lambda: report(a)}[a.cmd]()
 

@@ -81,6 +81,7 @@ wait_port() { # host:port
     log "nothing listening on $1"; return 1
 }
 rss_kib() { $PY rss "$1"; }
+rss_anon_kib() { $PY rss --anon "$1"; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
 # Start N subscribers (or pollers) spread over processes of at most 5,000
@@ -209,7 +210,7 @@ start_pushpin() { # message_rate
 # the event: pollcast's poll answered (served_at), Nchan/Pushpin's publish.
 WINDOW=6
 fanout_run() { # system n rep
-    local sys=$1 n=$2 rep=$3 url rss0 rssn
+    local sys=$1 n=$2 rep=$3 url rss0 rssn rss0a rssna
     PARALLEL=256
     local budget=$(( 3000000 + n * 1000 ))
     case $sys in
@@ -229,7 +230,7 @@ fanout_run() { # system n rep
             start_pushpin $rate; url=http://127.0.0.1:8083/stream; PARALLEL=64 ;;
     esac
     sleep 0.5
-    rss0=$(rss_kib "$SERVER_PID")
+    rss0=$(rss_kib "$SERVER_PID"); rss0a=$(rss_anon_kib "$SERVER_PID")
     local start=$(( $(now_us) + budget )) stop
     stop=$(( start + (WINDOW + 3) * 1000000 ))
     [ "$sys" = pushpin-default ] && stop=$(( stop + n * 400 ))
@@ -241,9 +242,10 @@ fanout_run() { # system n rep
                    --count $(( budget / 1000000 + WINDOW + 4 )) > "$OUT/pub.log" 2>&1 & PIDS+=($!) ;;
     esac
     wait_ready "$start"
-    rssn=$(rss_kib "$SERVER_PID")
+    rssn=$(rss_kib "$SERVER_PID"); rssna=$(rss_anon_kib "$SERVER_PID")
     wait_load
     $PY fanout --system "$sys" --n "$n" --rep "$rep" --rss0 "$rss0" --rssn "$rssn" \
+        --rss0-anon "$rss0a" --rssn-anon "$rssna" \
         --window "$WINDOW" "${LG_FILES[@]}" >> "$RESULTS"
     tail -n1 "$RESULTS" >&2
     case $sys in

@@ -214,12 +214,37 @@ fn spawn_stream<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    tokio::spawn(async move {
-        let _watcher = watcher;
-        if let Err(e) = stream.run().await {
-            ended_badly(&counters, remote, e.is_write_stall(), &e);
-        }
+    tokio::spawn(Streaming {
+        stream,
+        _watcher: watcher,
+        counters,
+        remote,
     });
+}
+
+/// An event stream's whole task. A named future: an `async` block would
+/// hold the stream twice (its capture and the awaited copy), and an idle
+/// subscriber is mostly this task.
+struct Streaming<I> {
+    stream: direct::Stream<I>,
+    _watcher: Watcher,
+    counters: Arc<crate::stats::Counters>,
+    remote: std::net::SocketAddr,
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> std::future::Future for Streaming<I> {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let r = std::task::ready!(std::pin::Pin::new(&mut self.stream).poll(cx));
+        if let Err(e) = r {
+            ended_badly(&self.counters, self.remote, e.is_write_stall(), &e);
+        }
+        std::task::Poll::Ready(())
+    }
 }
 
 /// A connection that ended with an error: counted as a write timeout when
@@ -256,5 +281,28 @@ async fn handshake(
                 None
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::direct::SharedTcp;
+    use crate::stall::WriteTimeout;
+
+    /// An idle subscriber is mostly its stream's task: the task must hold
+    /// the stream once, plus what it reports an error with (an `async`
+    /// block held it twice).
+    #[test]
+    fn a_stream_task_holds_its_stream_once() {
+        type S = direct::Stream<WriteTimeout<SharedTcp>>;
+        let stream = std::mem::size_of::<S>();
+        let task = std::mem::size_of::<Streaming<WriteTimeout<SharedTcp>>>();
+        let own =
+            std::mem::size_of::<(Watcher, Arc<crate::stats::Counters>, std::net::SocketAddr)>();
+        assert!(
+            task <= stream + own,
+            "task {task} bytes, stream {stream}, own {own}"
+        );
     }
 }

@@ -28,7 +28,7 @@
 //! its cursor falls behind and is resynced, exactly as under hyper.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -170,49 +170,62 @@ where
 }
 
 /// An event stream being written: the socket, the body, the bytes in flight.
+///
+/// A named future rather than an `async fn`: it is most of an idle
+/// subscriber's task, and an `async fn` would keep its argument and the
+/// fields taken out of it side by side for the stream's whole life.
 pub struct Stream<I> {
     io: I,
-    body: BoxBody,
+    /// `None` once the body ended (or failed): the subscriber is dropped
+    /// first, so the feed writes nothing more, then the socket is shut.
+    body: Option<BoxBody>,
     out: Out,
     /// Where the subscriber parks while idle, when the feed may write to
     /// the socket too.
     lane: Option<Arc<Lane>>,
+    ended: bool,
 }
 
-impl<I: AsyncRead + AsyncWrite + Unpin> Stream<I> {
+impl<I> Stream<I> {
     fn new(io: I, body: BoxBody, out: Out, lane: Option<Arc<Lane>>) -> Self {
         Self {
             io,
-            body,
+            body: Some(body),
             out,
             lane,
+            ended: false,
         }
-    }
-
-    /// Write the stream until its body ends (then close the connection) or
-    /// the client leaves.
-    pub async fn run(self) -> Result<(), DirectError> {
-        let Self {
-            mut io,
-            mut body,
-            mut out,
-            lane,
-        } = self;
-        let mut ended = false;
-        let lane = lane.as_deref();
-        let r =
-            poll_fn(|cx| stream(&mut io, &mut body, &mut out, true, lane, &mut ended, cx)).await;
-        // The subscriber goes first: the feed writes nothing after this.
-        drop(body);
-        r?;
-        // Best effort: the peer may be gone already.
-        let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
-        Ok(())
     }
 }
 
-/// Read until the head is complete and parse it. `None`: hyper's business
-/// (bytes already read stay in `buf`).
+/// Written until its body ends (then the connection is closed) or the
+/// client leaves.
+impl<I: AsyncRead + AsyncWrite + Unpin> Future for Stream<I> {
+    type Output = Result<(), DirectError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(body) = &mut this.body {
+            let lane = this.lane.as_deref();
+            let r = std::task::ready!(stream(
+                &mut this.io,
+                body,
+                &mut this.out,
+                true,
+                lane,
+                &mut this.ended,
+                cx
+            ));
+            // The subscriber goes first: the feed writes nothing after this.
+            this.body = None;
+            r?;
+        }
+        // Best effort: the peer may be gone already.
+        let _ = std::task::ready!(Pin::new(&mut this.io).poll_shutdown(cx));
+        Poll::Ready(Ok(()))
+    }
+}
+
 async fn read_head<I: AsyncRead + Unpin>(
     io: &mut I,
     buf: &mut Vec<u8>,

@@ -13,14 +13,15 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::BodyExt;
 use hyper::body::Frame;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 
 use crate::body::{BoxBody, BoxError};
 use crate::config::SseConfig;
@@ -82,6 +83,19 @@ pub struct Subscriber {
     /// The transport lets the feed write to this client's socket while
     /// the stream is idle (see `feed::lane`): parked instead of woken.
     lane: Option<std::sync::Arc<Lane>>,
+    waiting: Wait,
+    /// The last wait's future, kept for its allocation (never parked
+    /// streams only).
+    signal: Option<ReusableBoxFuture<'static, bool>>,
+}
+
+/// What an idle subscriber waits for.
+enum Wait {
+    No,
+    /// Its lane: the feed writes new events itself, wakes it for the rest.
+    Parked,
+    /// Its feeds' next signal (the future in `signal`).
+    Signal,
 }
 
 impl Subscriber {
@@ -143,6 +157,8 @@ impl Subscriber {
             _permit: None,
             revoked: None,
             lane: None,
+            waiting: Wait::No,
+            signal: None,
         }
     }
 
@@ -194,22 +210,36 @@ impl Subscriber {
         encode::id_line(&format!("{}{suffix}", parts.join(",")))
     }
 
-    /// The next bytes to write, waiting for the feeds, a keepalive or shutdown.
-    /// `None` ends the response.
-    /// The next frame to write, or `None` when the stream ends. Each turn
-    /// is named after its moment: [`Self::on_revocation`] (every frame),
-    /// [`Self::pending`] (write what is queued), [`Self::read_feeds`] (after
-    /// a signal), [`Self::wait`] (until the next signal).
+    /// The next frame to write, or `None` when the stream ends.
     pub async fn next(&mut self) -> Option<Bytes> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// The next frame to write, `Ready(None)` when the stream ends. Each
+    /// turn is named after its moment: [`Self::poll_wait`] (a wait begun
+    /// earlier), [`Self::poll_revoked`] (every frame), [`Self::pending`]
+    /// (write what is queued), [`Self::read_feeds`] (after a signal),
+    /// [`Self::start_wait`] (until the next signal).
+    ///
+    /// Written as a poll function, not an `async fn`: the stream is most of
+    /// what an idle subscriber costs, and a future would reserve room for
+    /// the largest wait (several feeds' signals) in every subscriber.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         loop {
-            self.on_revocation().await;
+            std::task::ready!(self.poll_wait(cx));
+            // A subscriber that is never idle (busy feed, catching up) must
+            // still have its rechecks run and obeyed: the revocation is
+            // polled on every frame, not only while waiting.
+            if !self.done && self.poll_revoked(cx) {
+                self.end_revoked();
+            }
             match self.pending() {
-                Pending::Frame(b) => return Some(b),
+                Pending::Frame(b) => return Poll::Ready(Some(b)),
                 Pending::Again => continue,
                 Pending::Empty => {}
             }
             if self.done {
-                return None;
+                return Poll::Ready(None);
             }
             // Read the feeds only when they signalled since the last read:
             // a read that found the state current needs no second one
@@ -219,23 +249,15 @@ impl Subscriber {
             }
             // Idle subscribers are most of them: waiting holds no queue.
             self.pending = VecDeque::new();
-            self.wait().await;
+            self.start_wait();
         }
     }
 
-    /// A subscriber that is never idle (busy feed, catching up) must still
-    /// have its rechecks run and obeyed: the revocation is polled on every
-    /// frame, not only while waiting.
-    async fn on_revocation(&mut self) {
-        if let Some(revoked) = self.revoked.as_mut().filter(|_| !self.done) {
-            let now = std::future::poll_fn(|cx| {
-                std::task::Poll::Ready(revoked.as_mut().poll(cx).is_ready())
-            })
-            .await;
-            if now {
-                self.end_revoked();
-            }
-        }
+    /// Whether the admission was withdrawn (`check` mode), polled once.
+    fn poll_revoked(&mut self, cx: &mut Context<'_>) -> bool {
+        self.revoked
+            .as_mut()
+            .is_some_and(|f| f.as_mut().poll(cx).is_ready())
     }
 
     /// The reconnect that follows a revocation meets the refusal itself.
@@ -368,46 +390,83 @@ impl Subscriber {
         !self.pending.is_empty()
     }
 
-    /// Until the next signal. One signal per feed carries changes, keepalive
-    /// ticks, retirement and shutdown; only a `check` revocation has its own.
-    /// A stream that can park waits for its lane instead: the feed writes
-    /// new events to the socket itself and wakes it for anything else.
-    async fn wait(&mut self) {
+    /// Idle: wait until the next signal. One signal per feed carries
+    /// changes, keepalive ticks, retirement and shutdown; only a `check`
+    /// revocation has its own. A stream that can park waits for its lane
+    /// instead: the feed writes new events to the socket itself and wakes
+    /// it for anything else.
+    fn start_wait(&mut self) {
         if self.park() {
-            return self.parked().await;
+            // A stream that parks once parks from then on: the box of an
+            // earlier wait (before its first write was flushed) goes.
+            self.signal = None;
+            self.waiting = Wait::Parked;
+            return;
         }
-        let revoked = self.revoked.as_mut();
-        let revoked = async move {
-            match revoked {
-                Some(f) => f.as_mut().await,
-                None => std::future::pending().await,
-            }
+        // Owned copies of the receivers (same version seen): the future
+        // outlives this borrow, and its box is reused from wait to wait.
+        let mut one = (self.follows.len() == 1).then(|| self.follows[0].changed.clone());
+        let mut many: Vec<watch::Receiver<u64>> = match one {
+            Some(_) => Vec::new(),
+            None => self.follows.iter().map(|f| f.changed.clone()).collect(),
         };
-        let changed = async {
-            if let [one] = self.follows.as_mut_slice() {
-                one.changed.changed().await
-            } else {
-                futures_util::future::select_all(
-                    self.follows.iter_mut().map(|f| f.changed.changed().boxed()),
-                )
-                .await
-                .0
-            }
-        };
-        let revoked_now = tokio::select! {
-            biased;
-            _ = revoked => true,
-            r = changed => {
-                if r.is_err() {
-                    self.done = true;
+        let signalled = async move {
+            let r = match &mut one {
+                Some(rx) => rx.changed().await,
+                None => {
+                    futures_util::future::select_all(many.iter_mut().map(|rx| rx.changed().boxed()))
+                        .await
+                        .0
                 }
-                false
-            }
+            };
+            // The feed is gone.
+            r.is_err()
         };
+        match &mut self.signal {
+            Some(f) => f.set(signalled),
+            None => self.signal = Some(ReusableBoxFuture::new(signalled)),
+        }
+        self.waiting = Wait::Signal;
+    }
+
+    /// A wait begun by [`Self::start_wait`]: `Ready` once it is over (or
+    /// none was begun). A withdrawn admission ends any wait first. A parked
+    /// lane is resumed before anything is written, so the feed and this
+    /// stream never write to the socket at once.
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if matches!(self.waiting, Wait::No) {
+            return Poll::Ready(());
+        }
+        let revoked_now = self.poll_revoked(cx);
+        match self.waiting {
+            Wait::No => {}
+            Wait::Parked => {
+                if let Some(lane) = self.lane.clone() {
+                    if !revoked_now {
+                        std::task::ready!(lane.poll_woken(cx));
+                    }
+                    if let Some(to) = lane.resume() {
+                        if let Some(f) = self.follows.first_mut() {
+                            f.cursor.advance(to);
+                        }
+                        self.wrote = true;
+                    }
+                }
+            }
+            Wait::Signal => {
+                if let (false, Some(signal)) = (revoked_now, &mut self.signal) {
+                    if std::task::ready!(signal.poll(cx)) {
+                        self.done = true;
+                    }
+                }
+            }
+        }
+        self.waiting = Wait::No;
         self.current = false;
         if revoked_now {
             self.end_revoked();
         }
+        Poll::Ready(())
     }
 
     /// Park in the lane, if there is one the feed can write to and this
@@ -419,44 +478,23 @@ impl Subscriber {
         }
     }
 
-    /// Parked: until the feed wakes the lane or the admission is withdrawn.
-    /// Either way the lane is resumed before anything is written, so the
-    /// feed and this stream never write to the socket at once.
-    async fn parked(&mut self) {
-        let Some(lane) = self.lane.clone() else {
-            return;
-        };
-        let revoked = self.revoked.as_mut();
-        let revoked = async move {
-            match revoked {
-                Some(f) => f.as_mut().await,
-                None => std::future::pending().await,
-            }
-        };
-        let revoked_now = tokio::select! {
-            biased;
-            _ = revoked => true,
-            _ = std::future::poll_fn(|cx| lane.poll_woken(cx)) => false,
-        };
-        if let Some(to) = lane.resume() {
-            if let Some(f) = self.follows.first_mut() {
-                f.cursor.advance(to);
-            }
-            self.wrote = true;
-        }
-        self.current = false;
-        if revoked_now {
-            self.end_revoked();
-        }
-    }
-
+    /// The response body: this stream itself, boxed once.
     pub fn into_body(self) -> BoxBody {
-        let frames = futures_util::stream::unfold(self, |mut s| async move {
-            s.next()
-                .await
-                .map(|b| (Ok::<_, BoxError>(Frame::data(b)), s))
-        });
-        StreamBody::new(frames).boxed_unsync()
+        self.boxed_unsync()
+    }
+}
+
+impl http_body::Body for Subscriber {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.get_mut()
+            .poll_next(cx)
+            .map(|b| b.map(|b| Ok(Frame::data(b))))
     }
 }
 

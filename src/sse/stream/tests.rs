@@ -426,3 +426,15 @@ fn a_shared_stream_carries_the_held_count_across_a_restart() {
         third.closed().await;
     });
 }
+
+/// An idle subscriber is mostly this value (boxed once as its response
+/// body): a wait must not reserve room for the largest wait in every one
+/// (an `async` body did, 408 bytes; see bench/profiles/README.md).
+#[test]
+fn an_idle_subscriber_body_stays_small() {
+    fn boxed_as_body<B: http_body::Body>() -> usize {
+        std::mem::size_of::<B>()
+    }
+    let size = boxed_as_body::<Subscriber>();
+    assert!(size <= 192, "the body is {size} bytes");
+}
