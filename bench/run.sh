@@ -11,7 +11,8 @@
 # CARGO_TARGET_DIR as usual; with --one also POLLCAST (the binary to measure)
 # and NO_BUILD=1 (measure what is built). PC_PORT, UP_PORT, FLOOR_PORT (default 8080,
 # 9001, 8084) move pollcast, the upstream and the floor, so a --one run cannot
-# meet another process on a shared machine. Needs root for apt in the full run. Every server is
+# meet another process on a shared machine. FLOOR_FLAGS adds flags to the floor
+# (`--like-pollcast`: pollcast's socket set-up and framing, bench/profiles/README.md). Needs root for apt in the full run. Every server is
 # pinned to CPU 0 and every load/upstream process to CPU 1 (taskset), so each
 # system is measured the same way.
 set -euo pipefail
@@ -221,7 +222,7 @@ fanout_run() { # system n rep
         floor)
             # The least an SSE server can do on this core: one thread writing
             # the same bytes to every subscriber socket in turn.
-            $NICE $SERVER_CPU "$FLOOR" --listen 127.0.0.1:$FLOOR_PORT --every 1s --size 1024 \
+            $NICE $SERVER_CPU "$FLOOR" --listen 127.0.0.1:$FLOOR_PORT --every 1s --size 1024 ${FLOOR_FLAGS:-} \
                 --count $(( budget / 1000000 + WINDOW + 4 )) > "$OUT/floor.log" 2>&1 &
             SERVER_PID=$!; PIDS+=($SERVER_PID); wait_port 127.0.0.1:$FLOOR_PORT
             url=http://127.0.0.1:$FLOOR_PORT/sub ;;
