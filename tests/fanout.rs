@@ -97,10 +97,7 @@ async fn idle_subscribers_get_new_events_written_by_the_feed_itself() {
 async fn an_event_the_socket_takes_in_part_is_finished_before_anything_else() {
     // More than the largest send buffer Linux may give the socket
     // (tcp_wmem's maximum): no single write can take the whole event.
-    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
-        .ok()
-        .and_then(|t| t.split_whitespace().nth(2)?.parse().ok())
-        .unwrap_or(4 << 20);
+    let wmem_max = tcp_wmem_max();
     let pad = wmem_max + (1 << 20);
     let (up, pc, mut clients, feed) = parked(2, pad).await;
     let rounds = 3;

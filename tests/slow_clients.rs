@@ -433,10 +433,7 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
 async fn a_stuck_subscriber_is_resynced_with_a_fresh_snapshot_when_it_drains() {
     // Enough 2 MiB events to overflow the largest send buffer Linux may give
     // the socket (tcp_wmem's maximum) twice over, plus the history.
-    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
-        .ok()
-        .and_then(|t| t.split_whitespace().nth(2)?.parse().ok())
-        .unwrap_or(4 << 20);
+    let wmem_max = tcp_wmem_max();
     let rounds = 4 + 2 * wmem_max.div_ceil(HUGE) + 2;
     let up = TestUpstream::start().await;
     up.set("/api/jobs", list(0, 1, HUGE));

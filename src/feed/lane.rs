@@ -103,11 +103,6 @@ impl Lane {
         self.lock().sink = Some(sink);
     }
 
-    /// Whether a subscriber may park this lane at all.
-    pub fn is_attached(&self) -> bool {
-        self.lock().sink.is_some()
-    }
-
     /// The transport wrote everything it had queued and waits for the
     /// subscriber: a parked lane may now be written to by the feed.
     pub fn arm(&self) {

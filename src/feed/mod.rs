@@ -365,14 +365,10 @@ impl Feed {
             }
             st.base = Some(applied.base);
             st.remote = true;
-            let mut fresh = Vec::with_capacity(events.len());
+            let mut appended = Appended::default();
             for kept in events {
                 if !matches!(st.history.back(), Some(last) if kept.seq <= last.seq) {
-                    fresh.push(Kept {
-                        seq: kept.seq,
-                        bytes: kept.bytes.clone(),
-                        held: kept.held,
-                    });
+                    appended.push(&kept);
                     st.history.push_back(kept);
                 }
             }
@@ -381,7 +377,6 @@ impl Feed {
                 st.history.pop_front();
             }
             st.snapshot = Some(snap);
-            let appended = Appended::of(&fresh);
             // Only events that continue this replica's own state and end at
             // the new one can be written as they are; anything else (a new
             // epoch, a reset, a jump) is read by each subscriber.
@@ -516,6 +511,7 @@ fn local_epoch() -> String {
 }
 
 /// The events one publish appended, as parked lanes are written them.
+#[derive(Default)]
 struct Appended {
     /// Seqs of the first and last event and the last one's held count.
     range: Option<(u64, u64, Option<u64>)>,
@@ -524,14 +520,21 @@ struct Appended {
 
 impl Appended {
     fn of(events: &[Kept]) -> Self {
-        let range = match (events.first(), events.last()) {
-            (Some(a), Some(b)) => Some((a.seq, b.seq, b.held)),
-            _ => None,
+        let mut appended = Self {
+            range: None,
+            bytes: Vec::with_capacity(events.len()),
         };
-        Self {
-            range,
-            bytes: events.iter().map(|k| k.bytes.clone()).collect(),
+        for k in events {
+            appended.push(k);
         }
+        appended
+    }
+
+    /// One more event, after the others (its bytes shared, not copied).
+    fn push(&mut self, k: &Kept) {
+        let first = self.range.map_or(k.seq, |(first, _, _)| first);
+        self.range = Some((first, k.seq, k.held));
+        self.bytes.push(k.bytes.clone());
     }
 }
 

@@ -57,6 +57,16 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The largest send buffer Linux may give a socket (`tcp_wmem`'s maximum;
+/// 4 MiB where it cannot be read): events larger than it are never taken by
+/// one write.
+pub fn tcp_wmem_max() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20)
+}
+
 /// Run `f` with a deadline.
 pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(DEADLINE, f)

@@ -104,12 +104,18 @@ fn unread(f: &Feed, c: &mut Cursor) -> usize {
     out.len()
 }
 
-/// A feed with its first snapshot, a subscriber that has read it, and its
-/// lane on `sink`, parked and armed, watched by a counting waker.
-fn parked(f: &Feed, sink: Arc<Fake>) -> (Cursor, Arc<Lane>, Arc<Wakes>) {
+/// The feed's first snapshot, and a subscriber's cursor that has read it.
+fn first_read(f: &Feed) -> Cursor {
     f.publish(list(), vec![], true);
     let mut c = f.cursor(None);
     assert_eq!(unread(f, &mut c), 1, "the first snapshot");
+    c
+}
+
+/// A feed with its first snapshot, a subscriber that has read it, and its
+/// lane on `sink`, parked and armed, watched by a counting waker.
+fn parked(f: &Feed, sink: Arc<Fake>) -> (Cursor, Arc<Lane>, Arc<Wakes>) {
+    let c = first_read(f);
     let lane = Lane::new();
     lane.attach(sink);
     assert!(f.park(&lane, &c));
@@ -147,9 +153,7 @@ fn new_events_are_written_to_a_parked_socket_without_waking_its_task() {
 #[test]
 fn a_lane_whose_transport_still_writes_is_woken_not_written() {
     let f = feed();
-    f.publish(list(), vec![], true);
-    let mut c = f.cursor(None);
-    unread(&f, &mut c);
+    let mut c = first_read(&f);
     let lane = Lane::new();
     let sink = Fake::with_room(usize::MAX);
     lane.attach(sink.clone());
@@ -268,9 +272,7 @@ fn a_lane_parked_after_the_state_moved_on_is_not_written_twice() {
 #[test]
 fn gone_subscribers_leave_the_parked_set() {
     let f = feed();
-    f.publish(list(), vec![], true);
-    let mut c = f.cursor(None);
-    unread(&f, &mut c);
+    let c = first_read(&f);
     let live = Lane::new();
     live.attach(Fake::with_room(usize::MAX));
     assert!(f.park(&live, &c));
