@@ -43,7 +43,8 @@ fn like_pollcast(s: &TcpStream, epoll: i32) -> Option<()> {
         .with_time(Duration::from_secs(60))
         .with_interval(Duration::from_secs(10));
     sock.set_tcp_keepalive(&keepalive).ok()?;
-    sock.set_tcp_user_timeout(Some(Duration::from_secs(30))).ok()?;
+    sock.set_tcp_user_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
     let fd = s.as_raw_fd();
     let mut ev = libc::epoll_event {
         events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
@@ -104,10 +105,12 @@ fn admit(mut s: TcpStream, snapshot: &[u8], chunked: bool) -> Option<TcpStream> 
         }
         got.extend_from_slice(&buf[..n]);
     }
-    s.write_all(if chunked { HEAD_CHUNKED } else { HEAD }).ok()?;
+    s.write_all(if chunked { HEAD_CHUNKED } else { HEAD })
+        .ok()?;
     if !snapshot.is_empty() {
         if chunked {
-            s.write_all(format!("{:X}\r\n", snapshot.len()).as_bytes()).ok()?;
+            s.write_all(format!("{:X}\r\n", snapshot.len()).as_bytes())
+                .ok()?;
         }
         s.write_all(snapshot).ok()?;
         if chunked {
@@ -156,7 +159,11 @@ fn main() {
     };
     let like = args.iter().any(|a| a == "--like-pollcast");
     // SAFETY: plain syscall.
-    let epoll = if like { unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) } } else { -1 };
+    let epoll = if like {
+        unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) }
+    } else {
+        -1
+    };
     let mut drained = 0;
     let listener = bind(&listen);
     let pad = "x".repeat(size.saturating_sub(80));
