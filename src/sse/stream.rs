@@ -441,7 +441,7 @@ impl Subscriber {
         match self.waiting {
             Wait::No => {}
             Wait::Parked => {
-                if let Some(lane) = self.lane.clone() {
+                if let Some(lane) = self.lane.as_deref() {
                     if !revoked_now {
                         std::task::ready!(lane.poll_woken(cx));
                     }

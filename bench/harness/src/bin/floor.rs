@@ -57,8 +57,7 @@ fn like_pollcast(s: &TcpStream, epoll: i32) -> Option<()> {
 
 /// Readiness events waiting in the epoll set, taken without blocking (what
 /// tokio's driver does between tasks).
-fn drain(epoll: i32) -> usize {
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+fn drain(epoll: i32, events: &mut [libc::epoll_event; 1024]) -> usize {
     let mut total = 0;
     loop {
         // SAFETY: the buffer holds 1024 events.
@@ -165,6 +164,7 @@ fn main() {
         -1
     };
     let mut drained = 0;
+    let mut ready = [libc::epoll_event { events: 0, u64: 0 }; 1024];
     let listener = bind(&listen);
     let pad = "x".repeat(size.saturating_sub(80));
     let mut subs: Vec<TcpStream> = Vec::new();
@@ -183,7 +183,7 @@ fn main() {
             }
         }
         if like {
-            drained += drain(epoll);
+            drained += drain(epoll, &mut ready);
         }
         if Instant::now() < next {
             std::thread::sleep(Duration::from_millis(1));
