@@ -46,7 +46,7 @@
 //!   layer to encode each event once.
 //! - [`config`]: the typed, validated configuration; it imports no feature:
 //!   [`validation`] hands it the checks that need one.
-//! - [`start`]: binding the listeners and wiring the parts; [`reload`]: what a
+//! - [`start`](mod@start): binding the listeners and wiring the parts; [`reload`]: what a
 //!   SIGHUP (or a change [`watch`] saw) applies to a running pollcast.
 //! - [`server`]: the listener, connections, graceful shutdown; [`direct`]:
 //!   HTTP/1.1 event streams written to the socket without hyper's buffers.
@@ -82,6 +82,11 @@
 //! - [`cluster`]: `[cluster]`, replicas sharing polls and event ids through
 //!   Redis; it plugs into the feed layer as a `feed::source::Source`.
 //! - [`trace`]: OpenTelemetry spans, `traceparent` propagation, OTLP export.
+
+// The map above links the crate's own modules, most of them private: it is
+// for pollcast's developers, whose docs are `cargo doc --document-private-items`,
+// where every link resolves.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub(crate) mod access;
 pub(crate) mod admin;

@@ -141,6 +141,9 @@ async fn serve(cli: Cli, flavor: &'static str) -> anyhow::Result<()> {
         let url = UpstreamUrl::parse(&format!("http://{addr}")).map_err(anyhow::Error::msg)?;
         let mut feed = FeedConfig::new("jobs", "/api/jobs");
         feed.interval = std::time::Duration::from_secs(1);
+        // The demo API takes no parameters: say so, as a production config
+        // should (and the newcomer's first run shows no warning about it).
+        feed.query = Some(Vec::new());
         let mut config = Config::new(url, vec![feed]);
         config.apply_env(|k| {
             std::env::var(k)

@@ -1,7 +1,7 @@
 //! `/readyz`: whether this pollcast should be sent traffic.
 //!
 //! Ready means: the config is loaded and the listeners are up (true once
-//! [`crate::start`] returned), pollcast is not shutting down, and the upstream
+//! [`crate::start()`] returned), pollcast is not shutting down, and the upstream
 //! is there: either it has answered any request at least once (poll,
 //! pass-through, or a `HEAD /` this module sends when nothing else has), or,
 //! with `[admin] ready_probe`, that path answers 2xx.

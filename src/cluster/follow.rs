@@ -1,7 +1,7 @@
 //! One feed on one replica in a cluster: lead, follow, or fall back.
 //!
 //! - Lead: hold the feed's lease (renewed every third of it) and run the
-//!   ordinary poll loop with a [`Fenced`](super::fenced::Fenced) outlet: each good poll is written
+//!   ordinary poll loop with a [`Fenced`] outlet: each good poll is written
 //!   to Redis by one script that checks the lease and the expected sequence,
 //!   then applied to the local feed. A takeover starts from the stored body
 //!   and validators, so it costs the upstream a 304, not a resync.

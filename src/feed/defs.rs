@@ -63,7 +63,7 @@ impl Defs {
 
     /// The definition at index `i`, retired ones included: a request routed
     /// just before a reload completes its admission, and its subscription is
-    /// then ended with a `retry:` hint (see [`Registry::subscribe`]) instead
+    /// then ended with a `retry:` hint (see [`Registry::subscribe`](super::registry::Registry::subscribe)) instead
     /// of failing with an error EventSource would not retry.
     pub fn get(&self, i: usize) -> Option<&Arc<FeedConfig>> {
         self.all.get(i)

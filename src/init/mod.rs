@@ -42,6 +42,8 @@ pub struct InitArgs {
     pub paths: Vec<String>,
     /// The API's address for [upstream] url [default: the document's
     /// server, else where the document or the probe was fetched].
+    // Help text, where `[upstream]` is the config section, not a doc link.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
     /// Where to write the config ("-" for standard output).

@@ -70,7 +70,7 @@ pub(crate) type RemoveIfIdle = Arc<dyn Fn(&Arc<Feed>) -> bool + Send + Sync>;
 
 /// Where a good poll's update goes: into the feed itself ([`Direct`]), or
 /// through an engine that numbers it for several replicas (see
-/// [`super::source`]). `None`: the update was refused (this loop no longer
+/// [`crate::feed::source`]). `None`: the update was refused (this loop no longer
 /// owns the feed); the list stays as it was and the owner ends the loop.
 pub(crate) trait Outlet: Send + Sync {
     fn publish<'a>(&'a mut self, good: Good<'a>) -> Published<'a>;
