@@ -304,9 +304,19 @@ enum Signal {
 }
 
 /// SIGTERM/SIGINT stop, SIGHUP reloads.
+///
+/// Every handler is installed in [`Signals::new`], before pollcast says it
+/// listens, and stays installed: a `tokio::signal::ctrl_c()` made in `next`
+/// would install SIGINT's only once the main loop first waits (after the
+/// config watch is set up: a few ms after "listening", more on a busy machine),
+/// leaving SIGINT's default action, an immediate exit without a drain, in
+/// force until then; and a SIGINT arriving while a reload runs would find
+/// no listener and be lost.
 struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
     #[cfg(unix)]
     hup: tokio::signal::unix::Signal,
 }
@@ -318,6 +328,7 @@ impl Signals {
             use tokio::signal::unix::{signal, SignalKind};
             Ok(Self {
                 term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+                int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
                 hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
             })
         }
@@ -330,7 +341,7 @@ impl Signals {
         {
             tokio::select! {
                 _ = self.term.recv() => Signal::Stop,
-                _ = tokio::signal::ctrl_c() => Signal::Stop,
+                _ = self.int.recv() => Signal::Stop,
                 _ = self.hup.recv() => Signal::Reload,
             }
         }

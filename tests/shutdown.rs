@@ -145,6 +145,27 @@ async fn sigint_drains_and_exits_zero_then_a_restart_resyncs() {
     shutdown_on(libc::SIGINT).await;
 }
 
+/// Both stop signals find their handler from the moment pollcast says it
+/// listens: one sent right then still stops it gracefully (exit 0), never
+/// by the signal's default action. (SIGINT's handler was once installed
+/// only when the main loop first waited, after the config watch was set
+/// up: a SIGINT in between killed the process, cutting streams and
+/// in-flight requests.)
+#[tokio::test]
+async fn a_stop_signal_right_after_listening_is_a_graceful_stop() {
+    let up = TestUpstream::start().await;
+    up.set("/api/jobs", json!([]));
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let file = config_file(&config_text(&up, "127.0.0.1:0"));
+        let path = file.path().to_str().expect("utf-8 path").to_owned();
+        let mut pc = Pollcast::spawn(&["--config", &path], &[]);
+        pc.addr().await;
+        pc.signal(signal);
+        let exit = pc.exit().await;
+        assert!(exit.success(), "signal {signal}: {exit:?}\n{}", pc.log());
+    }
+}
+
 /// A pass-through request slower than `drain_timeout` does not hold the
 /// process: it exits 0 when the drain timeout is up.
 #[tokio::test]
