@@ -83,11 +83,6 @@
 //!   Redis; it plugs into the feed layer as a `feed::source::Source`.
 //! - [`trace`]: OpenTelemetry spans, `traceparent` propagation, OTLP export.
 
-// The map above links the crate's own modules, most of them private: it is
-// for pollcast's developers, whose docs are `cargo doc --document-private-items`,
-// where every link resolves.
-#![allow(rustdoc::private_intra_doc_links)]
-
 pub(crate) mod access;
 pub(crate) mod admin;
 pub mod auth;
