@@ -1,21 +1,25 @@
-//! HTTP/1.1 event streams written straight to the socket, without hyper.
+//! HTTP/1.1 answers written straight to the socket, without hyper.
 //!
-//! An idle subscriber should cost little more than its cursor. Served by
-//! hyper, each one also holds a connection task with two 8 KiB buffers (read
-//! and write) for as long as the stream lives, which is most of what a
-//! subscriber costs. So when a connection's first request is an HTTP/1.1
-//! `GET` on an SSE path, this module reads the request head itself, asks the
-//! [`Router`] for the response like hyper would, and writes that response
-//! with its own minimal framing (`Content-Length` or chunked): no buffers
-//! beyond the frames in flight, one vectored write per batch of ready frames.
+//! An idle subscriber should cost little more than its cursor, and a
+//! passed-through `GET` little more than the upstream's own answer. Served
+//! by hyper, each subscriber also holds a connection task with two 8 KiB
+//! buffers (read and write) for as long as the stream lives, and each
+//! request pays hyper's server dispatch on top of the proxy's own work. So
+//! on an HTTP/1.1 connection this module reads each request head itself
+//! ([`head`]), and when it is a plain `GET` (origin form, no body, no
+//! upgrade, no expectation) asks the [`Router`] for the response like hyper
+//! would, and writes that response with its own minimal framing
+//! (`Content-Length` or chunked): no buffers beyond the frames in flight,
+//! one vectored write per batch of ready frames. The connection then waits
+//! for its next request here, as hyper's keep-alive would.
 //!
 //! Everything else, and anything this module does not fully understand (a
-//! body, an upgrade, `Expect`, HTTP/1.0, an oversized or malformed head), is
-//! handed to hyper untouched, with the bytes already read put back in front,
-//! so behaviour at the edges stays hyper's. After a finite answer on a
-//! keep-alive connection the connection goes back to hyper too; after a
-//! stream it is closed (anything the client sent meanwhile cannot be answered
-//! in order).
+//! body, an upgrade, `Expect`, `TE: trailers` on a passed-through answer,
+//! HTTP/1.0, an oversized or malformed head), is handed to hyper untouched,
+//! with the bytes already read put back in front, so behaviour at the edges
+//! stays hyper's; hyper then serves the rest of the connection. After an
+//! event stream the connection is closed (anything the client sent
+//! meanwhile cannot be answered in order).
 //!
 //! On a plain TCP socket the stream shares the socket with its feed
 //! ([`socket`]): while the subscriber is idle, the feed writes new events to
@@ -23,9 +27,10 @@
 //! (first the rest of anything the feed's write left unfinished).
 //!
 //! This module owns the HTTP/1.1 wire format of those responses only. It must
-//! never decide what to answer (that is `router` and `sse`) and never block
-//! on a client: a client that stops reading stops the body being polled, so
-//! its cursor falls behind and is resynced, exactly as under hyper.
+//! never decide what to answer (that is `router`, `sse` and `proxy`) and
+//! never block on a client: a client that stops reading stops the body being
+//! polled, so a subscriber's cursor falls behind and is resynced, and a
+//! passed-through body waits, exactly as under hyper.
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -33,13 +38,11 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http::{header, HeaderValue, Method, Request, StatusCode, Version};
+use bytes::Bytes;
 use http_body::Body;
-use http_body_util::Empty;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
@@ -49,11 +52,12 @@ use crate::preface::Prefixed;
 use crate::router::Router;
 use crate::stall::WriteTimeout;
 
+mod head;
 mod socket;
+
+use head::Head;
 pub use socket::{Share, SharedTcp};
 
-/// hyper's own default header count limit.
-const MAX_HEADERS: usize = 100;
 /// Frames gathered into one vectored write (a catching-up subscriber gets
 /// many at once: id line, body, next event...).
 const BATCH: usize = 32;
@@ -101,11 +105,14 @@ pub struct HeadLimits {
     pub timeout: Duration,
 }
 
-/// Serve `io` (an HTTP/1.x connection whose first bytes were read) if its
-/// first request is a stream this module handles, else hand it to hyper.
+/// Serve `io` (an HTTP/1.x connection whose first bytes were read): its
+/// plain `GET`s one after another, until the client closes, asks to close,
+/// or sends a request that is hyper's (then hyper serves the rest), or an
+/// event stream starts (then the stream is the connection's last answer).
 ///
-/// `shutdown` is obeyed while the head is read; a stream then ends by its
-/// own body (which tells the client to come back), never cut here.
+/// `shutdown` is obeyed while a head is read, and an answer written after
+/// it tells the client the connection closes; a stream ends by its own
+/// body (which tells the client to come back), never cut here.
 pub async fn serve<I>(
     io: Prefixed<I>,
     router: &mut Router,
@@ -116,57 +123,89 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Share,
 {
     let (mut buf, mut io) = io.into_parts();
-    let reading =
-        tokio::time::timeout(limits.timeout, read_head(&mut io, &mut buf, router, limits));
-    let head = tokio::select! {
-        _ = shutdown.cancelled() => return Ok(Outcome::Done),
-        r = reading => r.map_err(|_| DirectError::HeadTimeout(limits.timeout))??,
-    };
-    let Some((mut req, head_len, close)) = head else {
-        return Ok(Outcome::Hyper(Prefixed::new(buf, io)));
-    };
-    // A stream on this socket may park in its feed (see `socket`).
-    let lane = io.can_share().then(Lane::new);
-    if let Some(lane) = &lane {
-        req.extensions_mut().insert(lane.clone());
-    }
-    let rest = buf.split_off(head_len);
-    drop(buf);
-    let resp = match router.call(req).await {
-        Ok(r) => r,
-        Err(never) => match never {},
-    };
-    let (parts, mut body) = resp.into_parts();
-    let bodiless = parts.status == StatusCode::NO_CONTENT
-        || parts.status == StatusCode::NOT_MODIFIED
-        || parts.status.is_informational();
-    let length = (!bodiless).then(|| body.size_hint().exact());
-    let mut out = Out::default();
-    out.parts.push_back(response_head(&parts, length, close));
-    if length == Some(None) {
-        let Some(lane) = lane else {
-            return Ok(Outcome::Stream(Stream::new(io, body, out, None)));
+    loop {
+        let reading = tokio::time::timeout(
+            limits.timeout,
+            head::read(&mut io, &mut buf, router, limits),
+        );
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(Outcome::Done),
+            r = reading => r,
         };
-        return Ok(match io.share() {
-            Ok(io) => {
-                lane.attach(io.get_ref().sink());
-                Outcome::Shared(Stream::new(io, body, out, Some(lane)))
-            }
-            Err(io) => Outcome::Stream(Stream::new(io, body, out, None)),
-        });
+        let (mut req, len, close, is_stream) = match read {
+            Ok(Ok(Head::Request {
+                req,
+                len,
+                close,
+                stream,
+            })) => (req, len, close, stream),
+            Ok(Ok(Head::Hyper)) => return Ok(Outcome::Hyper(Prefixed::new(buf, io))),
+            Ok(Ok(Head::Closed)) => return Ok(Outcome::Done),
+            Ok(Err(e)) => return Err(e),
+            // Idle between requests for as long as a head may take: closed
+            // quietly, as hyper closes an idle keep-alive connection.
+            Err(_) if buf.is_empty() => return Ok(Outcome::Done),
+            Err(_) => return Err(DirectError::HeadTimeout(limits.timeout)),
+        };
+        // A stream on this socket may park in its feed (see `socket`).
+        let lane = (is_stream && io.can_share()).then(Lane::new);
+        if let Some(lane) = &lane {
+            req.extensions_mut().insert(lane.clone());
+        }
+        if is_stream {
+            // A stream may live for hours: it keeps no read buffer.
+            buf = buf.split_off(len);
+        } else {
+            buf.drain(..len);
+        }
+        // The last answer on a connection says so.
+        let close = close || shutdown.is_cancelled();
+        // A client that leaves while the upstream thinks drops the exchange.
+        let mut call = router.call(req);
+        let resp = poll_fn(|cx| match call.as_mut().poll(cx) {
+            Poll::Ready(Ok(resp)) => Poll::Ready(Ok(resp)),
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => match watch(&mut io, &mut buf, cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            },
+        })
+        .await?;
+        drop(call);
+        let (parts, mut body) = resp.into_parts();
+        let length = (!head::is_bodiless(parts.status)).then(|| body.size_hint().exact());
+        let mut out = Out::default();
+        out.parts.push_back(head::response(&parts, length, close));
+        if is_stream && length == Some(None) {
+            let Some(lane) = lane else {
+                return Ok(Outcome::Stream(Stream::new(io, body, out, None)));
+            };
+            return Ok(match io.share() {
+                Ok(io) => {
+                    lane.attach(io.get_ref().sink());
+                    Outcome::Shared(Stream::new(io, body, out, Some(lane)))
+                }
+                Err(io) => Outcome::Stream(Stream::new(io, body, out, None)),
+            });
+        }
+        // A finite answer, or a passed-through body of unknown length
+        // (chunked), written here; the connection then waits for the next
+        // request.
+        let chunked = length == Some(None);
+        let mut ended = length.is_none();
+        let reads = &mut Reads::Keep(&mut buf);
+        poll_fn(|cx| {
+            stream(
+                &mut io, &mut body, &mut out, chunked, reads, None, &mut ended, cx,
+            )
+        })
+        .await?;
+        if close || shutdown.is_cancelled() {
+            // Best effort: the peer may be gone already.
+            let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
+            return Ok(Outcome::Done);
+        }
     }
-    if length.is_some() {
-        let mut ended = false;
-        poll_fn(|cx| stream(&mut io, &mut body, &mut out, false, None, &mut ended, cx)).await?;
-    } else {
-        poll_fn(|cx| out.poll_flush(&mut io, cx)).await?;
-    }
-    if close {
-        // Best effort: the peer may be gone already.
-        let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
-        return Ok(Outcome::Done);
-    }
-    Ok(Outcome::Hyper(Prefixed::new(rest, io)))
 }
 
 /// An event stream being written: the socket, the body, the bytes in flight.
@@ -212,6 +251,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Future for Stream<I> {
                 body,
                 &mut this.out,
                 true,
+                &mut Reads::Drop,
                 lane,
                 &mut this.ended,
                 cx
@@ -226,149 +266,29 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Future for Stream<I> {
     }
 }
 
-async fn read_head<I: AsyncRead + Unpin>(
-    io: &mut I,
-    buf: &mut Vec<u8>,
-    router: &Router,
-    limits: HeadLimits,
-) -> Result<Option<(Request<Empty<Bytes>>, usize, bool)>, DirectError> {
-    loop {
-        // Decide from the request line alone when possible, so pass-through
-        // requests are handed on without waiting for their whole head.
-        if let Some(end) = memchr::memchr(b'\n', buf) {
-            if !wanted_line(&buf[..end], router) {
-                return Ok(None);
-            }
-            if let Some(parsed) = parse(buf) {
-                // Over the limit: hyper answers 431.
-                return Ok(parsed.filter(|(_, len, _)| *len <= limits.max_size));
-            }
-        } else if !buf.is_empty() && !b"GET ".starts_with(&buf[..buf.len().min(4)]) {
-            return Ok(None);
-        }
-        if buf.len() >= limits.max_size {
-            return Ok(None); // hyper answers 431
-        }
-        buf.reserve(1024);
-        if io.read_buf(buf).await? == 0 {
-            return Ok(None); // hyper sees the same EOF
-        }
-    }
-}
-
-/// `GET <path on an SSE route> HTTP/1.1`?
-fn wanted_line(line: &[u8], router: &Router) -> bool {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let mut parts = line.split(|&b| b == b' ');
-    let (Some(b"GET"), Some(target), Some(b"HTTP/1.1"), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    match std::str::from_utf8(path) {
-        Ok(p) => p.starts_with('/') && router.streams(p),
-        Err(_) => false,
-    }
-}
-
-/// Parse a complete head into a request. `None`: not complete yet.
-/// `Some(None)`: complete but not for this module.
-#[allow(clippy::type_complexity)]
-fn parse(buf: &[u8]) -> Option<Option<(Request<Empty<Bytes>>, usize, bool)>> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    let len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return None,
-        Err(_) => return Some(None),
-    };
-    let (Some("GET"), Some(path), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
-        return Some(None);
-    };
-    let mut req = Request::new(Empty::new());
-    *req.method_mut() = Method::GET;
-    *req.version_mut() = Version::HTTP_11;
-    let Ok(uri) = path.parse() else {
-        return Some(None);
-    };
-    *req.uri_mut() = uri;
-    let mut close = false;
-    for h in parsed.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            header::HeaderName::from_bytes(h.name.as_bytes()),
-            HeaderValue::from_bytes(h.value),
-        ) else {
-            return Some(None);
-        };
-        // A body, a protocol switch or an expectation: hyper's job.
-        if name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == header::EXPECT
-            || (name == header::CONTENT_LENGTH && value.as_bytes() != b"0")
-        {
-            return Some(None);
-        }
-        if name == header::CONNECTION {
-            close |= value
-                .to_str()
-                .unwrap_or_default()
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("close"));
-        }
-        req.headers_mut().append(name, value);
-    }
-    Some(Some((req, len, close)))
-}
-
-/// The response head. `length`: `None` without a body (204, 304),
-/// `Some(None)` for a stream (chunked), `Some(Some(n))` for `n` bytes.
-fn response_head(parts: &http::response::Parts, length: Option<Option<u64>>, close: bool) -> Bytes {
-    let mut head = BytesMut::with_capacity(256);
-    head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(parts.status.as_str().as_bytes());
-    head.extend_from_slice(b" ");
-    head.extend_from_slice(
-        parts
-            .status
-            .canonical_reason()
-            .unwrap_or("Unknown")
-            .as_bytes(),
-    );
-    head.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-            continue; // framing is ours to say
-        }
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    if !parts.headers.contains_key(header::DATE) {
-        head.extend_from_slice(b"date: ");
-        head.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    match length {
-        None => {}
-        Some(Some(n)) => head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
-        Some(None) => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-    }
-    if close {
-        head.extend_from_slice(b"connection: close\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
-    head.freeze()
+/// What the writer of an answer does with bytes the client sends meanwhile.
+enum Reads<'a> {
+    /// An event stream's: read and dropped (the connection closes after
+    /// it), a few reads a wake, so a talking client cannot keep the task
+    /// busy; the client closing its side ends the stream.
+    Drop,
+    /// A finite answer's: kept for the next request, and read only while
+    /// none is kept (at most one read's worth, as hyper reads). The client
+    /// closing its side breaks the answer off, as it does under hyper, so
+    /// an upstream exchange nobody waits for is dropped.
+    Keep(&'a mut Vec<u8>),
 }
 
 /// Drive `body` into `io` until it ends or the peer goes away. `chunked`
-/// for a stream; `lane` when the stream shares the socket with its feed.
+/// for a body of unknown length; `lane` when the stream shares the socket
+/// with its feed.
+#[allow(clippy::too_many_arguments)]
 fn stream<I: AsyncWrite + AsyncRead + Unpin>(
     io: &mut I,
     body: &mut BoxBody,
     out: &mut Out,
     chunked: bool,
+    reads: &mut Reads<'_>,
     lane: Option<&Lane>,
     ended: &mut bool,
     cx: &mut Context<'_>,
@@ -380,17 +300,50 @@ fn stream<I: AsyncWrite + AsyncRead + Unpin>(
         }
     }
     loop {
-        // A client closing its side ends a stream (as hyper notices by
-        // reading between responses); bytes it sends meanwhile are dropped.
-        // A finite answer leaves them for hyper.
-        for _ in 0..if chunked { DRAIN_PER_WAKE } else { 0 } {
-            let mut scratch = [0u8; 512];
-            let mut rb = ReadBuf::new(&mut scratch);
-            match Pin::new(&mut *io).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) if rb.filled().is_empty() => return Poll::Ready(Ok(())),
-                Poll::Ready(Ok(())) => continue,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
-                Poll::Pending => break,
+        match reads {
+            Reads::Drop => {
+                for _ in 0..DRAIN_PER_WAKE {
+                    let mut scratch = [0u8; 512];
+                    let mut rb = ReadBuf::new(&mut scratch);
+                    match Pin::new(&mut *io).poll_read(cx, &mut rb) {
+                        Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                            return Poll::Ready(Ok(()))
+                        }
+                        Poll::Ready(Ok(())) => continue,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                        Poll::Pending => break,
+                    }
+                }
+            }
+            Reads::Keep(kept) if !*ended => watch(&mut *io, kept, cx)?,
+            Reads::Keep(_) => {}
+        }
+        // What is ready is gathered before writing, so a head and a body
+        // that came with it go out in one write. Only into a queue that was
+        // written (all but a partly written last part): a client that does
+        // not read holds one batch, no more.
+        let mut waiting = false;
+        if out.parts.len() <= 1 && !*ended {
+            for _ in 0..BATCH {
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            out.push(data, chunked);
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(DirectError::Body(e))),
+                    Poll::Ready(None) => {
+                        if chunked {
+                            out.parts.push_back(Bytes::from_static(b"0\r\n\r\n"));
+                        }
+                        *ended = true;
+                        break;
+                    }
+                    Poll::Pending => {
+                        waiting = true;
+                        break;
+                    }
+                }
             }
         }
         if out.poll_flush(&mut *io, cx)?.is_pending() {
@@ -400,25 +353,7 @@ fn stream<I: AsyncWrite + AsyncRead + Unpin>(
         if *ended {
             return Poll::Ready(Ok(()));
         }
-        for _ in 0..BATCH {
-            match Pin::new(&mut *body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        out.push(data, chunked);
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(DirectError::Body(e))),
-                Poll::Ready(None) => {
-                    if chunked {
-                        out.parts.push_back(Bytes::from_static(b"0\r\n\r\n"));
-                    }
-                    *ended = true;
-                    break;
-                }
-                Poll::Pending => break,
-            }
-        }
-        if out.parts.is_empty() && !*ended {
+        if waiting {
             if let Some(lane) = lane {
                 // Everything queued was written: if the subscriber parked,
                 // the feed may write now.
@@ -426,6 +361,34 @@ fn stream<I: AsyncWrite + AsyncRead + Unpin>(
             }
             return Poll::Pending;
         }
+    }
+}
+
+/// Notice a client that leaves while its answer is awaited or written,
+/// keeping anything it sends meanwhile for the next request. Read only while
+/// nothing is kept (at most one read's worth, as hyper reads); a read that
+/// would block costs no system call (the socket's readiness is cached).
+fn watch<I: AsyncRead + Unpin>(
+    io: &mut I,
+    kept: &mut Vec<u8>,
+    cx: &mut Context<'_>,
+) -> io::Result<()> {
+    if !kept.is_empty() {
+        return Ok(());
+    }
+    let mut scratch = [0u8; 1024];
+    let mut rb = ReadBuf::new(&mut scratch);
+    match Pin::new(io).poll_read(cx, &mut rb) {
+        Poll::Ready(Ok(())) if rb.filled().is_empty() => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the client closed its side before its answer was written",
+        )),
+        Poll::Ready(Ok(())) => {
+            kept.extend_from_slice(rb.filled());
+            Ok(())
+        }
+        Poll::Ready(Err(e)) => Err(e),
+        Poll::Pending => Ok(()),
     }
 }
 
