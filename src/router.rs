@@ -117,17 +117,65 @@ impl Router {
         self.remote
     }
 
-    /// Whether a `GET` of `path` is answered with an event stream (an SSE
-    /// path on the main listener), so `direct` may serve it.
-    pub fn streams(&self, path: &str) -> bool {
-        self.app.side == Side::Main
-            && self.app.admin.own(path).is_none()
-            && self.app.shared.registry.route(path).is_some()
+    /// How `direct` may serve a plain HTTP/1.1 `GET` of `path`.
+    pub fn lane(&self, path: &str) -> Lane<'_> {
+        let app = &*self.app;
+        if app.side != Side::Main || app.admin.own(path).is_some() {
+            return Lane::General;
+        }
+        if app.shared.registry.route(path).is_some() {
+            return Lane::Stream;
+        }
+        // The lane opens no span and answers no poll itself.
+        if app.stragglers.serving() || crate::trace::on() {
+            return Lane::General;
+        }
+        match app.proxy.express() {
+            Some(express) => Lane::Express(express),
+            None => Lane::General,
+        }
+    }
+
+    /// The express lane, once [`Router::lane`] offered it.
+    pub fn express(&self) -> Option<&crate::proxy::Express> {
+        self.app.proxy.express()
+    }
+
+    /// How the client reached pollcast, as the upstream is told.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The access line and metrics of a request passed through on the
+    /// express lane (a `GET`), as the general path records them.
+    pub fn passed(&self, path: &str, status: http::StatusCode, took: std::time::Duration) {
+        access::record(
+            &self.app.shared.metrics,
+            &http::Method::GET,
+            path,
+            self.remote,
+            status,
+            took,
+        );
     }
 
     pub fn counters(&self) -> std::sync::Arc<crate::stats::Counters> {
         self.app.shared.counters.clone()
     }
+}
+
+/// Where `direct` sends a plain HTTP/1.1 `GET` (see [`Router::lane`]).
+pub enum Lane<'a> {
+    /// An SSE path: the answer may be an event stream.
+    Stream,
+    /// Passed through on the express lane.
+    Express(&'a crate::proxy::Express),
+    /// Through the router, as any request.
+    General,
 }
 
 /// The future of one request's response.

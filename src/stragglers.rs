@@ -176,6 +176,12 @@ impl Stragglers {
     /// The answer to `req` from a live feed's latest poll, when `req` is a
     /// plain GET or HEAD of exactly what that feed polls; `None` sends it
     /// upstream as usual.
+    /// Whether any feed serves polls now: then a `GET` on any path may be
+    /// answered here rather than passed through.
+    pub fn serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire) != 0
+    }
+
     pub fn answer<B: http_body::Body>(
         &self,
         req: &Request<B>,

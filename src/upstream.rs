@@ -17,6 +17,9 @@ use crate::body::BoxBody;
 use crate::config::{UpstreamConfig, UpstreamUrl};
 
 mod pool;
+mod raw;
+
+pub(crate) use raw::{Answer, RawError};
 
 /// A response body from the upstream; read to its end, its connection is
 /// reused.
@@ -183,6 +186,27 @@ impl Upstream {
             Err(()) => Err(UpstreamError::Timeout(self.timeout)),
             Ok(r) => r.inspect(|_| self.mark_reached()),
         }
+    }
+
+    /// A plain `GET` whose whole head the caller wrote (`Host` included:
+    /// see [`Upstream::host`]), exchanged on a raw connection; the answer
+    /// head must come within `timeout`. `read` makes of it what the caller
+    /// needs (the express lane writes it on as bytes).
+    pub(crate) async fn send_get<T>(
+        &self,
+        head: &[u8],
+        read: &mut impl FnMut(&Answer<'_, '_, '_>) -> Result<T, RawError>,
+    ) -> Result<(T, Body), UpstreamError> {
+        let r = self
+            .pool
+            .exchange_raw(head, false, Some(self.timeout), read)
+            .await;
+        r.inspect(|_| self.mark_reached())
+    }
+
+    /// The `Host` the upstream gets when the client's is not preserved.
+    pub(crate) fn host(&self) -> &HeaderValue {
+        self.pool.host_header()
     }
 
     /// `GET path_and_query` with `headers`, the whole exchange (head and body)

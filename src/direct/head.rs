@@ -9,21 +9,23 @@
 //! stays hyper's.
 
 use std::cell::RefCell;
-use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, StatusCode, Version};
 use http_body_util::Empty;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{DirectError, HeadLimits};
-use crate::router::Router;
+use crate::router::{Lane, Router};
 
 /// hyper's own header count limit.
 const MAX_HEADERS: usize = 100;
 
 /// What the next bytes of a connection are.
+// Returned once per request and taken apart at once: boxing would only add
+// an allocation.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Head {
     /// A request `direct` serves, `len` bytes long.
     Request {
@@ -33,6 +35,15 @@ pub(super) enum Head {
         close: bool,
         /// Its path is an SSE route: the answer may be an event stream.
         stream: bool,
+    },
+    /// A plain `GET` passed through on the express lane, `len` bytes long.
+    Express {
+        /// The upstream's request head.
+        upstream: Vec<u8>,
+        len: usize,
+        close: bool,
+        /// For the access line.
+        path: String,
     },
     /// hyper's, from the first byte in the buffer on.
     Hyper,
@@ -52,9 +63,17 @@ pub(super) async fn read<I: AsyncRead + Unpin>(
         // Decide from the request line alone when possible, so a request
         // that is hyper's is handed on without waiting for its whole head.
         if let Some(end) = memchr::memchr(b'\n', buf) {
-            let Some(stream) = wanted_line(&buf[..end], router) else {
+            let Some(lane) = wanted_line(&buf[..end], router) else {
                 return Ok(Head::Hyper);
             };
+            if let Lane::Express(express) = lane {
+                match express_head(buf, express, router, limits.max_size) {
+                    Express::Partial => {}
+                    Express::Head(head) => return Ok(head),
+                    Express::General => {}
+                }
+            }
+            let stream = matches!(lane, Lane::Stream);
             if let Some(parsed) = parse(buf, stream) {
                 return Ok(match parsed {
                     // Over the limit: hyper answers 431.
@@ -84,9 +103,8 @@ pub(super) async fn read<I: AsyncRead + Unpin>(
     }
 }
 
-/// `GET <origin-form target> HTTP/1.1`? `Some(true)` when the path is an
-/// SSE route.
-fn wanted_line(line: &[u8], router: &Router) -> Option<bool> {
+/// `GET <origin-form target> HTTP/1.1`? Then how its path is served.
+fn wanted_line<'r>(line: &[u8], router: &'r Router) -> Option<Lane<'r>> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut parts = line.split(|&b| b == b' ');
     let (Some(b"GET"), Some(target), Some(b"HTTP/1.1"), None) =
@@ -96,9 +114,86 @@ fn wanted_line(line: &[u8], router: &Router) -> Option<bool> {
     };
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
     match std::str::from_utf8(path) {
-        Ok(p) if p.starts_with('/') => Some(router.streams(p)),
+        Ok(p) if p.starts_with('/') => Some(router.lane(p)),
         _ => None,
     }
+}
+
+/// What the express lane makes of the buffer.
+#[allow(clippy::large_enum_variant)] // as `Head`
+enum Express {
+    /// The head is not whole yet.
+    Partial,
+    Head(Head),
+    /// Not the lane's: the general path decides (a request, or hyper's).
+    General,
+}
+
+/// Parse a head on an express path into the upstream's request head.
+/// A head over `max_size` is left to the general path (hyper answers 431).
+fn express_head(
+    buf: &[u8],
+    express: &crate::proxy::Express,
+    router: &Router,
+    max_size: usize,
+) -> Express {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len <= max_size => len,
+        Ok(httparse::Status::Complete(_)) | Err(_) => return Express::General,
+        Ok(httparse::Status::Partial) => return Express::Partial,
+    };
+    let (Some("GET"), Some(target), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
+        return Express::General;
+    };
+    // A target hyper would refuse (400) is refused there.
+    if target.parse::<http::uri::PathAndQuery>().is_err() {
+        return Express::General;
+    }
+    let Some(close) = plain(parsed.headers, false) else {
+        return Express::General;
+    };
+    let Some(upstream) =
+        express.request_head(target, parsed.headers, router.remote(), router.scheme())
+    else {
+        return Express::General;
+    };
+    let path = target.split('?').next().unwrap_or(target).to_owned();
+    Express::Head(Head::Express {
+        upstream,
+        len,
+        close,
+        path,
+    })
+}
+
+/// Whether a parsed head is one `direct` serves (no body, protocol switch
+/// or expectation; no trailers wanted, unless `stream`), and if so whether
+/// the client asked to close after it.
+fn plain(headers: &[httparse::Header<'_>], stream: bool) -> Option<bool> {
+    let mut close = false;
+    for h in headers {
+        let name = h.name;
+        // A body, a protocol switch or an expectation: hyper's job. So are
+        // trailers the client takes from a passed-through answer, which
+        // `direct` does not write.
+        if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("upgrade")
+            || name.eq_ignore_ascii_case("expect")
+            || (name.eq_ignore_ascii_case("content-length") && h.value != b"0")
+            || (name.eq_ignore_ascii_case("te") && !stream)
+        {
+            return None;
+        }
+        if name.eq_ignore_ascii_case("connection") {
+            close |= h
+                .value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+    }
+    Some(close)
 }
 
 /// Parse a complete head into a request. `None`: not complete yet.
@@ -122,7 +217,9 @@ fn parse(buf: &[u8], stream: bool) -> Option<Option<(Request<Empty<Bytes>>, usiz
         return Some(None);
     };
     *req.uri_mut() = uri;
-    let mut close = false;
+    let Some(close) = plain(parsed.headers, stream) else {
+        return Some(None);
+    };
     for h in parsed.headers.iter() {
         let (Ok(name), Ok(value)) = (
             header::HeaderName::from_bytes(h.name.as_bytes()),
@@ -130,24 +227,6 @@ fn parse(buf: &[u8], stream: bool) -> Option<Option<(Request<Empty<Bytes>>, usiz
         ) else {
             return Some(None);
         };
-        // A body, a protocol switch or an expectation: hyper's job. So are
-        // trailers the client takes from a passed-through answer, which
-        // `direct` does not write.
-        if name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == header::EXPECT
-            || (name == header::CONTENT_LENGTH && value.as_bytes() != b"0")
-            || (name == header::TE && !stream)
-        {
-            return Some(None);
-        }
-        if name == header::CONNECTION {
-            close |= value
-                .to_str()
-                .unwrap_or_default()
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("close"));
-        }
         req.headers_mut().append(name, value);
     }
     Some(Some((req, len, close)))
@@ -161,7 +240,7 @@ pub(super) fn response(
     length: Option<Option<u64>>,
     close: bool,
 ) -> Bytes {
-    let mut head = BytesMut::with_capacity(256);
+    let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(parts.status.as_str().as_bytes());
     head.extend_from_slice(b" ");
@@ -187,16 +266,30 @@ pub(super) fn response(
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    if !parts.headers.contains_key(header::DATE) {
+    let date = parts.headers.contains_key(header::DATE);
+    finish(head, date, length, close)
+}
+
+/// End a response head whose status line and fields are in `head`: the
+/// `Date` unless it has one, the framing, `Connection: close` when this is
+/// the connection's last answer, the blank line.
+pub(super) fn finish(
+    mut head: Vec<u8>,
+    date: bool,
+    length: Option<Option<u64>>,
+    close: bool,
+) -> Bytes {
+    if !date {
         head.extend_from_slice(b"date: ");
-        date(&mut head);
+        now(&mut head);
         head.extend_from_slice(b"\r\n");
     }
     match length {
         None => {}
         Some(Some(n)) => {
-            // Writing into a `BytesMut` cannot fail.
-            let _ = write!(head, "content-length: {n}\r\n");
+            head.extend_from_slice(b"content-length: ");
+            head.extend_from_slice(itoa_u64(n, &mut [0u8; 20]));
+            head.extend_from_slice(b"\r\n");
         }
         Some(None) => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
@@ -204,7 +297,20 @@ pub(super) fn response(
         head.extend_from_slice(b"connection: close\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    head.freeze()
+    Bytes::from(head)
+}
+
+/// `n` in decimal, in `buf`.
+fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
 }
 
 /// Whether a response with `status` has no body whatever its headers say.
@@ -216,7 +322,7 @@ pub(super) fn is_bodiless(status: StatusCode) -> bool {
 
 /// Append the current `Date` value. Formatted once a second per thread (as
 /// hyper caches it), not once a response.
-fn date(head: &mut BytesMut) {
+fn now(head: &mut Vec<u8>) {
     thread_local! {
         static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
@@ -237,8 +343,8 @@ mod tests {
 
     #[test]
     fn the_date_is_an_http_date_of_now() {
-        let mut head = BytesMut::new();
-        date(&mut head);
+        let mut head = Vec::new();
+        now(&mut head);
         let text = std::str::from_utf8(&head).expect("ascii");
         let when = httpdate::parse_http_date(text).expect("an HTTP date");
         let age = SystemTime::now()
@@ -246,6 +352,13 @@ mod tests {
             .unwrap_or_default()
             .as_secs();
         assert!(age <= 2, "{text} is {age}s old");
+    }
+
+    #[test]
+    fn lengths_are_written_in_decimal() {
+        for n in [0u64, 7, 10, 1234567890, u64::MAX] {
+            assert_eq!(itoa_u64(n, &mut [0u8; 20]), n.to_string().as_bytes());
+        }
     }
 
     #[test]

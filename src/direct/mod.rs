@@ -38,7 +38,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::Body;
@@ -139,6 +139,22 @@ where
                 close,
                 stream,
             })) => (req, len, close, stream),
+            Ok(Ok(Head::Express {
+                upstream,
+                len,
+                close,
+                path,
+            })) => {
+                buf.drain(..len);
+                let close = close || shutdown.is_cancelled();
+                express(&mut io, &mut buf, router, &upstream, &path, close).await?;
+                if close || shutdown.is_cancelled() {
+                    // Best effort: the peer may be gone already.
+                    let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
+                    return Ok(Outcome::Done);
+                }
+                continue;
+            }
             Ok(Ok(Head::Hyper)) => return Ok(Outcome::Hyper(Prefixed::new(buf, io))),
             Ok(Ok(Head::Closed)) => return Ok(Outcome::Done),
             Ok(Err(e)) => return Err(e),
@@ -172,7 +188,7 @@ where
         })
         .await?;
         drop(call);
-        let (parts, mut body) = resp.into_parts();
+        let (parts, body) = resp.into_parts();
         let length = (!head::is_bodiless(parts.status)).then(|| body.size_hint().exact());
         let mut out = Out::default();
         out.parts.push_back(head::response(&parts, length, close));
@@ -191,21 +207,83 @@ where
         // A finite answer, or a passed-through body of unknown length
         // (chunked), written here; the connection then waits for the next
         // request.
-        let chunked = length == Some(None);
-        let mut ended = length.is_none();
-        let reads = &mut Reads::Keep(&mut buf);
-        poll_fn(|cx| {
-            stream(
-                &mut io, &mut body, &mut out, chunked, reads, None, &mut ended, cx,
-            )
-        })
-        .await?;
+        finite(&mut io, &mut buf, out, body, length).await?;
         if close || shutdown.is_cancelled() {
             // Best effort: the peer may be gone already.
             let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
             return Ok(Outcome::Done);
         }
     }
+}
+
+/// Write a finite answer (or one of unknown length, chunked) whose head is
+/// queued in `out`, keeping what the client sends meanwhile in `kept`.
+async fn finite<I: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut I,
+    kept: &mut Vec<u8>,
+    mut out: Out,
+    mut body: BoxBody,
+    length: Option<Option<u64>>,
+) -> Result<(), DirectError> {
+    let chunked = length == Some(None);
+    let mut ended = length.is_none();
+    let reads = &mut Reads::Keep(kept);
+    poll_fn(|cx| {
+        stream(
+            io, &mut body, &mut out, chunked, reads, None, &mut ended, cx,
+        )
+    })
+    .await
+}
+
+/// Pass a plain `GET` through on the express lane: send the upstream its
+/// head (`upstream`), write the client the answer, record it as the router
+/// records a pass-through.
+async fn express<I: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut I,
+    kept: &mut Vec<u8>,
+    router: &Router,
+    upstream: &[u8],
+    path: &str,
+    close: bool,
+) -> Result<(), DirectError> {
+    let Some(express) = router.express() else {
+        // The router offered the lane, so it has one.
+        return Err(DirectError::Io(io::Error::other("express lane gone")));
+    };
+    let started = Instant::now();
+    let sent = express.send(upstream, router.remote());
+    let mut sent = std::pin::pin!(sent);
+    // A client that leaves while the upstream thinks drops the exchange.
+    let answer = poll_fn(|cx| match sent.as_mut().poll(cx) {
+        Poll::Ready(answer) => Poll::Ready(Ok(answer)),
+        Poll::Pending => match watch(&mut *io, &mut *kept, cx) {
+            Ok(()) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
+        },
+    })
+    .await?;
+    let (head, body, length, status) = match answer {
+        Ok((answered, body)) => {
+            let length = (!head::is_bodiless(answered.status)).then(|| body.size_hint().exact());
+            let head = head::finish(answered.head, answered.date, length, close);
+            (head, body, length, answered.status)
+        }
+        Err(resp) => {
+            let (parts, body) = resp.into_parts();
+            let length = (!head::is_bodiless(parts.status)).then(|| body.size_hint().exact());
+            (
+                head::response(&parts, length, close),
+                body,
+                length,
+                parts.status,
+            )
+        }
+    };
+    router.passed(path, status, started.elapsed());
+    let mut out = Out::default();
+    out.parts.push_back(head);
+    finite(io, kept, out, body, length).await
 }
 
 /// An event stream being written: the socket, the body, the bytes in flight.
@@ -331,7 +409,13 @@ fn stream<I: AsyncWrite + AsyncRead + Unpin>(
                             out.push(data, chunked);
                         }
                     }
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(DirectError::Body(e))),
+                    Poll::Ready(Some(Err(e))) => {
+                        // What came before the break goes out first (best
+                        // effort, without waiting), so the client sees the
+                        // head and the part that arrived, then the break.
+                        let _ = out.poll_flush(&mut *io, cx);
+                        return Poll::Ready(Err(DirectError::Body(e)));
+                    }
                     Poll::Ready(None) => {
                         if chunked {
                             out.parts.push_back(Bytes::from_static(b"0\r\n\r\n"));

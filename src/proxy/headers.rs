@@ -90,9 +90,9 @@ pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 /// How pass-through presents the client to the upstream.
 #[derive(Debug, Clone)]
 pub struct Forwarding {
-    preserve_host: bool,
+    pub(super) preserve_host: bool,
     trusted: Vec<Cidr>,
-    forwarded: bool,
+    pub(super) forwarded: bool,
 }
 
 impl Forwarding {
@@ -104,7 +104,7 @@ impl Forwarding {
         }
     }
 
-    fn trusts(&self, ip: IpAddr) -> bool {
+    pub(super) fn trusts(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|c| c.contains(ip))
     }
 
@@ -173,7 +173,7 @@ impl Forwarding {
 }
 
 /// `ip` as text in `buf` (an IPv6 address takes at most 45 bytes).
-fn ip_text(ip: IpAddr, buf: &mut [u8; 64]) -> &str {
+pub(super) fn ip_text(ip: IpAddr, buf: &mut [u8; 64]) -> &str {
     use std::io::Write;
     let mut w = &mut buf[..];
     if write!(w, "{ip}").is_err() {
@@ -208,7 +208,7 @@ fn join_with(headers: &HeaderMap, name: &HeaderName, last: &str) -> HeaderValue 
 }
 
 /// This hop's `Forwarded` element (RFC 7239 section 4).
-fn forwarded_element(ip: IpAddr, host: Option<&HeaderValue>, scheme: &str) -> String {
+pub(super) fn forwarded_element(ip: IpAddr, host: Option<&HeaderValue>, scheme: &str) -> String {
     let mut e = match ip {
         IpAddr::V4(v4) => format!("for={v4}"),
         IpAddr::V6(v6) => format!("for=\"[{v6}]\""),

@@ -10,7 +10,9 @@
 //! response off too (never a silently short success), and a client that goes
 //! away drops the upstream exchange with it.
 
+pub mod express;
 mod headers;
+mod lines;
 pub mod tunnel;
 
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ use hyper::upgrade::OnUpgrade;
 use tracing::field;
 use tracing::Instrument;
 
+pub use express::Express;
 pub use headers::{joined_cookie, strip_hop_by_hop, Forwarding};
 pub use tunnel::Tunnels;
 
@@ -39,15 +42,30 @@ pub struct Proxy {
     upstream: Upstream,
     forwarding: Forwarding,
     tunnels: Tunnels,
+    /// `None` when the upstream URL has a path prefix: the lane writes the
+    /// client's target as it is.
+    express: Option<Express>,
 }
 
 impl Proxy {
     pub fn new(upstream: Upstream, cfg: &UpstreamConfig) -> Self {
+        let forwarding = Forwarding::new(cfg);
+        let express = upstream
+            .url
+            .prefix
+            .is_empty()
+            .then(|| Express::new(upstream.clone(), forwarding.clone()));
         Self {
             upstream,
-            forwarding: Forwarding::new(cfg),
+            forwarding,
             tunnels: Tunnels::default(),
+            express,
         }
+    }
+
+    /// The express lane, for plain `GET`s `direct` reads itself.
+    pub fn express(&self) -> Option<&Express> {
+        self.express.as_ref()
     }
 
     /// Open upgraded connections, for shutdown.
@@ -176,17 +194,7 @@ impl Proxy {
                 });
                 Response::from_parts(parts, body.boxed_unsync())
             }
-            Err(e @ UpstreamError::Timeout(_)) => {
-                tracing::warn!(error = %e, "pass-through timed out");
-                text_response(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream did not answer in time\n",
-                )
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "pass-through failed");
-                text_response(StatusCode::BAD_GATEWAY, "upstream unreachable\n")
-            }
+            Err(e) => failed(e),
         }
     }
 
@@ -213,5 +221,22 @@ impl Proxy {
         tunnel::mark_upgrade(&mut parts.headers, proto);
         let empty = Empty::<Bytes>::new().map_err(|never| match never {});
         Response::from_parts(parts, empty.boxed_unsync())
+    }
+}
+
+/// The answer pollcast gives itself when the upstream gave none.
+fn failed(e: UpstreamError) -> Response<BoxBody> {
+    match e {
+        UpstreamError::Timeout(_) => {
+            tracing::warn!(error = %e, "pass-through timed out");
+            text_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream did not answer in time\n",
+            )
+        }
+        e => {
+            tracing::warn!(error = %e, "pass-through failed");
+            text_response(StatusCode::BAD_GATEWAY, "upstream unreachable\n")
+        }
     }
 }

@@ -24,6 +24,12 @@ pub use export::{Pipeline, TraceError};
 /// enables it (log filters match targets by prefix).
 pub(crate) const TARGET: &str = "otel::pollcast";
 
+/// Whether pass-through spans are exported (traces on), so a request
+/// must take the path that opens them.
+pub(crate) fn on() -> bool {
+    tracing::enabled!(target: TARGET, tracing::Level::INFO)
+}
+
 /// Continue the trace of an incoming request on `span`: its parent becomes
 /// the caller's span named by `traceparent` (and `tracestate`). Without a
 /// valid header, `span` stays a root.

@@ -28,8 +28,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::raw::{self, Answer, Conn, RawBody, RawError};
 use super::{error_chain, UpstreamError};
-use crate::body::BoxBody;
+use crate::body::{BoxBody, BoxError};
 
 type Sender = http1::SendRequest<BoxBody>;
 
@@ -62,6 +63,8 @@ struct Inner {
 struct Idle {
     /// Most recently returned last.
     conns: Vec<(Sender, Instant)>,
+    /// Connections of raw exchanges (`raw`), most recently returned last.
+    raw: Vec<(Conn, Instant)>,
     /// Whether the eviction task runs.
     evicting: bool,
 }
@@ -114,6 +117,15 @@ impl Pool {
         req.headers_mut()
             .entry(header::HOST)
             .or_insert_with(|| self.inner.host_header.clone());
+        if raw::fits(&req) {
+            let head = raw::encode(&req);
+            let bodiless = req.method() == http::Method::HEAD;
+            drop(req);
+            let (resp, body) = self
+                .exchange_raw(&head, bodiless, answer_within, &mut raw::response_of)
+                .await?;
+            return Ok(resp.map(|()| body));
+        }
         loop {
             let (mut tx, reused) = match self.checkout().await {
                 Some(tx) => (tx, true),
@@ -138,6 +150,62 @@ impl Pool {
         }
     }
 
+    /// A request without a body, exchanged by this task on a connection of
+    /// its own (see `raw`). A kept-alive connection the upstream closed
+    /// before answering gets the request again on the next one: it is a
+    /// `GET` or `HEAD`, safe to repeat.
+    ///
+    /// `head` is the whole request head, `Host` included; `read` makes of
+    /// the answer head what the caller wants.
+    pub(crate) async fn exchange_raw<T>(
+        &self,
+        head: &[u8],
+        bodiless: bool,
+        answer_within: Option<Duration>,
+        read: &mut impl FnMut(&Answer<'_, '_, '_>) -> Result<T, RawError>,
+    ) -> Result<(T, Body), UpstreamError> {
+        loop {
+            let (conn, reused) = match self.checkout_raw() {
+                Some(conn) => (conn, true),
+                None => (Conn::new(self.connect_tcp().await?), false),
+            };
+            let answer = conn.exchange(head, bodiless, read);
+            let answered = match answer_within {
+                Some(t) => tokio::time::timeout(t, answer)
+                    .await
+                    .map_err(|_| UpstreamError::Timeout(t))?,
+                None => answer.await,
+            };
+            match answered {
+                Ok((t, body)) => {
+                    let home = Arc::downgrade(&self.inner);
+                    let body = Body {
+                        kind: Kind::Raw { body, home },
+                    };
+                    return Ok((t, body));
+                }
+                Err(RawError::Closed(_)) if reused => continue,
+                Err(e) => return Err(UpstreamError::Request(e.to_string())),
+            }
+        }
+    }
+
+    /// The most recently used idle raw connection that is still open.
+    fn checkout_raw(&self) -> Option<Conn> {
+        let mut idle = self.inner.idle();
+        while let Some((mut conn, since)) = idle.raw.pop() {
+            if since.elapsed() < self.inner.idle_timeout && conn.alive() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// The `Host` a request without one is sent with.
+    pub(crate) fn host_header(&self) -> &HeaderValue {
+        &self.inner.host_header
+    }
+
     /// The most recently used idle connection that is still open, ready.
     async fn checkout(&self) -> Option<Sender> {
         loop {
@@ -154,20 +222,7 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Sender, UpstreamError> {
-        let inner = &self.inner;
-        let tcp = tokio::time::timeout(
-            inner.connect_timeout,
-            TcpStream::connect((inner.host.as_str(), inner.port)),
-        )
-        .await
-        .map_err(|_| {
-            UpstreamError::Connect(format!(
-                "connect timed out after {:?}",
-                inner.connect_timeout
-            ))
-        })?
-        .map_err(|e| UpstreamError::Connect(format!("tcp connect error: {e}")))?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = self.connect_tcp().await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(tcp))
             .await
@@ -183,13 +238,33 @@ impl Pool {
         Ok(tx)
     }
 
+    async fn connect_tcp(&self) -> Result<TcpStream, UpstreamError> {
+        let inner = &self.inner;
+        let tcp = tokio::time::timeout(
+            inner.connect_timeout,
+            TcpStream::connect((inner.host.as_str(), inner.port)),
+        )
+        .await
+        .map_err(|_| {
+            UpstreamError::Connect(format!(
+                "connect timed out after {:?}",
+                inner.connect_timeout
+            ))
+        })?
+        .map_err(|e| UpstreamError::Connect(format!("tcp connect error: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+
     fn wrap(&self, resp: Response<Incoming>, tx: Sender) -> Response<Body> {
         // After a protocol switch the connection is the tunnel's.
         let home = (resp.status() != StatusCode::SWITCHING_PROTOCOLS)
             .then(|| (tx, Arc::downgrade(&self.inner)));
         resp.map(|inner| Body {
-            inner,
-            home: Cell::new(home),
+            kind: Kind::Hyper {
+                inner,
+                home: Cell::new(home),
+            },
         })
     }
 }
@@ -210,6 +285,22 @@ impl Inner {
             idle.conns.remove(0);
         }
         idle.conns.push((tx, Instant::now()));
+        self.evict_later(&mut idle);
+    }
+
+    fn put_back_raw(self: &Arc<Self>, conn: Conn) {
+        if self.max_idle == 0 || self.idle_timeout.is_zero() {
+            return;
+        }
+        let mut idle = self.idle();
+        if idle.raw.len() >= self.max_idle {
+            idle.raw.remove(0);
+        }
+        idle.raw.push((conn, Instant::now()));
+        self.evict_later(&mut idle);
+    }
+
+    fn evict_later(self: &Arc<Self>, idle: &mut Idle) {
         if !idle.evicting {
             idle.evicting = true;
             let every = self.idle_timeout.max(MIN_CHECK);
@@ -233,7 +324,9 @@ async fn evict(pool: Weak<Inner>, every: Duration, gone: CancellationToken) {
         let timeout = inner.idle_timeout;
         idle.conns
             .retain(|(tx, since)| !tx.is_closed() && since.elapsed() < timeout);
-        if idle.conns.is_empty() {
+        idle.raw
+            .retain_mut(|(conn, since)| since.elapsed() < timeout && conn.alive());
+        if idle.conns.is_empty() && idle.raw.is_empty() {
             idle.evicting = false;
             return;
         }
@@ -253,17 +346,35 @@ fn origin_form(uri: &mut Uri) {
 /// A response body from the pool: once read to its end, its connection
 /// goes back to the pool; dropped before that, the connection closes.
 pub struct Body {
-    inner: Incoming,
-    /// `Cell`, not `Option`, so `is_end_stream` can see it too; a body is
-    /// `Send`, never shared.
-    home: Cell<Option<(Sender, Weak<Inner>)>>,
+    kind: Kind,
+}
+
+enum Kind {
+    /// Read by hyper's connection task.
+    Hyper {
+        inner: Incoming,
+        /// `Cell`, not `Option`, so `is_end_stream` can see it too; a body
+        /// is `Send`, never shared.
+        home: Cell<Option<(Sender, Weak<Inner>)>>,
+    },
+    /// Read from its socket by whoever polls it (`raw`).
+    Raw { body: RawBody, home: Weak<Inner> },
 }
 
 impl Body {
-    fn go_home(&self) {
-        if let Some((tx, pool)) = self.home.take() {
-            if let Some(pool) = pool.upgrade() {
-                pool.put_back(tx);
+    fn go_home(&mut self) {
+        match &mut self.kind {
+            Kind::Hyper { home, .. } => {
+                if let Some((tx, pool)) = home.take() {
+                    if let Some(pool) = pool.upgrade() {
+                        pool.put_back(tx);
+                    }
+                }
+            }
+            Kind::Raw { body, home } => {
+                if let (Some(conn), Some(pool)) = (body.reusable_conn(), home.upgrade()) {
+                    pool.put_back_raw(conn);
+                }
             }
         }
     }
@@ -271,28 +382,48 @@ impl Body {
 
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        let frame = Pin::new(&mut self.inner).poll_frame(cx);
-        match &frame {
-            Poll::Ready(None) => self.go_home(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.go_home(),
-            Poll::Ready(Some(Err(_))) => drop(self.home.take()),
-            _ => {}
+        match &mut self.kind {
+            Kind::Hyper { inner, home } => {
+                let frame = Pin::new(&mut *inner).poll_frame(cx);
+                match &frame {
+                    Poll::Ready(None) => self.go_home(),
+                    Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => self.go_home(),
+                    Poll::Ready(Some(Err(_))) => drop(home.take()),
+                    _ => {}
+                }
+                frame.map(|f| f.map(|r| r.map_err(BoxError::from)))
+            }
+            Kind::Raw { body, .. } => {
+                let data = std::task::ready!(body.poll_data(cx));
+                if body.is_end() {
+                    self.go_home();
+                }
+                Poll::Ready(data.map(|r| r.map(http_body::Frame::data).map_err(BoxError::from)))
+            }
         }
-        frame
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.kind {
+            Kind::Hyper { inner, .. } => inner.is_end_stream(),
+            Kind::Raw { body, .. } => body.is_end(),
+        }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        match &self.kind {
+            Kind::Hyper { inner, .. } => inner.size_hint(),
+            Kind::Raw { body, .. } => match body.exact_len() {
+                Some(n) => http_body::SizeHint::with_exact(n),
+                None => http_body::SizeHint::default(),
+            },
+        }
     }
 }
 
@@ -300,7 +431,7 @@ impl Drop for Body {
     fn drop(&mut self) {
         // A body read to its end (or empty) but not polled past it still
         // leaves a reusable connection.
-        if http_body::Body::is_end_stream(&self.inner) {
+        if http_body::Body::is_end_stream(self) {
             self.go_home();
         }
     }
