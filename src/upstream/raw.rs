@@ -251,14 +251,16 @@ fn framing_of(
     let mut close = parsed.version == Some(0);
     for h in parsed.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or(RawError::Invalid("invalid Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(RawError::Invalid("conflicting Content-Length"));
+            // A list of one value repeated is that value (RFC 9110 8.6), as
+            // hyper reads it.
+            for part in h.value.split(|&b| b == b',') {
+                let n =
+                    digits(part.trim_ascii()).ok_or(RawError::Invalid("invalid Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(RawError::Invalid("conflicting Content-Length"));
+                }
+                length = Some(n);
             }
-            length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             coded = true;
             // Only the last coding frames the body.
@@ -290,6 +292,20 @@ fn framing_of(
             Framing::Close
         };
     Ok((framing, !close))
+}
+
+/// A `Content-Length` value: `1*DIGIT` (RFC 9112 6.3), no sign, no
+/// overflow. `u64::from_str` would take a leading `+`.
+fn digits(text: &[u8]) -> Option<u64> {
+    if text.is_empty() {
+        return None;
+    }
+    text.iter().try_fold(0u64, |n, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
 }
 
 /// Read what the socket has into `buf` (at least some spare room first).
@@ -461,6 +477,27 @@ mod tests {
         )
         .is_err());
         assert!(f(b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n", false).is_err());
+        for bad in [
+            &b"+5"[..],
+            b"",
+            b"5 5",
+            b"0x5",
+            b"99999999999999999999",
+            b"5,",
+        ] {
+            let mut wire = b"HTTP/1.1 200 OK\r\ncontent-length: ".to_vec();
+            wire.extend_from_slice(bad);
+            wire.extend_from_slice(b"\r\n\r\n");
+            assert!(
+                f(&wire, false).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            f(b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n", false).ok(),
+            Some((Framing::Length(5), true))
+        );
     }
 
     #[test]
