@@ -8,7 +8,9 @@
 //! - [`metrics`]: the one scraper of `/_pollcast/metrics` and `/_pollcast/stats`;
 //! - [`config`]: test configs ([`config()`], [`example`]);
 //! - [`child`], [`passthrough`], [`procstat`]: pollcast as a child process,
-//!   the upstream's `/pt/...` endpoints, what a process holds.
+//!   the upstream's `/pt/...` endpoints, what a process holds;
+//! - [`scripted`]: a raw-TCP upstream answering byte for byte, and a raw
+//!   HTTP/1.1 client (the express lane's tests).
 //!
 //! Everything waits on events or conditions with a generous deadline; nothing
 //! sleeps and hopes.
@@ -22,6 +24,7 @@ pub mod metrics;
 pub mod passthrough;
 pub mod procstat;
 pub mod redis;
+pub mod scripted;
 pub mod sse;
 pub mod upstream;
 
