@@ -276,27 +276,27 @@ impl Inner {
     }
 
     fn put_back(self: &Arc<Self>, tx: Sender) {
-        if tx.is_closed() || self.max_idle == 0 || self.idle_timeout.is_zero() {
-            return;
+        if !tx.is_closed() {
+            self.keep(|idle| &mut idle.conns, tx);
         }
-        let mut idle = self.idle();
-        if idle.conns.len() >= self.max_idle {
-            // The least recently used goes.
-            idle.conns.remove(0);
-        }
-        idle.conns.push((tx, Instant::now()));
-        self.evict_later(&mut idle);
     }
 
     fn put_back_raw(self: &Arc<Self>, conn: Conn) {
+        self.keep(|idle| &mut idle.raw, conn);
+    }
+
+    /// Keep an idle connection on its list, most recently used last; when
+    /// the list is full, the least recently used goes.
+    fn keep<T>(self: &Arc<Self>, list: impl FnOnce(&mut Idle) -> &mut Vec<(T, Instant)>, conn: T) {
         if self.max_idle == 0 || self.idle_timeout.is_zero() {
             return;
         }
         let mut idle = self.idle();
-        if idle.raw.len() >= self.max_idle {
-            idle.raw.remove(0);
+        let conns = list(&mut idle);
+        if conns.len() >= self.max_idle {
+            conns.remove(0);
         }
-        idle.raw.push((conn, Instant::now()));
+        conns.push((conn, Instant::now()));
         self.evict_later(&mut idle);
     }
 
