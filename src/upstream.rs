@@ -19,7 +19,7 @@ use crate::config::{UpstreamConfig, UpstreamUrl};
 mod pool;
 mod raw;
 
-pub(crate) use raw::{Answer, RawError};
+pub(crate) use raw::{lists, Answer, RawError};
 
 /// A response body from the upstream; read to its end, its connection is
 /// reused.

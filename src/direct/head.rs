@@ -187,10 +187,7 @@ fn plain(headers: &[httparse::Header<'_>], stream: bool) -> Option<bool> {
             return None;
         }
         if name.eq_ignore_ascii_case("connection") {
-            close |= h
-                .value
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            close |= crate::upstream::lists(h.value, b"close");
         }
     }
     Some(close)

@@ -12,6 +12,7 @@
 use std::net::SocketAddr;
 
 use super::headers::Forwarding;
+use crate::upstream::lists;
 
 /// A header field as it came off the wire.
 pub type Line<'a> = httparse::Header<'a>;
@@ -32,10 +33,7 @@ const HOP_BY_HOP: &[&str] = &[
 /// `connection`.
 fn hop_by_hop(name: &str, connection: &[&[u8]]) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || connection.iter().any(|v| {
-            v.split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
-        })
+        || connection.iter().any(|v| lists(v, name.as_bytes()))
 }
 
 /// The values of every `Connection` field of `lines`.

@@ -131,13 +131,7 @@ impl Pool {
                 Some(tx) => (tx, true),
                 None => (self.connect().await?, false),
             };
-            let answer = tx.try_send_request(req);
-            let answered = match answer_within {
-                Some(t) => tokio::time::timeout(t, answer)
-                    .await
-                    .map_err(|_| UpstreamError::Timeout(t))?,
-                None => answer.await,
-            };
+            let answered = within(answer_within, tx.try_send_request(req)).await?;
             match answered {
                 Ok(resp) => return Ok(self.wrap(resp, tx)),
                 Err(mut e) => match e.take_message() {
@@ -169,13 +163,7 @@ impl Pool {
                 Some(conn) => (conn, true),
                 None => (Conn::new(self.connect_tcp().await?), false),
             };
-            let answer = conn.exchange(head, bodiless, read);
-            let answered = match answer_within {
-                Some(t) => tokio::time::timeout(t, answer)
-                    .await
-                    .map_err(|_| UpstreamError::Timeout(t))?,
-                None => answer.await,
-            };
+            let answered = within(answer_within, conn.exchange(head, bodiless, read)).await?;
             match answered {
                 Ok((t, body)) => {
                     let home = Arc::downgrade(&self.inner);
@@ -306,6 +294,19 @@ impl Inner {
             let every = self.idle_timeout.max(MIN_CHECK);
             tokio::spawn(evict(Arc::downgrade(self), every, self.gone.clone()));
         }
+    }
+}
+
+/// `answer`, given at most `limit` when there is one.
+async fn within<F: std::future::Future>(
+    limit: Option<Duration>,
+    answer: F,
+) -> Result<F::Output, UpstreamError> {
+    match limit {
+        Some(t) => tokio::time::timeout(t, answer)
+            .await
+            .map_err(|_| UpstreamError::Timeout(t)),
+        None => Ok(answer.await),
     }
 }
 

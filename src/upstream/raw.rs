@@ -270,10 +270,7 @@ fn framing_of(
                 .next()
                 .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if h.name.eq_ignore_ascii_case("connection") {
-            close |= h
-                .value
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            close |= lists(h.value, b"close");
         }
     }
     let framing =
@@ -292,6 +289,14 @@ fn framing_of(
             Framing::Close
         };
     Ok((framing, !close))
+}
+
+/// Whether a comma-separated field value (`Connection`, ...) lists
+/// `token`, matched case-insensitively.
+pub(crate) fn lists(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// A `Content-Length` value: `1*DIGIT` (RFC 9112 6.3), no sign, no
