@@ -292,10 +292,12 @@ async fn express<I: AsyncRead + AsyncWrite + Unpin>(
 /// subscriber's task, and an `async fn` would keep its argument and the
 /// fields taken out of it side by side for the stream's whole life.
 pub struct Stream<I> {
-    io: I,
-    /// `None` once the body ended (or failed): the subscriber is dropped
-    /// first, so the feed writes nothing more, then the socket is shut.
+    /// `None` once the body ended: the subscriber is dropped first, so the
+    /// feed writes nothing more, then the socket is shut. Declared before
+    /// `io` so that a stream dropped after an error also lets go of its
+    /// subscriber before its socket.
     body: Option<BoxBody>,
+    io: I,
     out: Out,
     /// Where the subscriber parks while idle, when the feed may write to
     /// the socket too.
@@ -306,8 +308,8 @@ pub struct Stream<I> {
 impl<I> Stream<I> {
     fn new(io: I, body: BoxBody, out: Out, lane: Option<Arc<Lane>>) -> Self {
         Self {
-            io,
             body: Some(body),
+            io,
             out,
             lane,
             ended: false,
@@ -334,9 +336,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Future for Stream<I> {
                 &mut this.ended,
                 cx
             ));
+            if r.is_err() {
+                // The subscriber stays until the stream is dropped, after its
+                // owner counted why it ended: whoever sees the subscriber gone
+                // also sees the write timeout that ended it.
+                return Poll::Ready(r);
+            }
             // The subscriber goes first: the feed writes nothing after this.
             this.body = None;
-            r?;
         }
         // Best effort: the peer may be gone already.
         let _ = std::task::ready!(Pin::new(&mut this.io).poll_shutdown(cx));

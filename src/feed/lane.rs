@@ -15,28 +15,60 @@
 //! that takes part of the events keeps the rest in the lane, and the
 //! transport writes it before anything else.
 //!
-//! This module owns the parked set and the hand-over between the two writers
-//! of one socket: the lane's lock decides who may write, so exactly one of
-//! them does at any time and bytes are never reordered. It never blocks on a
-//! socket and never frames bytes for the wire (the [`Sink`] does); lock
-//! order is the feed's state, then a lane, then the parked set.
+//! This module owns the parked set, the hand-over between the two writers
+//! of one socket (the lane's lock decides who may write, so exactly one of
+//! them does at any time and bytes are never reordered) and the loop's
+//! write to each socket. Every lane lives in one slab, beside the others,
+//! and keeps its socket's descriptor: the loop reads contiguous memory and
+//! makes one system call per socket, as the least an SSE server can do
+//! does. It never blocks on a socket and never decides how bytes are
+//! framed for the wire (the transport's [`Framer`] does, once per batch);
+//! lock order is the feed's state, then a lane, then the parked set.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
+use sharded_slab::{Entry, Slab};
 
 use super::{Cursor, Feed};
 
-/// Where a parked subscriber's bytes go: its socket, written without
-/// blocking, framed as its transport needs.
+/// Where a parked subscriber's bytes go.
+///
+/// Either a socket the feed writes to itself ([`Sink::socket`]: the common
+/// case, a plain TCP socket) or anything else that takes bytes without
+/// blocking ([`Sink::offer`]).
 pub trait Sink: Send + Sync {
+    /// The socket's descriptor, and how events are framed on it. Read once,
+    /// when the lane is attached: the loop over parked lanes then writes to
+    /// the descriptor kept in the lane, and reaches no other memory per
+    /// socket. The descriptor must stay open as long as the sink lives.
+    fn socket(&self) -> Option<(RawFd, &'static Framer)> {
+        None
+    }
+
     /// Write the events `events` (whole SSE events, in order) as far as the
-    /// socket takes them now. Bytes accepted in part go, framed, to `rest`.
-    fn offer(&self, events: &[Bytes], rest: &mut VecDeque<Bytes>) -> Offered;
+    /// sink takes them now. Bytes accepted in part go, framed, to `rest`.
+    /// Asked only of a sink without a [`Sink::socket`].
+    fn offer(&self, events: &[Bytes], rest: &mut VecDeque<Bytes>) -> Offered {
+        let _ = (events, rest);
+        Offered::Nothing
+    }
+}
+
+/// How one kind of socket carries an event (HTTP/1.1: as one chunk), the
+/// same for every socket of that kind: a fan-out frames each of its events
+/// once per framer and writes the same bytes to every socket.
+pub struct Framer {
+    /// The event as the socket carries it; empty for an event the socket
+    /// cannot carry (an empty chunk would end an HTTP/1.1 body).
+    pub frame: fn(&Bytes) -> Bytes,
 }
 
 /// How much of an offer the socket took.
@@ -51,9 +83,26 @@ pub enum Offered {
     Nothing,
 }
 
-/// One subscriber's place in its feed's parked set.
-#[derive(Default)]
+/// Every lane of the process, side by side in the slab's pages.
+///
+/// The loop over a feed's parked set reads one lane per socket; as heap
+/// objects of their own, allocated among each subscriber's other objects,
+/// those lanes were one cold page each at 10,000 subscribers, and reaching
+/// them was the loop's gap to the floor's walk over an array of sockets
+/// (bench/profiles/README.md). In the slab, 10,000 lanes take ~400 pages.
+static LANES: LazyLock<Slab<Cell>> = LazyLock::new(Slab::new);
+
+/// One subscriber's handle on its place in its feed's parked set. The
+/// place itself lives in [`LANES`] until the handle is dropped.
 pub struct Lane {
+    /// `None` when the slab had no room (it has room for billions): such a
+    /// lane never parks, and its subscriber waits for its feed's signal.
+    key: Option<usize>,
+}
+
+/// What the parked set reads and writes of a lane.
+#[derive(Default)]
+struct Cell {
     state: Mutex<LaneState>,
     waker: AtomicWaker,
 }
@@ -62,6 +111,9 @@ pub struct Lane {
 struct LaneState {
     /// Set by the transport once it knows the socket can be shared.
     sink: Option<Arc<dyn Sink>>,
+    /// The sink's socket, when the feed writes to it itself: open as long
+    /// as `sink` is set, and cleared with it.
+    socket: Option<(RawFd, &'static Framer)>,
     /// The subscriber is idle: the feed may write to its socket.
     parked: bool,
     /// The transport has nothing of its own in flight: what it queued
@@ -91,37 +143,52 @@ pub struct Resumed {
 
 impl Lane {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Arc::new(Self {
+            key: LANES.insert(Cell::default()),
+        })
     }
 
-    fn lock(&self) -> MutexGuard<'_, LaneState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn cell(&self) -> Option<Entry<'static, Cell>> {
+        LANES.get(self.key?)
     }
 
     /// The transport can take writes from the feed through `sink`.
     pub fn attach(&self, sink: Arc<dyn Sink>) {
-        self.lock().sink = Some(sink);
+        if let Some(cell) = self.cell() {
+            let mut s = cell.lock();
+            s.socket = sink.socket();
+            s.sink = Some(sink);
+        }
     }
 
     /// The transport wrote everything it had queued and waits for the
     /// subscriber: a parked lane may now be written to by the feed.
     pub fn arm(&self) {
-        let mut s = self.lock();
-        if s.parked {
-            s.armed = true;
+        if let Some(cell) = self.cell() {
+            let mut s = cell.lock();
+            if s.parked {
+                s.armed = true;
+            }
         }
     }
 
     /// Bytes of a write the socket took in part: the transport writes them
     /// before anything else. Empty almost always.
     pub fn take_rest(&self) -> VecDeque<Bytes> {
-        std::mem::take(&mut self.lock().rest)
+        match self.cell() {
+            Some(cell) => std::mem::take(&mut cell.lock().rest),
+            None => VecDeque::new(),
+        }
     }
 
-    /// Ready once the feed unparked the lane.
+    /// Ready once the feed unparked the lane (at once for a lane that
+    /// never parks).
     pub fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
-        self.waker.register(cx.waker());
-        if self.lock().woken {
+        let Some(cell) = self.cell() else {
+            return Poll::Ready(());
+        };
+        cell.waker.register(cx.waker());
+        if cell.lock().woken {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -132,7 +199,8 @@ impl Lane {
     /// more. `Some` with the position reached when the feed wrote events
     /// since the lane parked.
     pub fn resume(&self) -> Option<Resumed> {
-        let mut s = self.lock();
+        let cell = self.cell()?;
+        let mut s = cell.lock();
         s.parked = false;
         s.armed = false;
         s.woken = false;
@@ -146,11 +214,30 @@ impl Lane {
     /// The subscriber is gone: nothing is written to its socket again, and
     /// the socket is not kept open by the parked set.
     pub fn close(&self) {
-        let mut s = self.lock();
-        s.parked = false;
-        s.armed = false;
-        s.sink = None;
-        s.rest.clear();
+        if let Some(cell) = self.cell() {
+            let mut s = cell.lock();
+            s.parked = false;
+            s.armed = false;
+            s.sink = None;
+            s.socket = None;
+            s.rest.clear();
+        }
+    }
+}
+
+impl Drop for Lane {
+    /// The place is freed (once no fan-out is reading it): the parked sets
+    /// that still list its key find it gone and drop the key.
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            LANES.remove(key);
+        }
+    }
+}
+
+impl Cell {
+    fn lock(&self) -> MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Unpark and wake the subscriber's task (it is out of the parked set).
@@ -185,9 +272,10 @@ impl Lane {
             return false;
         }
         let st = &mut *s;
-        let offered = match &st.sink {
-            Some(sink) => sink.offer(batch.events, &mut st.rest),
-            None => Offered::Nothing,
+        let offered = match (st.socket, &st.sink) {
+            (Some((fd, framer)), Some(_)) => send(fd, batch.framed(framer), &mut st.rest),
+            (None, Some(sink)) => sink.offer(batch.events, &mut st.rest),
+            (_, None) => Offered::Nothing,
         };
         if offered != Offered::Nothing {
             st.at = batch.last;
@@ -218,6 +306,85 @@ pub(super) struct Batch<'a> {
     pub status_gen: u64,
     pub events: &'a [Bytes],
     pub count: &'a FanCount,
+    /// The events as the last framer asked for framed them, framed once
+    /// for every socket of its kind.
+    pub framed: std::cell::RefCell<Option<Framed>>,
+}
+
+/// A batch's events framed by one framer (empty frames left out).
+pub(super) struct Framed {
+    by: &'static Framer,
+    frames: Rc<[Bytes]>,
+}
+
+impl Batch<'_> {
+    fn framed(&self, framer: &'static Framer) -> Rc<[Bytes]> {
+        let mut cache = self.framed.borrow_mut();
+        match &*cache {
+            Some(f) if std::ptr::eq(f.by, framer) => f.frames.clone(),
+            _ => {
+                let frames: Rc<[Bytes]> = self
+                    .events
+                    .iter()
+                    .map(framer.frame)
+                    .filter(|f| !f.is_empty())
+                    .collect();
+                *cache = Some(Framed {
+                    by: framer,
+                    frames: frames.clone(),
+                });
+                frames
+            }
+        }
+    }
+}
+
+/// Frames per vectored write (the kernel's limit is 1,024 slices).
+const FRAMES_PER_WRITE: usize = 64;
+
+/// Write `frames` to the socket `fd` as far as it takes them now, without
+/// blocking; the bytes it did not take go to `rest`, in order.
+fn send(fd: RawFd, frames: Rc<[Bytes]>, rest: &mut VecDeque<Bytes>) -> Offered {
+    // SAFETY: `fd` is the descriptor of the socket the lane's sink owns; the
+    // caller holds the lane's lock, under which the sink and `fd` are only
+    // ever cleared together, so the descriptor is open (and not reused)
+    // for the whole of this call.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let socket = socket2::SockRef::from(&fd);
+    let mut wrote = false;
+    for (g, group) in frames.chunks(FRAMES_PER_WRITE).enumerate() {
+        let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE];
+        for (slot, frame) in slices.iter_mut().zip(group) {
+            *slot = IoSlice::new(frame);
+        }
+        let total: usize = group.iter().map(Bytes::len).sum();
+        // A socket that would block or failed took nothing: its subscriber's
+        // task finds out which.
+        let n = socket.send_vectored(&slices[..group.len()]).unwrap_or(0);
+        if n == total {
+            wrote = true;
+            continue;
+        }
+        if n == 0 && !wrote {
+            return Offered::Nothing;
+        }
+        keep(&frames[g * FRAMES_PER_WRITE..], n, rest);
+        return Offered::Part;
+    }
+    Offered::All
+}
+
+/// The bytes of `frames` after the first `written`, into `rest` (as
+/// zero-copy slices).
+fn keep(frames: &[Bytes], mut written: usize, rest: &mut VecDeque<Bytes>) {
+    for frame in frames {
+        if written >= frame.len() {
+            written -= frame.len();
+            continue;
+        }
+        rest.push_back(frame.slice(written..));
+        written = 0;
+    }
 }
 
 /// What a feed wrote to parked sockets so far.
@@ -229,12 +396,13 @@ pub struct FanCount {
     pub partial: AtomicU64,
 }
 
-/// A feed's parked lanes.
+/// A feed's parked lanes, by their keys in [`LANES`].
 #[derive(Default)]
 pub(super) struct Parked {
-    lanes: Vec<Arc<Lane>>,
-    /// Lanes whose subscriber is gone are dropped when the set reaches this
-    /// size (doubled each time: amortised, never a scan per park).
+    lanes: Vec<usize>,
+    /// Keys of lanes whose subscriber is gone are dropped when the set
+    /// reaches this size (doubled each time: amortised, never a scan per
+    /// park).
     prune_at: usize,
 }
 
@@ -248,7 +416,10 @@ impl Feed {
         if !current {
             return false;
         }
-        let mut l = lane.lock();
+        let (Some(key), Some(cell)) = (lane.key, lane.cell()) else {
+            return false;
+        };
+        let mut l = cell.lock();
         if l.sink.is_none() {
             return false;
         }
@@ -263,12 +434,13 @@ impl Feed {
             l.listed = true;
             let mut p = self.parked();
             if p.lanes.len() >= p.prune_at {
-                // The set's own reference is the last one once a subscriber
-                // is gone (its transport and stream both dropped theirs).
-                p.lanes.retain(|l| Arc::strong_count(l) > 1);
+                // A gone subscriber's key no longer names a lane (the slab
+                // checks the key's generation, so a reused place is not
+                // mistaken for it).
+                p.lanes.retain(|&key| LANES.contains(key));
                 p.prune_at = (p.lanes.len() * 2).max(64);
             }
-            p.lanes.push(lane.clone());
+            p.lanes.push(key);
         }
         true
     }
@@ -288,7 +460,7 @@ impl Feed {
             return;
         }
         let (started, parked) = (std::time::Instant::now(), lanes.len());
-        lanes.retain(|lane| lane.deliver(&batch));
+        lanes.retain(|&key| LANES.get(key).is_some_and(|cell| cell.deliver(&batch)));
         tracing::debug!(
             feed = %self.def.name,
             parked,
@@ -306,9 +478,11 @@ impl Feed {
     pub(super) fn wake_parked(&self) {
         let _one = self.fanning.lock().unwrap_or_else(|e| e.into_inner());
         let lanes = std::mem::take(&mut self.parked().lanes);
-        for lane in lanes {
-            let s = lane.lock();
-            lane.wake(s);
+        for key in lanes {
+            if let Some(cell) = LANES.get(key) {
+                let s = cell.lock();
+                cell.wake(s);
+            }
         }
     }
 
@@ -323,8 +497,9 @@ impl Feed {
         let lanes = self.parked().lanes.clone();
         lanes
             .iter()
-            .filter(|l| {
-                let s = l.lock();
+            .filter_map(|&key| LANES.get(key))
+            .filter(|cell| {
+                let s = cell.lock();
                 s.parked && s.armed
             })
             .count()

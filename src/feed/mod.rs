@@ -336,6 +336,7 @@ impl Feed {
             status_gen,
             events: &appended.bytes,
             count: &self.fanned,
+            framed: Default::default(),
         });
     }
 

@@ -254,7 +254,7 @@ fn a_lane_parked_after_the_state_moved_on_is_not_written_twice() {
     let sink = Fake::with_room(usize::MAX);
     let (_c, lane, _wakes) = parked(&f, sink.clone());
     // As if it parked at seq 3 while a fan-out of 2..=3 was on its way.
-    lane.lock().at = 3;
+    lane.cell().expect("cell").lock().at = 3;
     let events = [Bytes::from_static(b"x")];
     let batch = Batch {
         first: 2,
@@ -264,8 +264,9 @@ fn a_lane_parked_after_the_state_moved_on_is_not_written_twice() {
         status_gen: 0,
         events: &events,
         count: &f.fanned,
+        framed: Default::default(),
     };
-    assert!(lane.deliver(&batch), "still parked");
+    assert!(lane.cell().expect("cell").deliver(&batch), "still parked");
     assert_eq!(sink.taken(), "");
 }
 
@@ -290,7 +291,7 @@ fn gone_subscribers_leave_the_parked_set() {
         .parked()
         .lanes
         .iter()
-        .filter(|l| Arc::ptr_eq(l, &live))
+        .filter(|&&key| Some(key) == live.key)
         .count();
     assert_eq!(count, 1);
 }
@@ -308,4 +309,140 @@ fn a_closed_lane_holds_no_socket() {
     );
     publish(&f, &["added"]);
     assert_eq!(sink.taken(), "");
+}
+
+#[test]
+fn a_dropped_lane_frees_its_place_and_its_socket() {
+    let f = feed();
+    let old = Fake::with_room(usize::MAX);
+    let (_c, lane, _w) = parked(&f, old.clone());
+    let key = lane.key.expect("a place");
+    drop(lane); // the subscriber went without closing its lane
+    assert!(!LANES.contains(key), "the place is free");
+    assert_eq!(Arc::strong_count(&old), 1, "only the test holds the socket");
+    // A new subscriber may get the same place; the feed's stale key must not
+    // reach it: the other feed's events are not written to its socket.
+    let new = Fake::with_room(usize::MAX);
+    let other = feed();
+    let (_c2, _lane2, _w2) = parked(&other, new.clone());
+    publish(&f, &["added"]);
+    assert_eq!(new.taken(), "", "a stale key wrote to a new subscriber");
+    assert_eq!(old.taken(), "");
+    assert_eq!(f.parked().lanes.len(), 0, "the stale key left the set");
+}
+
+/// A real socket (one end of a Unix stream pair) written by the feed
+/// itself, events framed as `<` event `>`.
+struct Socket(std::os::unix::net::UnixStream);
+
+static ANGLED: Framer = Framer {
+    frame: |e| {
+        if e.is_empty() {
+            return Bytes::new();
+        }
+        Bytes::from([b"<", &e[..], b">"].concat())
+    },
+};
+
+impl Sink for Socket {
+    fn socket(&self) -> Option<(RawFd, &'static Framer)> {
+        use std::os::fd::AsRawFd;
+        Some((self.0.as_raw_fd(), &ANGLED))
+    }
+}
+
+/// A socket pair whose first end is non-blocking: the sink, and the peer.
+fn socket_pair() -> (Arc<Socket>, std::os::unix::net::UnixStream) {
+    let (ours, peer) = std::os::unix::net::UnixStream::pair().expect("pair");
+    ours.set_nonblocking(true).expect("non-blocking");
+    (Arc::new(Socket(ours)), peer)
+}
+
+/// What the peer can read now.
+fn read_now(peer: &mut std::os::unix::net::UnixStream) -> String {
+    use std::io::Read;
+    peer.set_nonblocking(true).expect("non-blocking");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match peer.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn a_parked_socket_gets_each_event_framed_by_its_transport() {
+    let f = feed();
+    let (sink, mut peer) = socket_pair();
+    let mut c = first_read(&f);
+    let lane = Lane::new();
+    lane.attach(sink.clone());
+    assert!(f.park(&lane, &c));
+    lane.arm();
+    let one = publish(&f, &["added"]);
+    let two = publish(&f, &["updated", "removed"]);
+    let want: String = one
+        .iter()
+        .chain(&two)
+        .map(|b| format!("<{}>", String::from_utf8_lossy(b)))
+        .collect();
+    assert_eq!(read_now(&mut peer), want);
+    let to = lane.resume().expect("events were written");
+    c.advance(to);
+    assert_eq!(unread(&f, &mut c), 0, "nothing is sent twice");
+    // Closed, the lane lets go of the socket.
+    lane.close();
+    assert_eq!(Arc::strong_count(&sink), 1);
+}
+
+#[test]
+fn a_full_parked_socket_leaves_the_events_to_the_task() {
+    use std::io::Write;
+    let f = feed();
+    let (sink, mut peer) = socket_pair();
+    let c = first_read(&f);
+    let lane = Lane::new();
+    lane.attach(sink.clone());
+    assert!(f.park(&lane, &c));
+    lane.arm();
+    let wakes = Arc::new(Wakes::default());
+    let w = waker(wakes.clone());
+    assert!(lane.poll_woken(&mut Context::from_waker(&w)).is_pending());
+    // The peer reads nothing: fill the socket until it would block.
+    let mut filled = 0;
+    loop {
+        match (&sink.0).write(&[b'.'; 4096]) {
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    publish(&f, &["added"]);
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the task is woken");
+    assert!(lane.resume().is_none(), "nothing was written");
+    assert!(lane.take_rest().is_empty());
+    let got = read_now(&mut peer);
+    assert_eq!(got.len(), filled, "only the filler reached the peer");
+    assert!(!got.contains('<'));
+}
+
+#[test]
+fn the_rest_of_a_partial_write_is_the_frames_after_it() {
+    let frames = [
+        Bytes::from_static(b"<data: a>"),
+        Bytes::from_static(b""),
+        Bytes::from_static(b"<data: bc>"),
+    ];
+    let whole = b"<data: a><data: bc>";
+    for written in 0..whole.len() {
+        let mut rest = VecDeque::new();
+        keep(&frames, written, &mut rest);
+        let got: Vec<u8> = rest.iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(got, &whole[written..], "after {written} bytes");
+    }
 }
