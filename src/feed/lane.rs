@@ -29,13 +29,12 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use sharded_slab::{Entry, Slab};
 
 use super::{Cursor, Feed};
 
@@ -83,21 +82,58 @@ pub enum Offered {
     Nothing,
 }
 
-/// Every lane of the process, side by side in the slab's pages.
+/// Lanes per chunk of the arena.
+const CHUNK: usize = 64;
+
+/// Every lane of the process, side by side in chunks of [`CHUNK`].
 ///
 /// The loop over a feed's parked set reads one lane per socket; as heap
 /// objects of their own, allocated among each subscriber's other objects,
 /// those lanes were one cold page each at 10,000 subscribers, and reaching
-/// them was the loop's gap to the floor's walk over an array of sockets
-/// (bench/profiles/README.md). In the slab, 10,000 lanes take ~400 pages.
-static LANES: LazyLock<Slab<Cell>> = LazyLock::new(Slab::new);
+/// them was much of the loop's gap to the floor's walk over an array of
+/// sockets (bench/profiles/README.md). Fixed chunks rather than a slab
+/// whose pages double: a slab held up to twice the lanes in use, 0.2 KiB
+/// more per subscriber at 1,000. Taken only to add or free a lane, never
+/// by the loop.
+static ARENA: Mutex<Vec<Room>> = Mutex::new(Vec::new());
+
+/// One chunk of the arena and which of its places are taken.
+struct Room {
+    chunk: Arc<Chunk>,
+    taken: u64,
+}
+
+struct Chunk {
+    cells: [Cell; CHUNK],
+}
+
+/// A lane's place: its chunk (kept alive by whoever names it), its index
+/// there, and the generation of the place when it was named: a place
+/// freed and taken again has a new generation, so a parked set's stale
+/// entry never reaches the new lane.
+#[derive(Clone)]
+struct Place {
+    chunk: Arc<Chunk>,
+    index: u32,
+    generation: u32,
+}
+
+impl Place {
+    fn cell(&self) -> &Cell {
+        &self.chunk.cells[self.index as usize]
+    }
+
+    /// The place still holds the lane it was named for. Exact under the
+    /// cell's lock (the generation changes only under it), a hint without.
+    fn current(&self) -> bool {
+        self.cell().generation.load(Ordering::Acquire) == self.generation
+    }
+}
 
 /// One subscriber's handle on its place in its feed's parked set. The
-/// place itself lives in [`LANES`] until the handle is dropped.
+/// place itself lives in the arena, and is freed when the handle drops.
 pub struct Lane {
-    /// `None` when the slab had no room (it has room for billions): such a
-    /// lane never parks, and its subscriber waits for its feed's signal.
-    key: Option<usize>,
+    place: Place,
 }
 
 /// What the parked set reads and writes of a lane.
@@ -105,6 +141,8 @@ pub struct Lane {
 struct Cell {
     state: Mutex<LaneState>,
     waker: AtomicWaker,
+    /// Advanced, under `state`'s lock, each time the place is freed.
+    generation: AtomicU32,
 }
 
 #[derive(Default)]
@@ -143,50 +181,64 @@ pub struct Resumed {
 
 impl Lane {
     pub fn new() -> Arc<Self> {
+        let mut arena = ARENA.lock().unwrap_or_else(|e| e.into_inner());
+        let room = match arena.iter_mut().position(|r| r.taken != u64::MAX) {
+            Some(i) => &mut arena[i],
+            None => {
+                arena.push(Room {
+                    chunk: Arc::new(Chunk {
+                        cells: std::array::from_fn(|_| Cell::default()),
+                    }),
+                    taken: 0,
+                });
+                let last = arena.len() - 1;
+                &mut arena[last]
+            }
+        };
+        let index = room.taken.trailing_ones();
+        room.taken |= 1 << index;
+        let chunk = room.chunk.clone();
+        let generation = chunk.cells[index as usize]
+            .generation
+            .load(Ordering::Acquire);
         Arc::new(Self {
-            key: LANES.insert(Cell::default()),
+            place: Place {
+                chunk,
+                index,
+                generation,
+            },
         })
     }
 
-    fn cell(&self) -> Option<Entry<'static, Cell>> {
-        LANES.get(self.key?)
+    fn cell(&self) -> &Cell {
+        self.place.cell()
     }
 
     /// The transport can take writes from the feed through `sink`.
     pub fn attach(&self, sink: Arc<dyn Sink>) {
-        if let Some(cell) = self.cell() {
-            let mut s = cell.lock();
-            s.socket = sink.socket();
-            s.sink = Some(sink);
-        }
+        let mut s = self.cell().lock();
+        s.socket = sink.socket();
+        s.sink = Some(sink);
     }
 
     /// The transport wrote everything it had queued and waits for the
     /// subscriber: a parked lane may now be written to by the feed.
     pub fn arm(&self) {
-        if let Some(cell) = self.cell() {
-            let mut s = cell.lock();
-            if s.parked {
-                s.armed = true;
-            }
+        let mut s = self.cell().lock();
+        if s.parked {
+            s.armed = true;
         }
     }
 
     /// Bytes of a write the socket took in part: the transport writes them
     /// before anything else. Empty almost always.
     pub fn take_rest(&self) -> VecDeque<Bytes> {
-        match self.cell() {
-            Some(cell) => std::mem::take(&mut cell.lock().rest),
-            None => VecDeque::new(),
-        }
+        std::mem::take(&mut self.cell().lock().rest)
     }
 
-    /// Ready once the feed unparked the lane (at once for a lane that
-    /// never parks).
+    /// Ready once the feed unparked the lane.
     pub fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(cell) = self.cell() else {
-            return Poll::Ready(());
-        };
+        let cell = self.cell();
         cell.waker.register(cx.waker());
         if cell.lock().woken {
             Poll::Ready(())
@@ -199,8 +251,7 @@ impl Lane {
     /// more. `Some` with the position reached when the feed wrote events
     /// since the lane parked.
     pub fn resume(&self) -> Option<Resumed> {
-        let cell = self.cell()?;
-        let mut s = cell.lock();
+        let mut s = self.cell().lock();
         s.parked = false;
         s.armed = false;
         s.woken = false;
@@ -214,23 +265,39 @@ impl Lane {
     /// The subscriber is gone: nothing is written to its socket again, and
     /// the socket is not kept open by the parked set.
     pub fn close(&self) {
-        if let Some(cell) = self.cell() {
-            let mut s = cell.lock();
-            s.parked = false;
-            s.armed = false;
-            s.sink = None;
-            s.socket = None;
-            s.rest.clear();
-        }
+        let mut s = self.cell().lock();
+        s.parked = false;
+        s.armed = false;
+        s.sink = None;
+        s.socket = None;
+        s.rest.clear();
     }
 }
 
 impl Drop for Lane {
-    /// The place is freed (once no fan-out is reading it): the parked sets
-    /// that still list its key find it gone and drop the key.
+    /// The place is freed: emptied (the socket let go) and given a new
+    /// generation under its lock, so the parked sets that still name it
+    /// find it gone, then offered to the next lane.
     fn drop(&mut self) {
-        if let Some(key) = self.key {
-            LANES.remove(key);
+        let cell = self.cell();
+        let mut s = cell.lock();
+        let old = std::mem::take(&mut *s);
+        cell.generation.fetch_add(1, Ordering::Release);
+        drop(s);
+        // The socket and the waker are let go of outside the lock.
+        drop((old, cell.waker.take()));
+        let mut arena = ARENA.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(i) = arena
+            .iter()
+            .position(|r| Arc::ptr_eq(&r.chunk, &self.place.chunk))
+        else {
+            return;
+        };
+        arena[i].taken &= !(1 << self.place.index);
+        // An empty chunk is given back unless it is the only one with room
+        // (parked sets that still name it hold it until they prune).
+        if arena[i].taken == 0 && arena.iter().filter(|r| r.taken != u64::MAX).count() > 1 {
+            arena.swap_remove(i);
         }
     }
 }
@@ -252,10 +319,13 @@ impl Cell {
         }
     }
 
-    /// Write `batch` if this lane is parked right before it. `true`: still
-    /// parked (and kept in the set).
-    fn deliver(&self, batch: &Batch<'_>) -> bool {
+    /// Write `batch` if this lane is parked right before it and still the
+    /// lane of `generation`. `true`: still parked (and kept in the set).
+    fn deliver(&self, generation: u32, batch: &Batch<'_>) -> bool {
         let mut s = self.lock();
+        if self.generation.load(Ordering::Acquire) != generation {
+            return false; // freed: the place may be another lane's now
+        }
         if !s.parked {
             s.listed = false;
             return false;
@@ -396,13 +466,12 @@ pub struct FanCount {
     pub partial: AtomicU64,
 }
 
-/// A feed's parked lanes, by their keys in [`LANES`].
+/// A feed's parked lanes, by their places in the arena.
 #[derive(Default)]
 pub(super) struct Parked {
-    lanes: Vec<usize>,
-    /// Keys of lanes whose subscriber is gone are dropped when the set
-    /// reaches this size (doubled each time: amortised, never a scan per
-    /// park).
+    lanes: Vec<Place>,
+    /// Places whose lane is gone are dropped when the set reaches this
+    /// size (doubled each time: amortised, never a scan per park).
     prune_at: usize,
 }
 
@@ -416,10 +485,7 @@ impl Feed {
         if !current {
             return false;
         }
-        let (Some(key), Some(cell)) = (lane.key, lane.cell()) else {
-            return false;
-        };
-        let mut l = cell.lock();
+        let mut l = lane.cell().lock();
         if l.sink.is_none() {
             return false;
         }
@@ -434,13 +500,13 @@ impl Feed {
             l.listed = true;
             let mut p = self.parked();
             if p.lanes.len() >= p.prune_at {
-                // A gone subscriber's key no longer names a lane (the slab
-                // checks the key's generation, so a reused place is not
-                // mistaken for it).
-                p.lanes.retain(|&key| LANES.contains(key));
+                // A gone subscriber's place has a new generation (read
+                // without its lock: a lane's lock is never taken under
+                // another's).
+                p.lanes.retain(Place::current);
                 p.prune_at = (p.lanes.len() * 2).max(64);
             }
-            p.lanes.push(key);
+            p.lanes.push(lane.place.clone());
         }
         true
     }
@@ -460,7 +526,7 @@ impl Feed {
             return;
         }
         let (started, parked) = (std::time::Instant::now(), lanes.len());
-        lanes.retain(|&key| LANES.get(key).is_some_and(|cell| cell.deliver(&batch)));
+        lanes.retain(|place| place.cell().deliver(place.generation, &batch));
         tracing::debug!(
             feed = %self.def.name,
             parked,
@@ -478,9 +544,10 @@ impl Feed {
     pub(super) fn wake_parked(&self) {
         let _one = self.fanning.lock().unwrap_or_else(|e| e.into_inner());
         let lanes = std::mem::take(&mut self.parked().lanes);
-        for key in lanes {
-            if let Some(cell) = LANES.get(key) {
-                let s = cell.lock();
+        for place in lanes {
+            let cell = place.cell();
+            let s = cell.lock();
+            if place.current() {
                 cell.wake(s);
             }
         }
@@ -497,10 +564,9 @@ impl Feed {
         let lanes = self.parked().lanes.clone();
         lanes
             .iter()
-            .filter_map(|&key| LANES.get(key))
-            .filter(|cell| {
-                let s = cell.lock();
-                s.parked && s.armed
+            .filter(|place| {
+                let s = place.cell().lock();
+                place.current() && s.parked && s.armed
             })
             .count()
     }

@@ -254,7 +254,7 @@ fn a_lane_parked_after_the_state_moved_on_is_not_written_twice() {
     let sink = Fake::with_room(usize::MAX);
     let (_c, lane, _wakes) = parked(&f, sink.clone());
     // As if it parked at seq 3 while a fan-out of 2..=3 was on its way.
-    lane.cell().expect("cell").lock().at = 3;
+    lane.cell().lock().at = 3;
     let events = [Bytes::from_static(b"x")];
     let batch = Batch {
         first: 2,
@@ -266,7 +266,10 @@ fn a_lane_parked_after_the_state_moved_on_is_not_written_twice() {
         count: &f.fanned,
         framed: Default::default(),
     };
-    assert!(lane.cell().expect("cell").deliver(&batch), "still parked");
+    assert!(
+        lane.cell().deliver(lane.place.generation, &batch),
+        "still parked"
+    );
     assert_eq!(sink.taken(), "");
 }
 
@@ -291,7 +294,7 @@ fn gone_subscribers_leave_the_parked_set() {
         .parked()
         .lanes
         .iter()
-        .filter(|&&key| Some(key) == live.key)
+        .filter(|p| Arc::ptr_eq(&p.chunk, &live.place.chunk) && p.index == live.place.index)
         .count();
     assert_eq!(count, 1);
 }
@@ -316,9 +319,9 @@ fn a_dropped_lane_frees_its_place_and_its_socket() {
     let f = feed();
     let old = Fake::with_room(usize::MAX);
     let (_c, lane, _w) = parked(&f, old.clone());
-    let key = lane.key.expect("a place");
+    let place = lane.place.clone();
     drop(lane); // the subscriber went without closing its lane
-    assert!(!LANES.contains(key), "the place is free");
+    assert!(!place.current(), "the place is free");
     assert_eq!(Arc::strong_count(&old), 1, "only the test holds the socket");
     // A new subscriber may get the same place; the feed's stale key must not
     // reach it: the other feed's events are not written to its socket.
@@ -444,5 +447,25 @@ fn the_rest_of_a_partial_write_is_the_frames_after_it() {
         keep(&frames, written, &mut rest);
         let got: Vec<u8> = rest.iter().flat_map(|b| b.to_vec()).collect();
         assert_eq!(got, &whole[written..], "after {written} bytes");
+    }
+}
+
+#[test]
+fn live_lanes_never_share_a_place_and_freed_places_are_taken_again() {
+    let lanes: Vec<_> = (0..3 * CHUNK).map(|_| Lane::new()).collect();
+    let mut seen = std::collections::HashSet::new();
+    for l in &lanes {
+        let at = (Arc::as_ptr(&l.place.chunk) as usize, l.place.index);
+        assert!(seen.insert(at), "two live lanes in one place");
+    }
+    // Freed, a place comes back with a new generation.
+    let old = lanes[0].place.clone();
+    drop(lanes);
+    assert!(!old.current());
+    let again: Vec<_> = (0..3 * CHUNK).map(|_| Lane::new()).collect();
+    for l in &again {
+        assert!(l.place.current());
+        let s = l.cell().lock();
+        assert!(s.sink.is_none() && !s.parked && !s.listed, "a fresh lane");
     }
 }
