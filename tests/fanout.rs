@@ -36,6 +36,11 @@ async fn parked(
     up.set("/api/jobs", list(0, pad));
     let mut cfg = config(&up);
     cfg.sse.keepalive = Duration::from_secs(3600);
+    // Bodies of several MiB, read by a debug build on a loaded machine: a
+    // poll that outlived the usual 2 s would mark the feed stale, and that
+    // status event is not what these tests are about.
+    cfg.upstream.timeout = Duration::from_secs(60);
+    cfg.feeds[0].interval = Duration::from_millis(200);
     let pc = pollcast::start(cfg).await.expect("start");
     let url = format!("http://{}/sse/jobs", pc.addr);
     let mut clients = Vec::new();
