@@ -134,7 +134,7 @@ fn chunk(event: &Bytes) -> Bytes {
         return Bytes::new();
     }
     let mut b = BytesMut::with_capacity(event.len() + 20);
-    b.put_slice(format!("{:X}\r\n", event.len()).as_bytes());
+    b.put_slice(&super::chunk_size_line(event.len()));
     b.put_slice(event);
     b.put_slice(b"\r\n");
     b.freeze()
