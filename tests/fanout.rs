@@ -5,7 +5,8 @@
 //! subscribers' tasks. Seen here through a real SSE client library: every
 //! event arrives once, in order, framed correctly, including events larger
 //! than the socket takes at once (the feed writes what fits, the
-//! subscriber's task the rest, before anything else).
+//! subscriber's task the rest, before anything else), and keepalives the
+//! feed writes the same way at each tick.
 
 mod common;
 
@@ -21,8 +22,8 @@ fn list(r: usize, pad: usize) -> Value {
     json!([{"id": 0, "v": r, "pad": "x".repeat(pad)}])
 }
 
-/// pollcast with keepalive ticks out of the way (a tick wakes every parked
-/// subscriber), `n` subscribers that have read their snapshot, and the feed.
+/// pollcast with keepalive ticks out of the way, `n` subscribers that have
+/// read their snapshot, and the feed.
 async fn parked(
     n: usize,
     pad: usize,
@@ -128,5 +129,48 @@ async fn a_subscriber_that_leaves_while_parked_is_released() {
     clients.pop();
     wait_until("the subscriber released", || pc.registry.subscribers() == 1).await;
     wait_until("one lane parked", || feed.parked_lanes() == 1).await;
+    pc.stop().await;
+}
+
+#[tokio::test]
+async fn parked_subscribers_get_keepalives_from_the_feed_and_stay_parked() {
+    use futures_util::StreamExt;
+    let up = TestUpstream::start().await;
+    up.set("/api/jobs", list(0, 10));
+    let mut cfg = config(&up);
+    cfg.sse.keepalive = Duration::from_millis(50);
+    cfg.feeds[0].interval = Duration::from_secs(3600);
+    let pc = pollcast::start(cfg).await.expect("start");
+    let url = format!("http://{}/sse/jobs", pc.addr);
+    let n = 3;
+    let mut bodies = Vec::new();
+    for _ in 0..n {
+        let resp = reqwest::get(&url).await.expect("get");
+        bodies.push(resp.bytes_stream());
+    }
+    let feed = pc.registry.live().pop().expect("the feed");
+    // Each client reads its snapshot and then three keepalives, every byte
+    // as it came (an SSE client library would hide the comments).
+    for body in &mut bodies {
+        let mut text = String::new();
+        within("a snapshot, then three keepalives", async {
+            while text.matches(":keepalive\n\n").count() < 3 {
+                let chunk = body.next().await.expect("open").expect("chunk");
+                text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await;
+        let snapshot = text.find("event: snapshot\n").expect("a snapshot");
+        assert!(
+            snapshot < text.find(":keepalive").expect("a keepalive"),
+            "{text}"
+        );
+    }
+    // Written by the feed into the parked sockets, not by woken tasks.
+    wait_until("keepalives written by the feed", || {
+        feed.fanned_out().keepalives.load(Ordering::Relaxed) >= (2 * n) as u64
+    })
+    .await;
+    assert_eq!(feed.parked_lanes(), n, "and the subscribers stay parked");
     pc.stop().await;
 }

@@ -379,6 +379,10 @@ fn stream<I: AsyncWrite + AsyncRead + Unpin>(
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), DirectError>> {
     if let Some(lane) = lane {
+        // A socket that failed the feed's write has told only the feed.
+        if let Some(kind) = lane.take_failure() {
+            return Poll::Ready(Err(DirectError::Io(kind.into())));
+        }
         // What the feed's own write left unfinished goes out first.
         for rest in lane.take_rest().into_iter().rev() {
             out.parts.push_front(rest);

@@ -8,9 +8,12 @@
 //! non-blocking vectored write each, and no subscriber task is woken: the
 //! one loop over sockets that is the least an SSE server can do per event.
 //!
+//! A keepalive tick is written the same way: the feed writes the keepalive
+//! comment to every parked socket that was silent since the last tick, and
+//! wakes no task for it (on a quiet feed, ticks are all the traffic there is).
+//!
 //! Anything else unparks the lane and wakes its task, which then reads the
-//! feed as every subscriber does: a status change, a keepalive tick, a new
-//! epoch, a retirement or shutdown, a socket that would block or failed,
+//! feed as every subscriber does: a status change, a new epoch, a retirement or shutdown, a socket that would block or failed,
 //! and bytes its transport had not finished writing when it parked. A socket
 //! that takes part of the events keeps the rest in the lane, and the
 //! transport writes it before anything else.
@@ -26,9 +29,7 @@
 //! lock order is the feed's state, then a lane, then the parked set.
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
-use std::os::fd::{BorrowedFd, RawFd};
-use std::rc::Rc;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -37,6 +38,9 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 
 use super::{Cursor, Feed};
+
+mod send;
+pub(super) use send::Framing;
 
 /// Where a parked subscriber's bytes go.
 ///
@@ -170,6 +174,30 @@ struct LaneState {
     written: u64,
     /// Framed bytes of a write the socket took in part.
     rest: VecDeque<Bytes>,
+    /// The error the socket reported to the feed's write: the transport's
+    /// to end the connection with.
+    failed: Option<std::io::ErrorKind>,
+    /// Keepalive ticks accounted for, and whether anything was written
+    /// since the last of them (as the subscriber's stream keeps them).
+    quiet: Quiet,
+}
+
+/// Where a subscriber stands with keepalives: the feed's tick count it has
+/// accounted for, and whether it wrote anything since that tick. A stream
+/// that was silent for a whole tick period writes a keepalive.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Quiet {
+    pub ticks: u64,
+    pub spoke: bool,
+}
+
+/// What a subscriber's task takes back when its lane is unparked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unparked {
+    /// Where it stands, when the feed wrote events since it parked.
+    pub moved: Option<Resumed>,
+    /// Its keepalive reckoning, as the feed left it.
+    pub quiet: Quiet,
 }
 
 /// Where a resumed subscriber stands after the feed wrote to its socket.
@@ -236,6 +264,12 @@ impl Lane {
         std::mem::take(&mut self.cell().lock().rest)
     }
 
+    /// The error the socket reported to a write of the feed's (reported by
+    /// the socket once, so the transport must take it from here).
+    pub fn take_failure(&self) -> Option<std::io::ErrorKind> {
+        self.cell().lock().failed.take()
+    }
+
     /// Ready once the feed unparked the lane.
     pub fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
         let cell = self.cell();
@@ -248,18 +282,21 @@ impl Lane {
     }
 
     /// Unpark (the subscriber has something to do): the feed writes no
-    /// more. `Some` with the position reached when the feed wrote events
-    /// since the lane parked.
-    pub fn resume(&self) -> Option<Resumed> {
+    /// more. Says where the subscriber stands when the feed wrote events
+    /// since the lane parked, and how its keepalives stand.
+    pub fn resume(&self) -> Unparked {
         let mut s = self.cell().lock();
         s.parked = false;
         s.armed = false;
         s.woken = false;
         let written = std::mem::take(&mut s.written);
-        (written > 0).then_some(Resumed {
-            at: s.at,
-            held: s.held,
-        })
+        Unparked {
+            moved: (written > 0).then_some(Resumed {
+                at: s.at,
+                held: s.held,
+            }),
+            quiet: s.quiet,
+        }
     }
 
     /// The subscriber is gone: nothing is written to its socket again, and
@@ -271,6 +308,7 @@ impl Lane {
         s.sink = None;
         s.socket = None;
         s.rest.clear();
+        s.failed = None;
     }
 }
 
@@ -342,20 +380,65 @@ impl Cell {
             return false;
         }
         let st = &mut *s;
-        let offered = match (st.socket, &st.sink) {
-            (Some((fd, framer)), Some(_)) => send(fd, batch.framed(framer), &mut st.rest),
-            (None, Some(sink)) => sink.offer(batch.events, &mut st.rest),
-            (_, None) => Offered::Nothing,
-        };
+        let offered = send::offer(st, &batch.events);
         if offered != Offered::Nothing {
+            let n = batch.events.len() as u64;
             st.at = batch.last;
             st.held = batch.held;
-            st.written += batch.events.len() as u64;
-            let n = batch.events.len() as u64;
+            st.written += n;
+            st.quiet.spoke = true;
             batch.count.written.fetch_add(n, Ordering::Relaxed);
         }
         if offered == Offered::Part {
             batch.count.partial.fetch_add(1, Ordering::Relaxed);
+        }
+        if offered == Offered::All {
+            return true;
+        }
+        self.wake(s);
+        false
+    }
+
+    /// Keepalive tick `now`: write `keepalive` if this lane is parked and
+    /// was silent since the last tick. `true`: still parked.
+    fn keep_alive(
+        &self,
+        generation: u32,
+        now: u64,
+        keepalive: &Framing<'_>,
+        count: &FanCount,
+    ) -> bool {
+        let mut s = self.lock();
+        if self.generation.load(Ordering::Acquire) != generation {
+            return false;
+        }
+        if !s.parked {
+            s.listed = false;
+            return false;
+        }
+        if !s.armed {
+            // The transport still writes: its task takes the tick itself.
+            self.wake(s);
+            return false;
+        }
+        if s.quiet.ticks >= now {
+            return true; // parked after this tick, knowing of it
+        }
+        if s.quiet.spoke {
+            s.quiet = Quiet {
+                ticks: now,
+                spoke: false,
+            };
+            return true;
+        }
+        let offered = send::offer(&mut s, keepalive);
+        if offered != Offered::Nothing {
+            // Said: the task must not say it again when it resumes.
+            s.quiet = Quiet {
+                ticks: now,
+                spoke: false,
+            };
+            count.keepalives.fetch_add(1, Ordering::Relaxed);
         }
         if offered == Offered::All {
             return true;
@@ -374,87 +457,9 @@ pub(super) struct Batch<'a> {
     pub held: Option<u64>,
     pub generation: u64,
     pub status_gen: u64,
-    pub events: &'a [Bytes],
     pub count: &'a FanCount,
-    /// The events as the last framer asked for framed them, framed once
-    /// for every socket of its kind.
-    pub framed: std::cell::RefCell<Option<Framed>>,
-}
-
-/// A batch's events framed by one framer (empty frames left out).
-pub(super) struct Framed {
-    by: &'static Framer,
-    frames: Rc<[Bytes]>,
-}
-
-impl Batch<'_> {
-    fn framed(&self, framer: &'static Framer) -> Rc<[Bytes]> {
-        let mut cache = self.framed.borrow_mut();
-        match &*cache {
-            Some(f) if std::ptr::eq(f.by, framer) => f.frames.clone(),
-            _ => {
-                let frames: Rc<[Bytes]> = self
-                    .events
-                    .iter()
-                    .map(framer.frame)
-                    .filter(|f| !f.is_empty())
-                    .collect();
-                *cache = Some(Framed {
-                    by: framer,
-                    frames: frames.clone(),
-                });
-                frames
-            }
-        }
-    }
-}
-
-/// Frames per vectored write (the kernel's limit is 1,024 slices).
-const FRAMES_PER_WRITE: usize = 64;
-
-/// Write `frames` to the socket `fd` as far as it takes them now, without
-/// blocking; the bytes it did not take go to `rest`, in order.
-fn send(fd: RawFd, frames: Rc<[Bytes]>, rest: &mut VecDeque<Bytes>) -> Offered {
-    // SAFETY: `fd` is the descriptor of the socket the lane's sink owns; the
-    // caller holds the lane's lock, under which the sink and `fd` are only
-    // ever cleared together, so the descriptor is open (and not reused)
-    // for the whole of this call.
-    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    let socket = socket2::SockRef::from(&fd);
-    let mut wrote = false;
-    for (g, group) in frames.chunks(FRAMES_PER_WRITE).enumerate() {
-        let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE];
-        for (slot, frame) in slices.iter_mut().zip(group) {
-            *slot = IoSlice::new(frame);
-        }
-        let total: usize = group.iter().map(Bytes::len).sum();
-        // A socket that would block or failed took nothing: its subscriber's
-        // task finds out which.
-        let n = socket.send_vectored(&slices[..group.len()]).unwrap_or(0);
-        if n == total {
-            wrote = true;
-            continue;
-        }
-        if n == 0 && !wrote {
-            return Offered::Nothing;
-        }
-        keep(&frames[g * FRAMES_PER_WRITE..], n, rest);
-        return Offered::Part;
-    }
-    Offered::All
-}
-
-/// The bytes of `frames` after the first `written`, into `rest` (as
-/// zero-copy slices).
-fn keep(frames: &[Bytes], mut written: usize, rest: &mut VecDeque<Bytes>) {
-    for frame in frames {
-        if written >= frame.len() {
-            written -= frame.len();
-            continue;
-        }
-        rest.push_back(frame.slice(written..));
-        written = 0;
-    }
+    /// The events, framed once per kind of socket.
+    pub events: Framing<'a>,
 }
 
 /// What a feed wrote to parked sockets so far.
@@ -464,6 +469,8 @@ pub struct FanCount {
     pub written: AtomicU64,
     /// Writes the socket took in part, finished by the subscriber's task.
     pub partial: AtomicU64,
+    /// Keepalives written (in whole or begun) at ticks.
+    pub keepalives: AtomicU64,
 }
 
 /// A feed's parked lanes, by their places in the arena.
@@ -477,9 +484,9 @@ pub(super) struct Parked {
 
 impl Feed {
     /// Park `lane` for the subscriber at `cursor`, if it has seen everything
-    /// and nothing but new events can come next. `false`: wait for the
-    /// feed's signal instead.
-    pub fn park(&self, lane: &Arc<Lane>, cursor: &Cursor) -> bool {
+    /// and nothing but new events can come next; `quiet` is how its
+    /// keepalives stand. `false`: wait for the feed's signal instead.
+    pub fn park(&self, lane: &Arc<Lane>, cursor: &Cursor, quiet: Quiet) -> bool {
         let st = self.state();
         let current = st.end.is_none() && cursor.is_current(st.seq, st.generation, st.status_gen);
         if !current {
@@ -496,6 +503,7 @@ impl Feed {
         l.held = cursor.held();
         l.generation = st.generation;
         l.status_gen = st.status_gen;
+        l.quiet = quiet;
         if !l.listed {
             l.listed = true;
             let mut p = self.parked();
@@ -536,6 +544,25 @@ impl Feed {
         );
         let mut p = self.parked();
         // Lanes parked meanwhile join the ones kept.
+        lanes.append(&mut p.lanes);
+        p.lanes = lanes;
+    }
+
+    /// Keepalive tick `now`: write the feed's keepalive to every parked
+    /// lane that was silent since the last tick, without waking its task.
+    pub(super) fn keep_parked_alive(&self, now: u64) {
+        let _one = self.fanning.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lanes = std::mem::take(&mut self.parked().lanes);
+        if lanes.is_empty() {
+            return;
+        }
+        let keepalive = [self.keepalive.clone()];
+        let keepalive = Framing::new(&keepalive);
+        lanes.retain(|place| {
+            let cell = place.cell();
+            cell.keep_alive(place.generation, now, &keepalive, &self.fanned)
+        });
+        let mut p = self.parked();
         lanes.append(&mut p.lanes);
         p.lanes = lanes;
     }

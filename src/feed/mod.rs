@@ -210,10 +210,12 @@ impl Feed {
     }
 
     /// A keepalive tick (see `registry`'s ticker): subscribers silent since
-    /// the previous tick send a keepalive.
+    /// the previous tick send a keepalive. Parked ones are written it by
+    /// the feed; their tasks sleep on.
     pub(crate) fn tick(&self) {
-        self.ticks.fetch_add(1, Ordering::AcqRel);
-        self.wake();
+        let now = self.ticks.fetch_add(1, Ordering::AcqRel) + 1;
+        self.signal();
+        self.keep_parked_alive(now);
     }
 
     /// Keepalive ticks so far.
@@ -334,9 +336,8 @@ impl Feed {
             held,
             generation,
             status_gen,
-            events: &appended.bytes,
             count: &self.fanned,
-            framed: Default::default(),
+            events: lane::Framing::new(&appended.bytes),
         });
     }
 

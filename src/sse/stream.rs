@@ -25,7 +25,7 @@ use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 
 use crate::body::{BoxBody, BoxError};
 use crate::config::SseConfig;
-use crate::feed::lane::Lane;
+use crate::feed::lane::{Lane, Quiet};
 use crate::feed::registry::Subscription;
 use crate::feed::{Cursor, Out};
 use crate::limits::Permit;
@@ -445,7 +445,12 @@ impl Subscriber {
                     if !revoked_now {
                         std::task::ready!(lane.poll_woken(cx));
                     }
-                    if let Some(to) = lane.resume() {
+                    let back = lane.resume();
+                    // Ticks the feed took care of while parked (and what
+                    // it wrote) count as this stream's own.
+                    self.ticks = back.quiet.ticks;
+                    self.wrote = back.quiet.spoke;
+                    if let Some(to) = back.moved {
                         if let Some(f) = self.follows.first_mut() {
                             f.cursor.advance(to);
                         }
@@ -473,7 +478,13 @@ impl Subscriber {
     /// stream follows one feed and has seen all of it.
     fn park(&mut self) -> bool {
         match (&self.lane, self.follows.as_slice()) {
-            (Some(lane), [one]) => one.sub.feed.park(lane, &one.cursor),
+            (Some(lane), [one]) => {
+                let quiet = Quiet {
+                    ticks: self.ticks,
+                    spoke: self.wrote,
+                };
+                one.sub.feed.park(lane, &one.cursor, quiet)
+            }
             _ => false,
         }
     }

@@ -118,7 +118,7 @@ fn parked(f: &Feed, sink: Arc<Fake>) -> (Cursor, Arc<Lane>, Arc<Wakes>) {
     let c = first_read(f);
     let lane = Lane::new();
     lane.attach(sink);
-    assert!(f.park(&lane, &c));
+    assert!(f.park(&lane, &c, Quiet::default()));
     lane.arm();
     let wakes = Arc::new(Wakes::default());
     let w = waker(wakes.clone());
@@ -141,10 +141,11 @@ fn new_events_are_written_to_a_parked_socket_without_waking_its_task() {
     assert_eq!(sink.taken(), want);
     assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "the task slept through");
     assert_eq!(f.fanned_out().written.load(Ordering::Relaxed), 3);
-    // Woken later (a tick), the subscriber stands after what was written.
-    f.tick();
+    // Woken later (the feed retires), the subscriber stands after what was
+    // written.
+    f.retire();
     assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
-    let to = lane.resume().expect("events were written");
+    let to = lane.resume().moved.expect("events were written");
     assert_eq!(to.at, f.head());
     c.advance(to);
     assert_eq!(unread(&f, &mut c), 0, "nothing is sent twice");
@@ -157,10 +158,10 @@ fn a_lane_whose_transport_still_writes_is_woken_not_written() {
     let lane = Lane::new();
     let sink = Fake::with_room(usize::MAX);
     lane.attach(sink.clone());
-    assert!(f.park(&lane, &c)); // parked, never armed
+    assert!(f.park(&lane, &c, Quiet::default())); // parked, never armed
     publish(&f, &["added"]);
     assert_eq!(sink.taken(), "", "bytes of its own may be in flight");
-    assert!(lane.resume().is_none());
+    assert!(lane.resume().moved.is_none());
     assert_eq!(
         unread(&f, &mut c),
         1,
@@ -183,7 +184,7 @@ fn a_socket_that_takes_part_keeps_the_rest_for_its_task() {
     let rest: Vec<u8> = lane.take_rest().iter().flat_map(|b| b.to_vec()).collect();
     assert_eq!(sink.taken().as_bytes(), &sent[0][..10]);
     assert_eq!(rest, &sent[0][10..]);
-    c.advance(lane.resume().expect("begun, so delivered"));
+    c.advance(lane.resume().moved.expect("begun, so delivered"));
     assert_eq!(unread(&f, &mut c), 0);
     // Not parked any more: the next event is the subscriber's to read.
     publish(&f, &["updated"]);
@@ -199,19 +200,18 @@ fn a_full_socket_leaves_the_events_to_the_task() {
     publish(&f, &["added"]);
     assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
     assert!(lane.take_rest().is_empty());
-    assert!(lane.resume().is_none(), "nothing was written");
+    assert!(lane.resume().moved.is_none(), "nothing was written");
     assert_eq!(unread(&f, &mut c), 1);
     assert_eq!(f.fanned_out().written.load(Ordering::Relaxed), 0);
 }
 
 #[test]
-fn anything_but_new_events_wakes_parked_lanes() {
+fn anything_but_new_events_and_ticks_wakes_parked_lanes() {
     type Change = fn(&Feed);
-    let changes: [(&str, Change); 5] = [
+    let changes: [(&str, Change); 4] = [
         ("stale", |f| {
             f.set_stale(Bytes::from_static(b"event: stale\n\n"))
         }),
-        ("tick", |f| f.tick()),
         ("retire", |f| f.retire()),
         ("end", |f| f.finish(Bytes::from_static(b"event: done\n\n"))),
         ("a first snapshot again", |f| {
@@ -226,7 +226,7 @@ fn anything_but_new_events_wakes_parked_lanes() {
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "{name}");
         publish(&f, &["added"]);
         assert_eq!(sink.taken(), "", "{name}: unparked, not written");
-        assert!(lane.resume().is_none(), "{name}");
+        assert!(lane.resume().moved.is_none(), "{name}");
     }
 }
 
@@ -237,15 +237,15 @@ fn a_cursor_behind_the_feed_does_not_park() {
     let c = f.cursor(None); // has not read the snapshot
     let lane = Lane::new();
     lane.attach(Fake::with_room(usize::MAX));
-    assert!(!f.park(&lane, &c));
+    assert!(!f.park(&lane, &c, Quiet::default()));
     let mut c = c;
     unread(&f, &mut c);
     let e = event(&f, "added");
     f.publish(list(), vec![e], false); // moved on before it parked
-    assert!(!f.park(&lane, &c));
+    assert!(!f.park(&lane, &c, Quiet::default()));
     // Without a socket to share, a lane never parks.
     unread(&f, &mut c);
-    assert!(!f.park(&Lane::new(), &c));
+    assert!(!f.park(&Lane::new(), &c, Quiet::default()));
 }
 
 #[test]
@@ -262,9 +262,8 @@ fn a_lane_parked_after_the_state_moved_on_is_not_written_twice() {
         held: None,
         generation: 0,
         status_gen: 0,
-        events: &events,
         count: &f.fanned,
-        framed: Default::default(),
+        events: Framing::new(&events),
     };
     assert!(
         lane.cell().deliver(lane.place.generation, &batch),
@@ -279,17 +278,17 @@ fn gone_subscribers_leave_the_parked_set() {
     let c = first_read(&f);
     let live = Lane::new();
     live.attach(Fake::with_room(usize::MAX));
-    assert!(f.park(&live, &c));
+    assert!(f.park(&live, &c, Quiet::default()));
     for _ in 0..1000 {
         let lane = Lane::new();
         lane.attach(Fake::with_room(usize::MAX));
-        assert!(f.park(&lane, &c));
+        assert!(f.park(&lane, &c, Quiet::default()));
         lane.close();
     }
     let len = f.parked().lanes.len();
     assert!(len < 200, "{len} lanes kept for one live subscriber");
     // Parking twice lists a lane once.
-    assert!(f.park(&live, &c));
+    assert!(f.park(&live, &c, Quiet::default()));
     let count = f
         .parked()
         .lanes
@@ -385,7 +384,7 @@ fn a_parked_socket_gets_each_event_framed_by_its_transport() {
     let mut c = first_read(&f);
     let lane = Lane::new();
     lane.attach(sink.clone());
-    assert!(f.park(&lane, &c));
+    assert!(f.park(&lane, &c, Quiet::default()));
     lane.arm();
     let one = publish(&f, &["added"]);
     let two = publish(&f, &["updated", "removed"]);
@@ -395,7 +394,7 @@ fn a_parked_socket_gets_each_event_framed_by_its_transport() {
         .map(|b| format!("<{}>", String::from_utf8_lossy(b)))
         .collect();
     assert_eq!(read_now(&mut peer), want);
-    let to = lane.resume().expect("events were written");
+    let to = lane.resume().moved.expect("events were written");
     c.advance(to);
     assert_eq!(unread(&f, &mut c), 0, "nothing is sent twice");
     // Closed, the lane lets go of the socket.
@@ -411,7 +410,7 @@ fn a_full_parked_socket_leaves_the_events_to_the_task() {
     let c = first_read(&f);
     let lane = Lane::new();
     lane.attach(sink.clone());
-    assert!(f.park(&lane, &c));
+    assert!(f.park(&lane, &c, Quiet::default()));
     lane.arm();
     let wakes = Arc::new(Wakes::default());
     let w = waker(wakes.clone());
@@ -427,27 +426,11 @@ fn a_full_parked_socket_leaves_the_events_to_the_task() {
     }
     publish(&f, &["added"]);
     assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the task is woken");
-    assert!(lane.resume().is_none(), "nothing was written");
+    assert!(lane.resume().moved.is_none(), "nothing was written");
     assert!(lane.take_rest().is_empty());
     let got = read_now(&mut peer);
     assert_eq!(got.len(), filled, "only the filler reached the peer");
     assert!(!got.contains('<'));
-}
-
-#[test]
-fn the_rest_of_a_partial_write_is_the_frames_after_it() {
-    let frames = [
-        Bytes::from_static(b"<data: a>"),
-        Bytes::from_static(b""),
-        Bytes::from_static(b"<data: bc>"),
-    ];
-    let whole = b"<data: a><data: bc>";
-    for written in 0..whole.len() {
-        let mut rest = VecDeque::new();
-        keep(&frames, written, &mut rest);
-        let got: Vec<u8> = rest.iter().flat_map(|b| b.to_vec()).collect();
-        assert_eq!(got, &whole[written..], "after {written} bytes");
-    }
 }
 
 #[test]
@@ -468,4 +451,130 @@ fn live_lanes_never_share_a_place_and_freed_places_are_taken_again() {
         let s = l.cell().lock();
         assert!(s.sink.is_none() && !s.parked && !s.listed, "a fresh lane");
     }
+}
+
+fn keepalive(f: &Feed) -> String {
+    String::from_utf8_lossy(&f.keepalive).into_owned()
+}
+
+#[test]
+fn a_tick_writes_the_keepalive_to_a_silent_parked_socket_without_waking_its_task() {
+    let f = feed();
+    let sink = Fake::with_room(usize::MAX);
+    let (_c, lane, wakes) = parked(&f, sink.clone());
+    f.tick();
+    assert_eq!(sink.taken(), keepalive(&f));
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "the task slept through");
+    assert_eq!(f.fanned_out().keepalives.load(Ordering::Relaxed), 1);
+    assert_eq!(f.parked_lanes(), 1, "still parked");
+    // Its task, once back, knows the tick was taken care of.
+    let back = lane.resume();
+    assert_eq!(back.moved, None);
+    assert_eq!(
+        back.quiet,
+        Quiet {
+            ticks: 1,
+            spoke: false
+        }
+    );
+}
+
+#[test]
+fn a_parked_socket_that_got_events_since_the_last_tick_gets_no_keepalive() {
+    let f = feed();
+    let sink = Fake::with_room(usize::MAX);
+    let (_c, lane, wakes) = parked(&f, sink.clone());
+    let event = publish(&f, &["added"]);
+    f.tick();
+    let event = String::from_utf8_lossy(&event[0]).into_owned();
+    assert_eq!(sink.taken(), event, "no keepalive after an event");
+    // Silent for the whole of the next period: now it is said.
+    f.tick();
+    assert_eq!(sink.taken(), format!("{event}{}", keepalive(&f)));
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+    assert_eq!(f.fanned_out().keepalives.load(Ordering::Relaxed), 1);
+    assert_eq!(lane.resume().quiet.ticks, 2);
+}
+
+#[test]
+fn a_lane_that_parked_knowing_of_the_tick_is_not_written_it_again() {
+    let f = feed();
+    let c = first_read(&f);
+    let sink = Fake::with_room(usize::MAX);
+    let lane = Lane::new();
+    lane.attach(sink.clone());
+    // Its stream saw tick 1 (and wrote the keepalive) just before parking,
+    // while the feed was on its way to tell the parked lanes of it.
+    let quiet = Quiet {
+        ticks: 1,
+        spoke: false,
+    };
+    assert!(f.park(&lane, &c, quiet));
+    lane.arm();
+    f.keep_parked_alive(1);
+    assert_eq!(sink.taken(), "");
+    assert_eq!(f.parked_lanes(), 1);
+}
+
+#[test]
+fn at_a_tick_a_full_or_busy_socket_is_left_to_its_task() {
+    // Full: nothing written, the task is woken and still owes the keepalive.
+    let f = feed();
+    let (_c, lane, wakes) = parked(&f, Fake::with_room(0));
+    f.tick();
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+    assert_eq!(lane.resume().quiet.ticks, 0, "the tick is the task's");
+    assert_eq!(f.fanned_out().keepalives.load(Ordering::Relaxed), 0);
+    // Its transport still writing: woken, not written.
+    let f = feed();
+    let c = first_read(&f);
+    let sink = Fake::with_room(usize::MAX);
+    let lane = Lane::new();
+    lane.attach(sink.clone());
+    assert!(f.park(&lane, &c, Quiet::default())); // never armed
+    f.tick();
+    assert_eq!(sink.taken(), "");
+    assert_eq!(lane.resume().quiet.ticks, 0);
+    // Taken in part: the rest is the task's to write, the tick is done.
+    let f = feed();
+    let (_c, lane, wakes) = parked(&f, Fake::with_room(3));
+    f.tick();
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+    let rest: Vec<u8> = lane.take_rest().iter().flat_map(|b| b.to_vec()).collect();
+    assert_eq!(rest, &f.keepalive[3..]);
+    assert_eq!(lane.resume().quiet.ticks, 1);
+}
+
+#[test]
+fn a_keepalive_reaches_a_parked_socket_framed_by_its_transport() {
+    let f = feed();
+    let (sink, mut peer) = socket_pair();
+    let c = first_read(&f);
+    let lane = Lane::new();
+    lane.attach(sink);
+    assert!(f.park(&lane, &c, Quiet::default()));
+    lane.arm();
+    f.tick();
+    assert_eq!(read_now(&mut peer), format!("<{}>", keepalive(&f)));
+}
+
+#[test]
+fn a_socket_that_fails_the_feeds_write_hands_its_error_to_the_transport() {
+    let f = feed();
+    let (sink, peer) = socket_pair();
+    let c = first_read(&f);
+    let lane = Lane::new();
+    lane.attach(sink);
+    assert!(f.park(&lane, &c, Quiet::default()));
+    lane.arm();
+    let wakes = Arc::new(Wakes::default());
+    let w = waker(wakes.clone());
+    assert!(lane.poll_woken(&mut Context::from_waker(&w)).is_pending());
+    drop(peer);
+    publish(&f, &["added"]);
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the task is woken");
+    // The socket says why only once, and it said it to the feed.
+    assert_eq!(lane.take_failure(), Some(std::io::ErrorKind::BrokenPipe));
+    assert_eq!(lane.take_failure(), None);
+    assert!(lane.resume().moved.is_none(), "nothing was written");
 }
