@@ -244,11 +244,12 @@ def report(a):
               "Pollcast's clock thus also runs while the poll response crosses loopback and is read, the floor's "
               "does not; both set `TCP_NODELAY` and write each subscriber's event in one syscall, and the same "
               "`loadgen` reads both (see bench/targets.md, fairness). Deliveries/s = N / (time for one "
-              "event to reach the last subscriber). RSS per subscriber = (RSS at N − RSS at 0) / N, all "
-              "processes of the server (nginx master+worker; Pushpin's condure, proxy, handler). anon/subscriber is the "
-              "same with RssAnon (heap and stacks): RSS also counts the executable's code pages, which the first use "
-              "of a code path maps in once (shared, clean, reclaimable page cache; ~0.4-0.8 MiB of pollcast's when "
-              "its first subscriber arrives), so at small N it carries a one-time cost per server.", "",
+              "event to reach the last subscriber). RSS per subscriber = (RSS with N more subscribers − RSS with one "
+              "warm-up subscriber) / N, all processes of the server (nginx master+worker; Pushpin's condure, proxy, "
+              "handler): the warm-up subscriber, connected first and held through the run, takes what each server "
+              "spends once (pollcast's feed and its first poll, the executable's code pages a stream maps in: "
+              "~0.4-0.8 MiB of RSS but ~0.09 MiB of anonymous memory), so the figure is what each further "
+              "subscriber costs. anon/subscriber is the same with RssAnon (heap and stacks).", "",
               "`floor` is the least an SSE server can do on this core (`bench/harness/src/bin/floor.rs`: one thread "
               "writing the same event bytes to every subscriber socket in turn, nothing else); `p99 / floor` is the "
               "system's median p99 over the floor's median p99 at the same N.", "",

@@ -119,8 +119,9 @@ fn admit(mut s: TcpStream, snapshot: &[u8], chunked: bool) -> Option<TcpStream> 
     Some(s)
 }
 
-/// Listen with the backlog pollcast has (tokio's 1024; std's is 128), so a burst of
-/// connections is not dropped and retried a second later by the kernel.
+/// Listen with the backlog pollcast has (4,096, src/start.rs; std's is 128),
+/// so a burst of connections is not dropped and retried a second later by
+/// the kernel any more than pollcast's is.
 fn bind(addr: &str) -> TcpListener {
     let addr: std::net::SocketAddr = addr.parse().expect("listen address");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -132,7 +133,7 @@ fn bind(addr: &str) -> TcpListener {
             let s = tokio::net::TcpSocket::new_v4()?;
             s.set_reuseaddr(true)?;
             s.bind(addr)?;
-            s.listen(1024)?.into_std()
+            s.listen(4096)?.into_std()
         })
         .expect("listen");
     listener.set_nonblocking(true).expect("nonblocking");

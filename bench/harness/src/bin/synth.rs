@@ -76,6 +76,7 @@ struct State {
     requests: u64,
     bytes: u64,
     not_modified: u64,
+    log_polls: bool,
 }
 
 impl State {
@@ -125,6 +126,7 @@ async fn upstream(args: &[String]) {
         requests: 0,
         bytes: 0,
         not_modified: 0,
+        log_polls: std::env::var_os("SYNTH_LOG_POLLS").is_some(),
     };
     st.render();
     let state = Arc::new(Mutex::new(st));
@@ -206,6 +208,10 @@ fn answer(state: &Mutex<State>, req: &Request<Incoming>) -> Response<Full<Bytes>
         return Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}\n")));
     }
     st.requests += 1;
+    if st.log_polls {
+        // Diagnosis (SYNTH_LOG_POLLS=1): when each list poll arrived.
+        eprintln!("poll {} {}", now_us(), req.uri());
+    }
     if st.dirty {
         st.render();
     }
