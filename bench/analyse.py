@@ -238,7 +238,8 @@ def report(a):
     fan = [r for r in rs if r["kind"] == "fanout"]
     if fan:
         L += ["## Fan-out: one change to N subscribers", "",
-              "One 1 KiB event per second, 6 per run. Latency runs from the moment the server has the event "
+              "One 1 KiB event per second, 6 per run (pollcast polls every 250 ms, so each change is an event "
+              "of its own, as the other systems publish it). Latency runs from the moment the server has the event "
               "(pollcast: its poll of the upstream answered, stamped by the upstream as `served_at`; Nchan and "
               "Pushpin: the publish; the floor: the moment it starts writing) to the moment a subscriber has read it. "
               "Pollcast's clock thus also runs while the poll response crosses loopback and is read, the floor's "

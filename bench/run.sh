@@ -220,7 +220,10 @@ fanout_run() { # system n rep
     local budget=$(( 3000000 + n * 1000 ))
     case $sys in
         pollcast)
-            start_synth "$UP_PORT" 10 1s; start_pollcast 1s; url=http://127.0.0.1:$PC_PORT/sse/jobs ;;
+            # Polled 4 times per change, so each change is one event of its
+            # own, as the others publish it (polled once a second, the two
+            # clocks drift and a poll now and then carries two changes).
+            start_synth "$UP_PORT" 10 1s; start_pollcast 250ms; url=http://127.0.0.1:$PC_PORT/sse/jobs ;;
         nchan)
             start_nginx; SERVER_PID=$(cat "$OUT/nginx.pid"); url=http://127.0.0.1:8081/sub ;;
         floor)
