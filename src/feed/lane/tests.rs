@@ -114,7 +114,7 @@ fn first_read(f: &Feed) -> Cursor {
 
 /// A feed with its first snapshot, a subscriber that has read it, and its
 /// lane on `sink`, parked and armed, watched by a counting waker.
-fn parked(f: &Feed, sink: Arc<Fake>) -> (Cursor, Arc<Lane>, Arc<Wakes>) {
+fn parked(f: &Feed, sink: Arc<impl Sink + 'static>) -> (Cursor, Arc<Lane>, Arc<Wakes>) {
     let c = first_read(f);
     let lane = Lane::new();
     lane.attach(sink);
@@ -407,14 +407,7 @@ fn a_full_parked_socket_leaves_the_events_to_the_task() {
     use std::io::Write;
     let f = feed();
     let (sink, mut peer) = socket_pair();
-    let c = first_read(&f);
-    let lane = Lane::new();
-    lane.attach(sink.clone());
-    assert!(f.park(&lane, &c, Quiet::default()));
-    lane.arm();
-    let wakes = Arc::new(Wakes::default());
-    let w = waker(wakes.clone());
-    assert!(lane.poll_woken(&mut Context::from_waker(&w)).is_pending());
+    let (_c, lane, wakes) = parked(&f, sink.clone());
     // The peer reads nothing: fill the socket until it would block.
     let mut filled = 0;
     loop {
@@ -549,11 +542,7 @@ fn at_a_tick_a_full_or_busy_socket_is_left_to_its_task() {
 fn a_keepalive_reaches_a_parked_socket_framed_by_its_transport() {
     let f = feed();
     let (sink, mut peer) = socket_pair();
-    let c = first_read(&f);
-    let lane = Lane::new();
-    lane.attach(sink);
-    assert!(f.park(&lane, &c, Quiet::default()));
-    lane.arm();
+    let _parked = parked(&f, sink);
     f.tick();
     assert_eq!(read_now(&mut peer), format!("<{}>", keepalive(&f)));
 }
@@ -562,14 +551,7 @@ fn a_keepalive_reaches_a_parked_socket_framed_by_its_transport() {
 fn a_socket_that_fails_the_feeds_write_hands_its_error_to_the_transport() {
     let f = feed();
     let (sink, peer) = socket_pair();
-    let c = first_read(&f);
-    let lane = Lane::new();
-    lane.attach(sink);
-    assert!(f.park(&lane, &c, Quiet::default()));
-    lane.arm();
-    let wakes = Arc::new(Wakes::default());
-    let w = waker(wakes.clone());
-    assert!(lane.poll_woken(&mut Context::from_waker(&w)).is_pending());
+    let (_c, lane, wakes) = parked(&f, sink);
     drop(peer);
     publish(&f, &["added"]);
     assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the task is woken");
