@@ -13,8 +13,9 @@
 //! wakes no task for it (on a quiet feed, ticks are all the traffic there is).
 //!
 //! Anything else unparks the lane and wakes its task, which then reads the
-//! feed as every subscriber does: a status change, a new epoch, a retirement or shutdown, a socket that would block or failed,
-//! and bytes its transport had not finished writing when it parked. A socket
+//! feed as every subscriber does: a status change, a new epoch, a
+//! retirement or shutdown, a socket that would block or failed, and bytes
+//! its transport had not finished writing when it parked. A socket
 //! that takes part of the events keeps the rest in the lane, and the
 //! transport writes it before anything else.
 //!
@@ -345,6 +346,19 @@ impl Cell {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The place still holds the lane of `generation` and it is parked;
+    /// otherwise it leaves the parked set.
+    fn still_parked(&self, s: &mut LaneState, generation: u32) -> bool {
+        if self.generation.load(Ordering::Acquire) != generation {
+            return false; // freed: the place may be another lane's now
+        }
+        if !s.parked {
+            s.listed = false;
+            return false;
+        }
+        true
+    }
+
     /// Unpark and wake the subscriber's task (it is out of the parked set).
     fn wake(&self, mut s: MutexGuard<'_, LaneState>) {
         s.listed = false;
@@ -361,11 +375,7 @@ impl Cell {
     /// lane of `generation`. `true`: still parked (and kept in the set).
     fn deliver(&self, generation: u32, batch: &Batch<'_>) -> bool {
         let mut s = self.lock();
-        if self.generation.load(Ordering::Acquire) != generation {
-            return false; // freed: the place may be another lane's now
-        }
-        if !s.parked {
-            s.listed = false;
+        if !self.still_parked(&mut s, generation) {
             return false;
         }
         if s.generation != batch.generation || s.status_gen != batch.status_gen || !s.armed {
@@ -409,11 +419,7 @@ impl Cell {
         count: &FanCount,
     ) -> bool {
         let mut s = self.lock();
-        if self.generation.load(Ordering::Acquire) != generation {
-            return false;
-        }
-        if !s.parked {
-            s.listed = false;
+        if !self.still_parked(&mut s, generation) {
             return false;
         }
         if !s.armed {
@@ -424,21 +430,21 @@ impl Cell {
         if s.quiet.ticks >= now {
             return true; // parked after this tick, knowing of it
         }
-        if s.quiet.spoke {
-            s.quiet = Quiet {
-                ticks: now,
-                spoke: false,
-            };
-            return true;
-        }
-        let offered = send::offer(&mut s, keepalive);
+        let offered = if s.quiet.spoke {
+            Offered::All // not silent: nothing to say
+        } else {
+            let offered = send::offer(&mut s, keepalive);
+            if offered != Offered::Nothing {
+                count.keepalives.fetch_add(1, Ordering::Relaxed);
+            }
+            offered
+        };
         if offered != Offered::Nothing {
-            // Said: the task must not say it again when it resumes.
+            // The tick is taken care of: the task must not say it again.
             s.quiet = Quiet {
                 ticks: now,
                 spoke: false,
             };
-            count.keepalives.fetch_add(1, Ordering::Relaxed);
         }
         if offered == Offered::All {
             return true;
@@ -528,43 +534,50 @@ impl Feed {
     pub(super) fn fan_out(&self, batch: Batch<'_>) {
         // One fan-out at a time per feed: a second one must see the lanes
         // the first keeps.
-        let _one = self.fanning.lock().unwrap_or_else(|e| e.into_inner());
-        let mut lanes = std::mem::take(&mut self.parked().lanes);
-        if lanes.is_empty() {
+        let started = std::time::Instant::now();
+        let Some((parked, still_parked)) =
+            self.visit_parked(|place| place.cell().deliver(place.generation, &batch))
+        else {
             return;
-        }
-        let (started, parked) = (std::time::Instant::now(), lanes.len());
-        lanes.retain(|place| place.cell().deliver(place.generation, &batch));
+        };
         tracing::debug!(
             feed = %self.def.name,
             parked,
-            still_parked = lanes.len(),
+            still_parked,
             took = ?started.elapsed(),
             "events written to parked subscribers"
         );
+    }
+
+    /// Visit every lane of the parked set, one visit at a time per feed (a
+    /// second one must see the lanes the first keeps); `keep` says whether
+    /// the lane stays. `None` when none was parked, else the lanes before
+    /// and after.
+    fn visit_parked(&self, keep: impl FnMut(&Place) -> bool) -> Option<(usize, usize)> {
+        let _one = self.fanning.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lanes = std::mem::take(&mut self.parked().lanes);
+        if lanes.is_empty() {
+            return None;
+        }
+        let before = lanes.len();
+        lanes.retain(keep);
+        let after = lanes.len();
         let mut p = self.parked();
         // Lanes parked meanwhile join the ones kept.
         lanes.append(&mut p.lanes);
         p.lanes = lanes;
+        Some((before, after))
     }
 
     /// Keepalive tick `now`: write the feed's keepalive to every parked
     /// lane that was silent since the last tick, without waking its task.
     pub(super) fn keep_parked_alive(&self, now: u64) {
-        let _one = self.fanning.lock().unwrap_or_else(|e| e.into_inner());
-        let mut lanes = std::mem::take(&mut self.parked().lanes);
-        if lanes.is_empty() {
-            return;
-        }
         let keepalive = [self.keepalive.clone()];
         let keepalive = Framing::new(&keepalive);
-        lanes.retain(|place| {
+        self.visit_parked(|place| {
             let cell = place.cell();
             cell.keep_alive(place.generation, now, &keepalive, &self.fanned)
         });
-        let mut p = self.parked();
-        lanes.append(&mut p.lanes);
-        p.lanes = lanes;
     }
 
     /// Unpark and wake every parked lane (anything but new events changed).
